@@ -1,0 +1,1361 @@
+//! The YAML config: parsing, validation, `${VAR}` expansion and secrets.
+//!
+//! Design: the file is parsed into a generic YAML tree first, then walked key by key by a small
+//! reader (`Node`) that records every problem with its full dotted key instead of stopping at the
+//! first one. `check-config` and hot reload both print that list, one problem per line, e.g.
+//! `siem.auth.header: expected "Name: value" ...`.
+//!
+//! Invariants:
+//! - unknown keys are errors (a typo must never silently fall back to a default);
+//! - secrets are held in [`Secret`], whose `Debug`/`Display` never show the value;
+//! - a `Config` value is always fully valid: there is no way to build one from a file with errors.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+/// A secret string (password, token, a Sumo Logic URL). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // Best-effort zeroize: overwrite the bytes before the allocation is freed.
+        // SAFETY: writing zero bytes keeps the string valid UTF-8.
+        unsafe {
+            for b in self.0.as_bytes_mut() {
+                std::ptr::write_volatile(b, 0);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Auto,
+    SplunkHec,
+    Elasticsearch,
+    SumoLogic,
+    Generic,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Auto => "auto",
+            Platform::SplunkHec => "splunk_hec",
+            Platform::Elasticsearch => "elasticsearch",
+            Platform::SumoLogic => "sumo_logic",
+            Platform::Generic => "generic",
+        }
+    }
+
+    /// `platform: auto` infers the SIEM from the URL path (design.md).
+    pub fn infer_from_url(url: &reqwest::Url) -> Platform {
+        let path = url.path();
+        if path.starts_with("/services/collector") {
+            Platform::SplunkHec
+        } else if path.contains("/_doc") || path.contains("/_bulk") || path.contains("/_create") {
+            Platform::Elasticsearch
+        } else if path.contains("/receiver/v1/http") {
+            Platform::SumoLogic
+        } else {
+            Platform::Generic
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenericBatch {
+    None,
+    Ndjson,
+    JsonArray,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    Basic { username: String, password: Secret },
+    /// A full header: name and value (the value is secret).
+    Header { name: String, value: Secret },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenericConfig {
+    pub batch: GenericBatch,
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub gzip: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplunkConfig {
+    pub index: Option<String>,
+    pub source: String,
+    pub sourcetype: String,
+    pub host: Option<String>,
+    pub gzip: bool,
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub indexer_ack: bool,
+    pub ack_timeout: Duration,
+    pub ack_poll_interval: Duration,
+    pub channel: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElasticConfig {
+    /// Index or data stream name; default: taken from the URL path (`/sendauth/_doc` -> `sendauth`).
+    pub index: Option<String>,
+    pub install_template: bool,
+    pub template_name: String,
+    pub data_stream: bool,
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub gzip: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SumoConfig {
+    pub category: Option<String>,
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub fields: BTreeMap<String, String>,
+    pub gzip: bool,
+    pub max_events: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub min_version: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiemConfig {
+    pub enabled: bool,
+    /// The URL as configured. For Sumo Logic the whole URL is a secret: print `url_redacted()`.
+    pub url: reqwest::Url,
+    pub platform: Platform,
+    pub auth: Auth,
+    pub generic: GenericConfig,
+    pub splunk_hec: SplunkConfig,
+    pub elasticsearch: ElasticConfig,
+    pub sumo_logic: SumoConfig,
+    pub tls: TlsConfig,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub allow_plain_http: bool,
+}
+
+impl SiemConfig {
+    /// The platform after `auto` has been resolved from the URL.
+    pub fn effective_platform(&self) -> Platform {
+        match self.platform {
+            Platform::Auto => Platform::infer_from_url(&self.url),
+            p => p,
+        }
+    }
+
+    /// The URL safe to show in status, logs and errors: credentials, query strings and (for
+    /// Sumo Logic) the collector token removed.
+    pub fn url_redacted(&self) -> String {
+        redact_url(&self.url, self.effective_platform())
+    }
+}
+
+/// Removes every part of a URL that can carry a secret.
+pub fn redact_url(url: &reqwest::Url, platform: Platform) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    if u.query().is_some() {
+        u.set_query(Some("REDACTED"));
+    }
+    if platform == Platform::SumoLogic {
+        // https://host/receiver/v1/http/<token> -> https://host/receiver/v1/http/REDACTED
+        let path = u.path().to_string();
+        if let Some(i) = path.find("/receiver/v1/http/") {
+            let keep = &path[..i + "/receiver/v1/http/".len()];
+            u.set_path(&format!("{keep}REDACTED"));
+        }
+    }
+    u.to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSourceConfig {
+    pub path: PathBuf,
+    pub start_at: StartAt,
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSourceConfig {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcesConfig {
+    pub file: Option<FileSourceConfig>,
+    pub socket: Option<SocketSourceConfig>,
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub max_quarantine_entries: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRetryExhausted {
+    Hold,
+    DeadLetter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    pub max_retries: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub on_retry_exhausted: OnRetryExhausted,
+    /// How long to wait for more events before sending a batch that is not full (0 = send
+    /// whatever is ready; batches then form naturally while a request is in flight).
+    pub linger: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub siem: SiemConfig,
+    pub sources: SourcesConfig,
+    pub queue: QueueConfig,
+    pub delivery: DeliveryConfig,
+    pub status: StatusConfig,
+    pub log: LogConfig,
+}
+
+/// Every problem found in a config, each naming its dotted key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(p)?;
+        }
+        Ok(())
+    }
+}
+
+pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:8686";
+
+impl Config {
+    /// Reads and validates a config file. Errors name the file and every bad key.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            problems: vec![format!(
+                "{}: cannot read the config file: {e}; check the path and its permissions",
+                path.display()
+            )],
+        })?;
+        Config::parse_with_env(&text, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses YAML text; `env` resolves `${VAR}` references (injected for tests).
+    pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let root: Value = match serde_yaml::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(ConfigErrors {
+                    problems: vec![format!("not valid YAML: {e}")],
+                })
+            }
+        };
+        let errs = Rc::new(RefCell::new(Vec::new()));
+        let cfg = {
+            let mut root = Node::root(root, errs.clone(), env);
+            let cfg = parse_root(&mut root);
+            root.finish();
+            cfg
+        };
+        let mut errs = errs.take();
+        match cfg {
+            Some(c) if errs.is_empty() => Ok(c),
+            _ => {
+                if errs.is_empty() {
+                    errs.push("config is incomplete".into());
+                }
+                Err(ConfigErrors { problems: errs })
+            }
+        }
+    }
+}
+
+/// A reader over one YAML mapping that records problems with dotted keys.
+struct Node<'e> {
+    path: String,
+    map: BTreeMap<String, Value>,
+    errs: Rc<RefCell<Vec<String>>>,
+    env: &'e dyn Fn(&str) -> Option<String>,
+}
+
+impl<'e> Node<'e> {
+    fn root(v: Value, errs: Rc<RefCell<Vec<String>>>, env: &'e dyn Fn(&str) -> Option<String>) -> Node<'e> {
+        let mut n = Node {
+            path: String::new(),
+            map: BTreeMap::new(),
+            errs,
+            env,
+        };
+        match v {
+            Value::Mapping(m) => n.map = to_map(m, "", &mut n.errs.borrow_mut()),
+            Value::Null => {}
+            _ => n.err_raw("the config must be a YAML mapping (key: value), e.g. `siem:` at the top".into()),
+        }
+        n
+    }
+
+    /// Whether a problem was already recorded under `key` (to avoid a second, vaguer one).
+    fn has_error_under(&self, k: &str) -> bool {
+        let key = self.key(k);
+        self.errs.borrow().iter().any(|e| e.starts_with(&key))
+    }
+
+    fn key(&self, k: &str) -> String {
+        if self.path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{}.{}", self.path, k)
+        }
+    }
+
+    fn err_raw(&mut self, msg: String) {
+        self.errs.borrow_mut().push(msg);
+    }
+
+    fn err(&mut self, k: &str, msg: impl fmt::Display) {
+        let key = self.key(k);
+        let line = if k.is_empty() { format!("{}: {msg}", self.path) } else { format!("{key}: {msg}") };
+        self.errs.borrow_mut().push(line);
+    }
+
+    fn has(&self, k: &str) -> bool {
+        self.map.get(k).is_some_and(|v| !v.is_null())
+    }
+
+    /// A nested mapping; `None` when absent or null.
+    fn child(&mut self, k: &str) -> Option<Node<'e>> {
+        let v = self.map.remove(k)?;
+        let path = self.key(k);
+        match v {
+            Value::Null => None,
+            Value::Mapping(m) => {
+                let map = to_map(m, &path, &mut self.errs.borrow_mut());
+                Some(Node {
+                    path,
+                    map,
+                    errs: self.errs.clone(),
+                    env: self.env,
+                })
+            }
+            other => {
+                self.err(k, format!("expected a mapping of keys, got {}", describe(&other)));
+                None
+            }
+        }
+    }
+
+    fn finish(mut self) {
+        let keys: Vec<String> = self.map.keys().cloned().collect();
+        for k in keys {
+            self.err(&k, "unknown key; check the spelling against config/*.yaml examples");
+        }
+    }
+
+    /// A string with `${VAR}` expanded.
+    fn string(&mut self, k: &str) -> Option<String> {
+        let v = self.map.remove(k)?;
+        match v {
+            Value::Null => None,
+            Value::String(s) => self.expand(k, &s),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            other => {
+                self.err(k, format!("expected a string, got {}", describe(&other)));
+                None
+            }
+        }
+    }
+
+    fn expand(&mut self, k: &str, s: &str) -> Option<String> {
+        match expand_env(s, self.env) {
+            Ok(v) => Some(v),
+            Err(msg) => {
+                self.err(k, msg);
+                None
+            }
+        }
+    }
+
+    fn required_string(&mut self, k: &str, hint: &str) -> Option<String> {
+        let s = self.string(k);
+        if s.is_none() && !self.has_error_under(k) {
+            self.err(k, format!("required; {hint}"));
+        }
+        s
+    }
+
+    fn bool(&mut self, k: &str, default: bool) -> bool {
+        match self.map.remove(k) {
+            None | Some(Value::Null) => default,
+            Some(Value::Bool(b)) => b,
+            Some(Value::String(s)) => match self.expand(k, &s).as_deref() {
+                Some("true") => true,
+                Some("false") => false,
+                Some(other) => {
+                    self.err(k, format!("expected true or false, got {other:?}"));
+                    default
+                }
+                None => default,
+            },
+            Some(other) => {
+                self.err(k, format!("expected true or false, got {}", describe(&other)));
+                default
+            }
+        }
+    }
+
+    fn uint(&mut self, k: &str, default: u64, min: u64, max: u64) -> u64 {
+        let v = match self.map.remove(k) {
+            None | Some(Value::Null) => return default,
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => self.expand(k, &s).and_then(|s| s.trim().parse::<u64>().ok()),
+            Some(_) => None,
+        };
+        match v {
+            Some(n) if (min..=max).contains(&n) => n,
+            Some(n) => {
+                self.err(k, format!("{n} is out of range; use a whole number from {min} to {max}"));
+                default
+            }
+            None => {
+                self.err(k, format!("expected a whole number from {min} to {max}"));
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, k: &str, default: Duration) -> Duration {
+        let raw = match self.map.remove(k) {
+            None | Some(Value::Null) => return default,
+            Some(Value::String(s)) => match self.expand(k, &s) {
+                Some(s) => s,
+                None => return default,
+            },
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) => {
+                self.err(k, format!("expected a duration like 250ms, 1s or 2m, got {}", describe(&other)));
+                return default;
+            }
+        };
+        match parse_duration(&raw) {
+            Ok(d) => d,
+            Err(msg) => {
+                self.err(k, msg);
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, k: &str, default: u64, min: u64) -> u64 {
+        let raw = match self.map.remove(k) {
+            None | Some(Value::Null) => return default,
+            Some(Value::String(s)) => match self.expand(k, &s) {
+                Some(s) => s,
+                None => return default,
+            },
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) => {
+                self.err(k, format!("expected a size like 512KiB, 1MiB or 2GB, got {}", describe(&other)));
+                return default;
+            }
+        };
+        match parse_size(&raw) {
+            Ok(n) if n >= min => n,
+            Ok(n) => {
+                self.err(k, format!("{n} bytes is too small; use at least {min} bytes"));
+                default
+            }
+            Err(msg) => {
+                self.err(k, msg);
+                default
+            }
+        }
+    }
+
+    /// One of a fixed set of words.
+    fn choice<T: Copy>(&mut self, k: &str, default: T, options: &[(&str, T)]) -> T {
+        let Some(s) = self.string(k) else { return default };
+        for (name, v) in options {
+            if s == *name {
+                return *v;
+            }
+        }
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        self.err(k, format!("expected one of {}, got {s:?}", names.join(" | ")));
+        default
+    }
+
+    /// A secret that may be given inline (`key`) or from a file (`key_file`).
+    fn secret(&mut self, k: &str) -> Option<Secret> {
+        let file_key = format!("{k}_file");
+        let inline = self.string(k);
+        let file = self.string(&file_key);
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.err(k, format!("give either {k} or {file_key}, not both"));
+                None
+            }
+            (Some(v), None) => Some(Secret::new(v)),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(s) => Some(Secret::new(s.trim_end_matches(['\n', '\r']).to_string())),
+                Err(e) => {
+                    self.err(&file_key, format!("cannot read secret file {path}: {e}"));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+}
+
+fn to_map(m: serde_yaml::Mapping, path: &str, errs: &mut Vec<String>) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for (k, v) in m {
+        match k {
+            Value::String(s) => {
+                out.insert(s, v);
+            }
+            other => errs.push(format!(
+                "{}: keys must be strings, got {}",
+                if path.is_empty() { "(top level)" } else { path },
+                describe(&other)
+            )),
+        }
+    }
+    out
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing".into(),
+        Value::Bool(b) => format!("{b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("{s:?}"),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(_) => "a tagged value".into(),
+    }
+}
+
+/// Expands `${VAR}` from the environment; `$$` is a literal `$`. An unset variable is an error.
+pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = after.strip_prefix('{') {
+            let Some(end) = r.find('}') else {
+                return Err("unterminated ${ in value; write ${NAME} or $$ for a literal $".into());
+            };
+            let name = &r[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("invalid variable name ${{{name}}}; use letters, digits and _"));
+            }
+            match env(name) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    return Err(format!(
+                        "environment variable {name} is not set; export it before starting the agent, or use a *_file key"
+                    ))
+                }
+            }
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses human durations: `250ms`, `1s`, `2m`, `1h`, `1.5s`. A bare number means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration like 250ms, 1s or 2m, got {s:?}"))?;
+    let mult = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 0.001,
+        "us" => 0.000_001,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}; use ms, s, m or h")),
+    };
+    let secs = n * mult;
+    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err(format!("duration {s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses sizes: `1MiB`, `512KiB`, `1GB`, `1000` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a size like 512KiB, 1MiB or 2GB, got {s:?}"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => return Err(format!("unknown size unit {other:?} in {s:?}; use B, KiB, MiB, GiB, KB, MB or GB")),
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 / 2.0 {
+        return Err(format!("size {s:?} is out of range"));
+    }
+    Ok(v as u64)
+}
+
+/// Checks a header name per RFC 9110 token rules.
+fn valid_header_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn parse_header(raw: &str) -> Result<(String, String), String> {
+    if raw.contains('\r') || raw.contains('\n') {
+        return Err("must not contain CR or LF (header injection); put the header on one line".into());
+    }
+    let Some((name, value)) = raw.split_once(':') else {
+        return Err(format!(
+            "expected \"Name: value\" (for example \"Authorization: Bearer TOKEN\"), got {}",
+            redact_header_for_error(raw)
+        ));
+    };
+    let name = name.trim();
+    let value = value.trim();
+    if !valid_header_name(name) {
+        return Err(format!(
+            "expected \"Name: value\" (for example \"Authorization: Bearer TOKEN\"); {name:?} is not a valid header name"
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!("header {name:?} has an empty value; check that the token variable is set"));
+    }
+    if value.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+        return Err(format!("header {name:?} value contains control characters"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// For error messages about a malformed header: show its shape, never a token.
+fn redact_header_for_error(raw: &str) -> String {
+    let words: Vec<&str> = raw.split_whitespace().collect();
+    match words.as_slice() {
+        [] => "an empty string".into(),
+        [one] if one.len() <= 12 && !one.chars().any(|c| c.is_ascii_digit()) => format!("{one:?}"),
+        [first, ..] if first.len() <= 16 => format!("\"{first} <redacted>\""),
+        _ => "a value without a colon (not shown: it may hold a secret)".into(),
+    }
+}
+
+fn parse_root(root: &mut Node) -> Option<Config> {
+    let siem = match root.child("siem") {
+        Some(mut n) => {
+            let s = parse_siem(&mut n);
+            n.finish();
+            s
+        }
+        None => {
+            root.err("siem", "required; add a siem: section with at least url");
+            None
+        }
+    };
+    let sources = match root.child("sources") {
+        Some(mut n) => {
+            let s = parse_sources(&mut n);
+            n.finish();
+            s
+        }
+        None => {
+            root.err("sources", "required; configure sources.file, sources.socket or both");
+            None
+        }
+    };
+    let queue = match root.child("queue") {
+        Some(mut n) => {
+            let q = parse_queue(&mut n);
+            n.finish();
+            q
+        }
+        None => {
+            root.err("queue", "required; set queue.path to a directory for the durable queue");
+            None
+        }
+    };
+    let delivery = {
+        let mut n = root.child("delivery");
+        let d = parse_delivery(n.as_mut());
+        if let Some(n) = n {
+            n.finish();
+        }
+        d
+    };
+    let status = {
+        let n = root.child("status");
+        let mut listen: SocketAddr = DEFAULT_STATUS_ADDR.parse().expect("valid default");
+        if let Some(mut n) = n {
+            if let Some(s) = n.string("listen") {
+                match s.parse::<SocketAddr>() {
+                    Ok(a) => listen = a,
+                    Err(_) => n.err("listen", format!("expected IP:PORT like 127.0.0.1:8686, got {s:?}")),
+                }
+            }
+            n.finish();
+        }
+        StatusConfig { listen }
+    };
+    let log = {
+        let mut format = LogFormat::Text;
+        let mut level = "info".to_string();
+        if let Some(mut n) = root.child("log") {
+            format = n.choice("format", LogFormat::Text, &[("text", LogFormat::Text), ("json", LogFormat::Json)]);
+            if let Some(l) = n.string("level") {
+                if tracing_subscriber::EnvFilter::try_new(&l).is_err() {
+                    n.err("level", format!("expected error | warn | info | debug | trace, got {l:?}"));
+                } else {
+                    level = l;
+                }
+            }
+            n.finish();
+        }
+        LogConfig { format, level }
+    };
+    Some(Config {
+        siem: siem?,
+        sources: sources?,
+        queue: queue?,
+        delivery: delivery?,
+        status,
+        log,
+    })
+}
+
+fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
+    let enabled = n.bool("enabled", true);
+    let url = n
+        .required_string("url", "set siem.url to your SIEM's HTTP(S) endpoint")
+        .and_then(|s| match reqwest::Url::parse(s.trim()) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+                if u.host_str().is_none() {
+                    n.err("url", "has no host; expected e.g. https://siem.company.com/collector");
+                    None
+                } else {
+                    Some(u)
+                }
+            }
+            Ok(u) => {
+                n.err("url", format!("scheme {:?} is not supported; use https:// (or http:// on loopback)", u.scheme()));
+                None
+            }
+            Err(e) => {
+                n.err("url", format!("not a valid URL ({e}); expected e.g. https://siem.company.com/collector"));
+                None
+            }
+        });
+    let platform = n.choice(
+        "platform",
+        Platform::Auto,
+        &[
+            ("auto", Platform::Auto),
+            ("splunk_hec", Platform::SplunkHec),
+            ("elasticsearch", Platform::Elasticsearch),
+            ("sumo_logic", Platform::SumoLogic),
+            ("generic", Platform::Generic),
+        ],
+    );
+    let auth = match n.child("auth") {
+        None => Auth::None,
+        Some(mut a) => {
+            let has_basic = a.has("basic");
+            let has_header = a.has("header") || a.has("header_file");
+            let mut auth = Auth::None;
+            if has_basic && has_header {
+                a.err("", "choose one method: basic or header, not both");
+            }
+            if let Some(mut b) = a.child("basic") {
+                let username = b.required_string("username", "set the basic auth user name");
+                let password = b.secret("password");
+                if password.is_none() && !b.has_error_under("password") {
+                    b.err("password", "required; set password (e.g. \"${SIEM_PASSWORD}\") or password_file");
+                }
+                b.finish();
+                if let (Some(username), Some(password)) = (username, password) {
+                    if username.contains(':') {
+                        a.err("basic.username", "must not contain ':'");
+                    } else {
+                        auth = Auth::Basic { username, password };
+                    }
+                }
+            }
+            if let Some(h) = a.secret("header") {
+                match parse_header(h.expose()) {
+                    Ok((name, value)) => {
+                        auth = Auth::Header {
+                            name,
+                            value: Secret::new(value),
+                        }
+                    }
+                    Err(msg) => a.err("header", msg),
+                }
+            }
+            a.finish();
+            auth
+        }
+    };
+    let generic = {
+        let mut g = n.child("generic");
+        let batch = g
+            .as_mut()
+            .map(|g| {
+                g.choice(
+                    "batch",
+                    GenericBatch::None,
+                    &[
+                        ("none", GenericBatch::None),
+                        ("ndjson", GenericBatch::Ndjson),
+                        ("json_array", GenericBatch::JsonArray),
+                    ],
+                )
+            })
+            .unwrap_or(GenericBatch::None);
+        let (max_events, max_bytes, gzip) = batch_limits(g.as_mut(), 500, 1024 * 1024);
+        if let Some(g) = g {
+            g.finish();
+        }
+        GenericConfig {
+            batch,
+            max_events,
+            max_bytes,
+            gzip,
+        }
+    };
+    let splunk_hec = {
+        let mut s = n.child("splunk_hec");
+        let (max_events, max_bytes, gzip) = batch_limits(s.as_mut(), 1000, 1_000_000);
+        let cfg = match s.as_mut() {
+            Some(s) => SplunkConfig {
+                index: s.string("index"),
+                source: s.string("source").unwrap_or_else(|| "sendauth-siem".into()),
+                sourcetype: s.string("sourcetype").unwrap_or_else(|| "_json".into()),
+                host: s.string("host"),
+                gzip,
+                max_events,
+                max_bytes,
+                indexer_ack: s.bool("indexer_ack", false),
+                ack_timeout: s.duration("ack_timeout", Duration::from_secs(60)),
+                ack_poll_interval: s.duration("ack_poll_interval", Duration::from_secs(1)),
+                channel: s.string("channel"),
+            },
+            None => SplunkConfig {
+                index: None,
+                source: "sendauth-siem".into(),
+                sourcetype: "_json".into(),
+                host: None,
+                gzip,
+                max_events,
+                max_bytes,
+                indexer_ack: false,
+                ack_timeout: Duration::from_secs(60),
+                ack_poll_interval: Duration::from_secs(1),
+                channel: None,
+            },
+        };
+        if let Some(ch) = &cfg.channel {
+            if uuid::Uuid::parse_str(ch).is_err() {
+                if let Some(s) = s.as_mut() {
+                    s.err("channel", "must be a GUID like 0aeeac95-ac74-4aa9-b30d-6c4c0ac581ba");
+                }
+            }
+        }
+        if let Some(s) = s {
+            s.finish();
+        }
+        cfg
+    };
+    let elasticsearch = {
+        let mut e = n.child("elasticsearch");
+        let (max_events, max_bytes, gzip) = batch_limits(e.as_mut(), 1000, 5 * 1024 * 1024);
+        let cfg = match e.as_mut() {
+            Some(e) => ElasticConfig {
+                index: e.string("index"),
+                install_template: e.bool("install_template", true),
+                template_name: e.string("template_name").unwrap_or_else(|| "sendauth-events".into()),
+                data_stream: e.bool("data_stream", false),
+                max_events,
+                max_bytes,
+                gzip,
+            },
+            None => ElasticConfig {
+                index: None,
+                install_template: true,
+                template_name: "sendauth-events".into(),
+                data_stream: false,
+                max_events,
+                max_bytes,
+                gzip,
+            },
+        };
+        if let Some(e) = e {
+            e.finish();
+        }
+        cfg
+    };
+    let sumo_logic = {
+        let mut s = n.child("sumo_logic");
+        let (max_events, max_bytes, gzip) = batch_limits(s.as_mut(), 1000, 1_000_000);
+        let mut cfg = SumoConfig {
+            category: None,
+            name: None,
+            host: None,
+            fields: BTreeMap::new(),
+            gzip,
+            max_events,
+            max_bytes,
+        };
+        if let Some(s) = s.as_mut() {
+            cfg.category = s.string("category");
+            cfg.name = s.string("name");
+            cfg.host = s.string("host");
+            if let Some(mut f) = s.child("fields") {
+                let keys: Vec<String> = f.map.keys().cloned().collect();
+                for k in keys {
+                    if let Some(v) = f.string(&k) {
+                        if k.contains([',', '=']) || v.contains([',', '=']) {
+                            f.err(&k, "field names and values must not contain ',' or '='");
+                        } else {
+                            cfg.fields.insert(k, v);
+                        }
+                    }
+                }
+                f.finish();
+            }
+        }
+        if let Some(s) = s {
+            s.finish();
+        }
+        cfg
+    };
+    let tls = {
+        let mut t = n.child("tls");
+        let cfg = match t.as_mut() {
+            Some(t) => TlsConfig {
+                ca_file: t.string("ca_file").map(PathBuf::from),
+                client_cert: t.string("client_cert").map(PathBuf::from),
+                client_key: t.string("client_key").map(PathBuf::from),
+                min_version: t.string("min_version"),
+                insecure_skip_verify: t.bool("insecure_skip_verify", false),
+            },
+            None => TlsConfig {
+                ca_file: None,
+                client_cert: None,
+                client_key: None,
+                min_version: None,
+                insecure_skip_verify: false,
+            },
+        };
+        if let Some(mut t) = t {
+            if let Some(v) = &cfg.min_version {
+                if v != "1.2" && v != "1.3" {
+                    t.err("min_version", format!("expected \"1.2\" or \"1.3\", got {v:?}"));
+                }
+            }
+            for (k, p) in [("ca_file", &cfg.ca_file), ("client_cert", &cfg.client_cert), ("client_key", &cfg.client_key)] {
+                if let Some(p) = p {
+                    if !p.is_file() {
+                        t.err(k, format!("file {} does not exist or is not readable", p.display()));
+                    }
+                }
+            }
+            if cfg.client_cert.is_some() != cfg.client_key.is_some() {
+                t.err("client_cert", "client_cert and client_key go together; set both for mTLS");
+            }
+            t.finish();
+        }
+        cfg
+    };
+    let timeout = n.duration("timeout", Duration::from_secs(30));
+    let connect_timeout = n.duration("connect_timeout", Duration::from_secs(10));
+    let allow_plain_http = n.bool("allow_plain_http", false);
+    if let Some(u) = &url {
+        if u.scheme() == "http" && !allow_plain_http && !is_loopback_host(u) {
+            n.err(
+                "url",
+                "plain http:// to a non-loopback host would send events and credentials unencrypted; use https:// or set siem.allow_plain_http: true",
+            );
+        }
+    }
+    if timeout.is_zero() {
+        n.err("timeout", "must be greater than 0");
+    }
+    Some(SiemConfig {
+        enabled,
+        url: url?,
+        platform,
+        auth,
+        generic,
+        splunk_hec,
+        elasticsearch,
+        sumo_logic,
+        tls,
+        timeout,
+        connect_timeout,
+        allow_plain_http,
+    })
+}
+
+fn is_loopback_host(u: &reqwest::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Shared batch keys of each platform section: `max_batch_events`, `max_batch_bytes`, `gzip`.
+fn batch_limits(n: Option<&mut Node>, default_events: usize, default_bytes: usize) -> (usize, usize, bool) {
+    match n {
+        None => (default_events, default_bytes, false),
+        Some(n) => (
+            n.uint("max_batch_events", default_events as u64, 1, 100_000) as usize,
+            n.size("max_batch_bytes", default_bytes as u64, 1024) as usize,
+            n.bool("gzip", false),
+        ),
+    }
+}
+
+fn parse_mode(n: &mut Node, k: &str, default: u32) -> u32 {
+    let raw = match n.map.remove(k) {
+        None | Some(Value::Null) => return default,
+        Some(Value::String(s)) => s,
+        // YAML reads 0660 as the decimal number 660; take its digits as octal, which is what the
+        // user meant.
+        Some(Value::Number(num)) => num.to_string(),
+        Some(other) => {
+            n.err(k, format!("expected an octal mode like \"0660\", got {}", describe(&other)));
+            return default;
+        }
+    };
+    let digits = raw.trim().trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 => m,
+        _ => {
+            n.err(k, format!("expected an octal mode like \"0660\", got {raw:?}"));
+            default
+        }
+    }
+}
+
+fn parse_sources(n: &mut Node) -> Option<SourcesConfig> {
+    let file = n.child("file").and_then(|mut f| {
+        let path = f.required_string("path", "set the JSONL file to tail, e.g. /var/log/sendauth/events.jsonl");
+        let start_at = f.choice(
+            "start_at",
+            StartAt::Beginning,
+            &[("beginning", StartAt::Beginning), ("end", StartAt::End)],
+        );
+        let poll_interval = f.duration("poll_interval", Duration::from_millis(250));
+        if poll_interval < Duration::from_millis(10) {
+            f.err("poll_interval", "must be at least 10ms");
+        }
+        f.finish();
+        Some(FileSourceConfig {
+            path: PathBuf::from(path?),
+            start_at,
+            poll_interval,
+        })
+    });
+    let socket = n.child("socket").and_then(|mut s| {
+        let path = s.required_string("path", "set the Unix socket path, e.g. /run/sendauth/siem.sock");
+        let mode = parse_mode(&mut s, "mode", 0o660);
+        let max_connections = s.uint("max_connections", 1024, 1, 1_000_000) as usize;
+        let idle_timeout = s.duration("idle_timeout", Duration::from_secs(300));
+        if let Some(p) = &path {
+            if p.len() > 100 {
+                s.err("path", "is longer than the 107-byte limit of Unix socket paths; use a shorter path");
+            }
+        }
+        s.finish();
+        Some(SocketSourceConfig {
+            path: PathBuf::from(path?),
+            mode,
+            max_connections,
+            idle_timeout,
+        })
+    });
+    let max_event_bytes = n.size("max_event_bytes", 1024 * 1024, 256) as usize;
+    if max_event_bytes > 64 * 1024 * 1024 {
+        n.err("max_event_bytes", "must be at most 64MiB");
+    }
+    if file.is_none() && socket.is_none() && !n.has_error_under("") {
+        n.err("", "configure at least one source: sources.file or sources.socket");
+        return None;
+    }
+    Some(SourcesConfig {
+        file,
+        socket,
+        max_event_bytes,
+    })
+}
+
+fn parse_queue(n: &mut Node) -> Option<QueueConfig> {
+    let path = n.required_string("path", "set a directory for the durable queue, e.g. /var/lib/sendauth-siem");
+    let max_bytes = n.size("max_bytes", 1024 * 1024 * 1024, 64 * 1024);
+    let max_quarantine_entries = n.uint("max_quarantine_entries", 10_000, 1, 100_000_000);
+    Some(QueueConfig {
+        path: PathBuf::from(path?),
+        max_bytes,
+        max_quarantine_entries,
+    })
+}
+
+fn parse_delivery(n: Option<&mut Node>) -> Option<DeliveryConfig> {
+    let mut d = DeliveryConfig {
+        max_retries: 3,
+        initial_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(30),
+        on_retry_exhausted: OnRetryExhausted::Hold,
+        linger: Duration::ZERO,
+    };
+    if let Some(n) = n {
+        d.max_retries = n.uint("max_retries", 3, 0, 1000) as u32;
+        d.initial_backoff = n.duration("initial_backoff", d.initial_backoff);
+        d.max_backoff = n.duration("max_backoff", d.max_backoff);
+        d.on_retry_exhausted = n.choice(
+            "on_retry_exhausted",
+            OnRetryExhausted::Hold,
+            &[("hold", OnRetryExhausted::Hold), ("dead_letter", OnRetryExhausted::DeadLetter)],
+        );
+        d.linger = n.duration("linger", Duration::ZERO);
+        if d.initial_backoff.is_zero() {
+            n.err("initial_backoff", "must be greater than 0");
+        }
+        if d.max_backoff < d.initial_backoff {
+            n.err("max_backoff", "must be at least delivery.initial_backoff");
+        }
+        if d.linger > Duration::from_secs(60) {
+            n.err("linger", "must be at most 60s");
+        }
+    }
+    Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "SIEM_PASSWORD" => Some("s3cret".into()),
+            "HEC_TOKEN" => Some("abc-123".into()),
+            _ => None,
+        }
+    }
+
+    const MINIMAL: &str = "siem:\n  url: https://siem.example.com/collector\nsources:\n  socket: { path: /tmp/x.sock }\nqueue:\n  path: /tmp/q\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse_with_env(MINIMAL, &env).unwrap();
+        assert!(c.siem.enabled);
+        assert_eq!(c.siem.effective_platform(), Platform::Generic);
+        assert_eq!(c.sources.max_event_bytes, 1024 * 1024);
+        assert_eq!(c.delivery.max_retries, 3);
+        assert_eq!(c.status.listen.to_string(), "127.0.0.1:8686");
+        assert_eq!(c.sources.socket.as_ref().unwrap().mode, 0o660);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_dotted_key() {
+        let text = "siem:\n  url: https://x.example.com/c\n  auth:\n    header: \"Bearer abc\"\n  platfrom: generic\nsources:\n  file: { path: /x, start_at: middle }\n  max_event_bytes: lots\nqueue:\n  path: /q\ndelivery:\n  initial_backoff: 3 weeks\n";
+        let e = Config::parse_with_env(text, &env).unwrap_err();
+        let all = e.to_string();
+        assert!(all.contains("siem.auth.header: expected \"Name: value\""), "{all}");
+        assert!(all.contains("siem.platfrom: unknown key"), "{all}");
+        assert!(all.contains("sources.file.start_at: expected one of beginning | end"), "{all}");
+        assert!(all.contains("sources.max_event_bytes:"), "{all}");
+        assert!(all.contains("delivery.initial_backoff:"), "{all}");
+        assert_eq!(e.problems.len(), 5, "{all}");
+        assert!(!all.contains("abc"), "a token fragment leaked: {all}");
+    }
+
+    #[test]
+    fn env_expansion_and_unset_variables() {
+        let text = MINIMAL.replace(
+            "  url: https://siem.example.com/collector\n",
+            "  url: https://siem.example.com/collector\n  auth:\n    header: \"Authorization: Splunk ${HEC_TOKEN}\"\n",
+        );
+        let c = Config::parse_with_env(&text, &env).unwrap();
+        assert_eq!(
+            c.siem.auth,
+            Auth::Header {
+                name: "Authorization".into(),
+                value: Secret::new("Splunk abc-123")
+            }
+        );
+        let bad = text.replace("HEC_TOKEN", "NOPE_UNSET");
+        let e = Config::parse_with_env(&bad, &env).unwrap_err().to_string();
+        assert!(e.contains("siem.auth.header: environment variable NOPE_UNSET is not set"), "{e}");
+    }
+
+    #[test]
+    fn header_with_crlf_is_rejected() {
+        let text = MINIMAL.replace(
+            "  url: https://siem.example.com/collector\n",
+            "  url: https://siem.example.com/collector\n  auth:\n    header: \"X-API-Key: a\\r\\nEvil: b\"\n",
+        );
+        let e = Config::parse_with_env(&text, &env).unwrap_err().to_string();
+        assert!(e.contains("siem.auth.header: must not contain CR or LF"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let text = MINIMAL.replace("https://siem.example.com", "http://siem.example.com");
+        let e = Config::parse_with_env(&text, &env).unwrap_err().to_string();
+        assert!(e.contains("siem.url: plain http://"), "{e}");
+        let ok = MINIMAL.replace("https://siem.example.com", "http://127.0.0.1:9000");
+        Config::parse_with_env(&ok, &env).unwrap();
+    }
+
+    #[test]
+    fn platform_inference() {
+        let p = |u: &str| Platform::infer_from_url(&reqwest::Url::parse(u).unwrap());
+        assert_eq!(p("https://s:8088/services/collector"), Platform::SplunkHec);
+        assert_eq!(p("https://s:8088/services/collector/event"), Platform::SplunkHec);
+        assert_eq!(p("https://e:9200/sendauth/_doc"), Platform::Elasticsearch);
+        assert_eq!(p("https://e:9200/_bulk"), Platform::Elasticsearch);
+        assert_eq!(p("https://c.sumologic.com/receiver/v1/http/ZaVn"), Platform::SumoLogic);
+        assert_eq!(p("https://siem.example.com/collector"), Platform::Generic);
+    }
+
+    #[test]
+    fn sumo_url_is_redacted() {
+        let u = reqwest::Url::parse("https://c.sumologic.com/receiver/v1/http/ZaVnC4secret").unwrap();
+        let r = redact_url(&u, Platform::SumoLogic);
+        assert_eq!(r, "https://c.sumologic.com/receiver/v1/http/REDACTED");
+        let u = reqwest::Url::parse("https://user:pw@h.example.com/x?token=abc").unwrap();
+        let r = redact_url(&u, Platform::Generic);
+        assert!(!r.contains("pw") && !r.contains("abc") && !r.contains("user"), "{r}");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_size("1MiB").unwrap(), 1024 * 1024);
+        assert_eq!(parse_size("1MB").unwrap(), 1_000_000);
+        assert!(parse_size("1 parsec").is_err());
+    }
+
+    #[test]
+    fn socket_mode_as_yaml_number_means_octal() {
+        let text = MINIMAL.replace("{ path: /tmp/x.sock }", "{ path: /tmp/x.sock, mode: 0600 }");
+        let c = Config::parse_with_env(&text, &env).unwrap();
+        assert_eq!(c.sources.socket.unwrap().mode, 0o600);
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "<redacted>");
+    }
+}

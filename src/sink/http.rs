@@ -1,0 +1,306 @@
+//! The HTTP client every platform sends through: TLS, auth, timeouts, no redirects, bounded
+//! response reading, transport-error classification and secret redaction.
+//!
+//! Invariants:
+//! - redirects are never followed (`Policy::none()`): a followed 301/302 turns POST into GET and
+//!   drops the events, and a cross-host redirect would carry credentials elsewhere;
+//! - at most [`MAX_RESPONSE_BYTES`] of a response body are read, so a hostile SIEM cannot make
+//!   the agent buffer without bound;
+//! - every message built from a response passes through [`HttpClient::redact`] before it is
+//!   logged or shown, so a SIEM that echoes the token does not leak it.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderName, HeaderValue};
+
+use crate::config::{Auth, SiemConfig};
+use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Response};
+
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    auth: Option<(HeaderName, HeaderValue)>,
+    secrets: Vec<String>,
+    timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientBuildError(pub String);
+
+impl HttpClient {
+    pub fn new(cfg: &SiemConfig) -> Result<HttpClient, ClientBuildError> {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.timeout)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_max_idle_per_host(4)
+            .user_agent(concat!("sendauth-siem/", env!("CARGO_PKG_VERSION")))
+            .use_rustls_tls()
+            .tls_built_in_root_certs(true);
+        if let Some(ca) = &cfg.tls.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| ClientBuildError(format!("siem.tls.ca_file: cannot read {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ClientBuildError(format!("siem.tls.ca_file: {} is not a PEM certificate bundle: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(ClientBuildError(format!("siem.tls.ca_file: {} holds no certificate", ca.display())));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&cfg.tls.client_cert, &cfg.tls.client_key) {
+            let mut pem = std::fs::read(cert).map_err(|e| ClientBuildError(format!("siem.tls.client_cert: cannot read {}: {e}", cert.display())))?;
+            pem.push(b'\n');
+            pem.extend(std::fs::read(key).map_err(|e| ClientBuildError(format!("siem.tls.client_key: cannot read {}: {e}", key.display())))?);
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| ClientBuildError(format!("siem.tls.client_cert/client_key: not a usable PEM certificate and key: {e}")))?;
+            b = b.identity(id);
+        }
+        match cfg.tls.min_version.as_deref() {
+            Some("1.3") => b = b.min_tls_version(reqwest::tls::Version::TLS_1_3),
+            _ => b = b.min_tls_version(reqwest::tls::Version::TLS_1_2),
+        }
+        if cfg.tls.insecure_skip_verify {
+            tracing::warn!("siem.tls.insecure_skip_verify is true: the SIEM's certificate is NOT checked; anyone on the network path can read and alter events. Use siem.tls.ca_file instead");
+            b = b.danger_accept_invalid_certs(true);
+        }
+        let client = b.build().map_err(|e| ClientBuildError(format!("cannot build the HTTP client: {e}")))?;
+        let mut secrets = Vec::new();
+        let auth = match &cfg.auth {
+            Auth::None => None,
+            Auth::Basic { username, password } => {
+                use base64::Engine;
+                let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
+                secrets.push(password.expose().to_string());
+                secrets.push(token.clone());
+                let mut v = HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| ClientBuildError("siem.auth.basic: invalid characters".into()))?;
+                v.set_sensitive(true);
+                Some((reqwest::header::AUTHORIZATION, v))
+            }
+            Auth::Header { name, value } => {
+                let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ClientBuildError("siem.auth.header: invalid header name".into()))?;
+                let mut v = HeaderValue::from_str(value.expose()).map_err(|_| ClientBuildError("siem.auth.header: invalid characters in the value".into()))?;
+                v.set_sensitive(true);
+                secrets.push(value.expose().to_string());
+                // Also the bare token after a scheme word ("Splunk abc" -> "abc").
+                if let Some((_, tok)) = value.expose().split_once(' ') {
+                    if tok.len() >= 6 {
+                        secrets.push(tok.trim().to_string());
+                    }
+                }
+                Some((n, v))
+            }
+        };
+        // The URL may carry secrets too (Sumo Logic token, user:pass@, ?token=).
+        if let Some(p) = cfg.url.password() {
+            secrets.push(p.to_string());
+        }
+        if let Some(q) = cfg.url.query() {
+            for (_, v) in url::form_urlencoded::parse(q.as_bytes()) {
+                if v.len() >= 6 {
+                    secrets.push(v.into_owned());
+                }
+            }
+        }
+        if cfg.effective_platform() == crate::config::Platform::SumoLogic {
+            if let Some(last) = cfg.url.path_segments().and_then(|mut s| s.next_back()) {
+                if last.len() >= 6 {
+                    secrets.push(last.to_string());
+                }
+            }
+            secrets.push(cfg.url.to_string());
+        }
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Ok(HttpClient {
+            client,
+            auth,
+            secrets,
+            timeout: cfg.timeout,
+        })
+    }
+
+    /// Replaces every configured secret in `text` with `<redacted>`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "<redacted>");
+            }
+        }
+        out
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends a request with auth; returns the response (any status) or a classified
+    /// transport failure.
+    pub async fn send(&self, req: &EncodedRequest) -> Result<Response, Failure> {
+        let mut rb = self.client.request(req.method.clone(), req.url.clone());
+        for (k, v) in &req.headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        if let Some((n, v)) = &self.auth {
+            rb = rb.header(n.clone(), v.clone());
+        }
+        rb = rb.body(req.body.clone());
+        self.execute(rb).await
+    }
+
+    /// Sends a request without a body (health checks, ack polling).
+    pub async fn get(&self, url: reqwest::Url, headers: &[(String, String)]) -> Result<Response, Failure> {
+        let mut rb = self.client.get(url);
+        for (k, v) in headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        if let Some((n, v)) = &self.auth {
+            rb = rb.header(n.clone(), v.clone());
+        }
+        self.execute(rb).await
+    }
+
+    async fn execute(&self, rb: reqwest::RequestBuilder) -> Result<Response, Failure> {
+        let mut resp = rb.send().await.map_err(|e| self.classify_error(&e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let mut body = BytesMut::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    let room = MAX_RESPONSE_BYTES.saturating_sub(body.len());
+                    body.extend_from_slice(&c[..c.len().min(room)]);
+                    if body.len() >= MAX_RESPONSE_BYTES {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // The status line arrived; a body cut short is still an answer for 2xx/4xx.
+                    if (200..300).contains(&status) {
+                        break;
+                    }
+                    return Err(self.classify_error(&e));
+                }
+            }
+        }
+        Ok(Response {
+            status,
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    /// Explains a transport error in words a user can act on.
+    pub fn classify_error(&self, e: &reqwest::Error) -> Failure {
+        let chain = error_chain(e);
+        let lower = chain.to_lowercase();
+        let (kind, msg) = if e.is_timeout() {
+            (
+                FailureKind::Timeout,
+                format!("the SIEM did not answer within {:?} (siem.timeout); check that it is up and reachable, or raise siem.timeout", self.timeout),
+            )
+        } else if lower.contains("dns error") || lower.contains("failed to lookup address") || lower.contains("name or service not known") {
+            (FailureKind::Dns, format!("cannot resolve the SIEM host name ({chain}); check the host in siem.url and this machine's DNS"))
+        } else if lower.contains("connection refused") {
+            (
+                FailureKind::ConnectionRefused,
+                "connection refused: nothing is listening at the SIEM host and port; check the port in siem.url and that the SIEM's collector is running".to_string(),
+            )
+        } else if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+            (
+                FailureKind::Tls,
+                "TLS: the SIEM's certificate is signed by an unknown certificate authority; add that CA with siem.tls.ca_file".to_string(),
+            )
+        } else if lower.contains("notvalidforname") || lower.contains("not valid for name") || lower.contains("certificate is not valid for") {
+            (
+                FailureKind::Tls,
+                "TLS: the SIEM's certificate does not match the host name in siem.url; use the name the certificate was issued for".to_string(),
+            )
+        } else if lower.contains("expired") {
+            (FailureKind::Tls, "TLS: the SIEM's certificate has expired; renew it on the SIEM side".to_string())
+        } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") || lower.contains("alert") {
+            (FailureKind::Tls, format!("TLS handshake with the SIEM failed: {chain}; check siem.tls settings and the SIEM's certificate"))
+        } else {
+            (FailureKind::Network, format!("network error talking to the SIEM: {chain}"))
+        };
+        Failure::new(kind, None, self.redact(&msg))
+    }
+}
+
+/// The error and its sources, joined, without the URL (which may hold secrets).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let without_url = e.to_string();
+    parts.push(without_url);
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        src = s.source();
+    }
+    let mut s = parts.join(": ");
+    // reqwest prints "error sending request for url (https://...)": drop the URL.
+    if let Some(i) = s.find(" for url (") {
+        if let Some(j) = s[i..].find(')') {
+            s.replace_range(i..i + j + 1, "");
+        }
+    }
+    s
+}
+
+/// Reads a status code the way every HTTP SIEM means it, when the platform has nothing more
+/// specific to say. `what` names the SIEM in messages ("SIEM", "Splunk HEC", ...).
+pub fn classify_status(resp: &Response, what: &str) -> crate::sink::platform::Verdict {
+    use crate::sink::platform::Verdict;
+    let code = resp.status;
+    let body = resp.body_text(300);
+    let detail = if body.is_empty() { String::new() } else { format!(": {body}") };
+    let f = |kind, msg: String| {
+        let mut f = Failure::new(kind, Some(code), msg);
+        f.retry_after = resp.retry_after();
+        f
+    };
+    match code {
+        200..=299 => Verdict::Delivered,
+        300..=399 => {
+            let loc = resp
+                .headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| reqwest::Url::parse(l).ok())
+                .map(|u| format!(" to {}://{}{}", u.scheme(), u.host_str().unwrap_or("?"), u.path()))
+                .unwrap_or_default();
+            Verdict::Retry(f(
+                FailureKind::Redirect,
+                format!("{what} answered HTTP {code} (redirect{loc}); redirects are not followed because they can drop events or leak credentials. Set siem.url to the final URL"),
+            ))
+        }
+        401 | 403 => Verdict::Retry(f(
+            FailureKind::Credentials,
+            format!("{what} rejected the credentials: HTTP {code}{detail}; check siem.auth (the token or password may be wrong, expired or disabled)"),
+        )),
+        404 => Verdict::Retry(f(
+            FailureKind::NotFound,
+            format!("{what} answered HTTP 404 Not Found{detail}; check the path in siem.url"),
+        )),
+        405 | 415 => Verdict::Retry(f(
+            FailureKind::Config,
+            format!("{what} answered HTTP {code}{detail}; the endpoint does not accept JSON POSTs: check siem.url and siem.platform"),
+        )),
+        408 => Verdict::Retry(f(FailureKind::RequestTimeout, format!("{what} answered HTTP 408 Request Timeout{detail}; will retry"))),
+        429 => Verdict::Retry(f(FailureKind::RateLimited, format!("{what} is rate limiting: HTTP 429{detail}; will retry with backoff"))),
+        413 => Verdict::TooLarge(f(FailureKind::TooLarge, format!("{what} answered HTTP 413: request too large{detail}"))),
+        400..=499 => Verdict::Rejected(f(FailureKind::Rejected, format!("{what} rejected the data: HTTP {code}{detail}"))),
+        500..=599 => Verdict::Retry(f(FailureKind::ServerError, format!("{what} had a server error: HTTP {code}{detail}; will retry"))),
+        _ => Verdict::Retry(f(FailureKind::BadResponse, format!("{what} answered an unexpected HTTP {code}{detail}"))),
+    }
+}

@@ -1,0 +1,178 @@
+//! The seam between the delivery loop and each SIEM's wire protocol.
+//!
+//! A [`Platform`] turns queued events into HTTP requests and turns the SIEM's answer into a
+//! [`Verdict`]. It never touches the queue: the delivery loop (`sink::delivery`) decides what
+//! leaves the queue, and only on the platform's word that the SIEM accepted it (or rejected that
+//! event's data for good).
+//!
+//! Adding a SIEM means one new file implementing this trait, and one line in `sink::build`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::queue::QueuedEvent;
+use crate::sink::http::HttpClient;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One HTTP request built from the first `events` events of a batch.
+#[derive(Debug, Clone)]
+pub struct EncodedRequest {
+    pub method: reqwest::Method,
+    pub url: reqwest::Url,
+    /// Headers besides authentication (the client adds `siem.auth`).
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// How many events (a prefix of the batch given to `encode`) this request carries.
+    pub events: usize,
+    /// Uncompressed body size, for metrics.
+    pub raw_bytes: usize,
+}
+
+/// The SIEM's answer, with the body read up to a cap (1 MiB).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn body_text(&self, max_chars: usize) -> String {
+        let s = String::from_utf8_lossy(&self.body);
+        let s = s.trim();
+        if s.chars().count() > max_chars {
+            let cut: String = s.chars().take(max_chars).collect();
+            format!("{cut}…")
+        } else {
+            s.to_string()
+        }
+    }
+
+    /// `Retry-After` as delay-seconds or an HTTP-date, clamped to 10 minutes.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let v = self.headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+        let d = if let Ok(secs) = v.parse::<u64>() {
+            Duration::from_secs(secs)
+        } else {
+            let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+            let ms = when.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+            Duration::from_millis(ms.max(0) as u64)
+        };
+        Some(d.min(Duration::from_secs(600)))
+    }
+}
+
+/// What kind of failure, for status, metrics and `sendauth-siem test` hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Dns,
+    ConnectionRefused,
+    Network,
+    Tls,
+    Timeout,
+    /// 5xx
+    ServerError,
+    /// 429 (and Splunk 503 "server busy")
+    RateLimited,
+    /// 401 / 403
+    Credentials,
+    /// 404
+    NotFound,
+    /// 3xx: redirects are never followed (they would drop the body or leak credentials)
+    Redirect,
+    /// 408
+    RequestTimeout,
+    /// 413
+    TooLarge,
+    /// another 4xx about the data
+    Rejected,
+    /// a 4xx about the destination's setup (405, 415, Splunk "incorrect index", ...)
+    Config,
+    /// a 2xx whose body could not be understood
+    BadResponse,
+}
+
+/// A failed delivery attempt, explained for a human. `message` never contains a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub http_status: Option<u16>,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, http_status: Option<u16>, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            http_status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Outcome of one event inside a batch whose SIEM reports per-event results.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventOutcome {
+    Delivered,
+    /// Send this event again later (e.g. ES item 429).
+    Retry(Failure),
+    /// The SIEM rejected this event's data for good: move it to the dead letter.
+    DeadLetter(Failure),
+}
+
+/// The platform's reading of a response to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Every event of the request was accepted.
+    Delivered,
+    /// One outcome per event of the request, in order.
+    PerEvent(Vec<EventOutcome>),
+    /// The destination as a whole failed (network, 5xx, 429, 401/403, 404, 3xx...): nothing is
+    /// dropped, the request is retried with backoff.
+    Retry(Failure),
+    /// The request was too large: send fewer events per request (a single event that is still
+    /// too large is dead-lettered).
+    TooLarge(Failure),
+    /// The SIEM rejected the request's data without saying which event: a multi-event request is
+    /// resent one event at a time to find it; a single event is dead-lettered.
+    Rejected(Failure),
+}
+
+/// A SIEM wire protocol.
+pub trait Platform: Send + Sync {
+    /// `generic`, `splunk_hec`, `elasticsearch`, `sumo_logic`.
+    fn name(&self) -> &'static str;
+
+    /// Most events and bytes (uncompressed) one request may carry.
+    fn limits(&self) -> (usize, usize);
+
+    /// Encodes a request carrying a non-empty prefix of `events` (at least one event).
+    fn encode(&self, events: &[QueuedEvent]) -> EncodedRequest;
+
+    /// Reads the SIEM's answer to a request that carried `events`.
+    fn interpret(&self, events: &[QueuedEvent], resp: &Response) -> Verdict;
+
+    /// One-time setup before the first delivery and after a config change (e.g. installing an
+    /// Elasticsearch index template). A failure is reported and retried like a delivery failure.
+    fn prepare<'a>(&'a self, _client: &'a HttpClient) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// After a 2xx verdict, confirm that the SIEM really stored the events (e.g. Splunk indexer
+    /// acknowledgement). `Err` means: treat the request as not delivered and resend it.
+    fn confirm<'a>(&'a self, _client: &'a HttpClient, _resp: &'a Response) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// A health probe to run before the test event in `sendauth-siem test`, if the platform has
+    /// one (Splunk `/services/collector/health`). Returns a line describing the result.
+    fn health_check<'a>(&'a self, _client: &'a HttpClient) -> BoxFuture<'a, Option<Result<String, Failure>>> {
+        Box::pin(async { None })
+    }
+}
