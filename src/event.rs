@@ -42,6 +42,8 @@ pub enum Rejection {
     TooDeep,
     #[error("empty line")]
     Empty,
+    #[error("unterminated last line of a rotated or removed file (its newline never arrived)")]
+    Unterminated,
 }
 
 /// What validation learned about an accepted event.

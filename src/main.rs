@@ -1,1 +1,409 @@
-fn main(){}
+//! The `sendauth-siem` command line (design.md "CLI").
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use sendauth_siem::config::{Config, LogFormat};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "sendauth-siem", version, about = "Forwards SendAuth authentication events to your SIEM, durably.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// Path to the YAML config.
+    #[arg(long, env = "SENDAUTH_SIEM_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent in the foreground until SIGTERM/SIGINT.
+    Run(ConfigArg),
+    /// Validate a config: exit 0 if valid, else one line per problem naming the key.
+    CheckConfig(ConfigArg),
+    /// Ask the running agent for its status.
+    Status {
+        #[arg(long, env = "SENDAUTH_SIEM_CONFIG")]
+        config: Option<PathBuf>,
+        /// Status address (default: status.listen from --config, else 127.0.0.1:8686).
+        #[arg(long)]
+        addr: Option<String>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one test event to the configured SIEM now and explain the outcome.
+    Test(ConfigArg),
+    /// Write JSONL from stdin to the agent's socket and print its answer.
+    Send {
+        #[arg(long)]
+        socket: PathBuf,
+    },
+    /// Inspect, re-queue or delete events the SIEM rejected.
+    DeadLetter {
+        #[command(subcommand)]
+        action: DeadLetterCmd,
+    },
+    /// Inspect lines rejected at input (quarantine).
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineCmd,
+    },
+    /// Run the agent against a built-in local SIEM emulator with sample events, and show them
+    /// arriving.
+    Demo {
+        /// How many sample events to send.
+        #[arg(long, default_value_t = 20)]
+        events: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCmd {
+    /// List dead-lettered events with their reasons.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Put dead-lettered events back at the end of the queue (all, or --id N ...).
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long = "id")]
+        ids: Vec<u64>,
+        /// Replay every dead-lettered event.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete dead-lettered events (all, or --id N ...).
+    Purge {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long = "id")]
+        ids: Vec<u64>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCmd {
+    /// List quarantined lines with their reasons and origins.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| {
+        let lines: Vec<String> = e.problems.iter().map(|p| format!("{}: {p}", path.display())).collect();
+        anyhow::anyhow!("invalid config; fix these and try again:\n{}", lines.join("\n"))
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .thread_stack_size(512 * 1024)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+type LogHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+fn init_logging(format: LogFormat, level: &str) -> Option<LogHandle> {
+    use tracing_subscriber::prelude::*;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let ok = match format {
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .try_init()
+            .is_ok(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
+            .is_ok(),
+    };
+    ok.then_some(handle)
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Run(a) => {
+            let cfg = load(&a.config)?;
+            let handle = init_logging(cfg.log.format, &cfg.log.level);
+            warn_loose_permissions(&a.config);
+            let rt = runtime()?;
+            rt.block_on(async move {
+                let hook: Option<sendauth_siem::agent::LogLevelHook> = handle.map(|h| {
+                    Box::new(move |level: &str| {
+                        if let Ok(f) = tracing_subscriber::EnvFilter::try_new(level) {
+                            let _ = h.reload(f);
+                            tracing::info!("log level set to {level}");
+                        }
+                    }) as sendauth_siem::agent::LogLevelHook
+                });
+                tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %a.config.display(), "starting sendauth-siem");
+                let agent = sendauth_siem::agent::Agent::start(a.config.clone(), cfg, hook).await?;
+                agent.run_until_signal().await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CheckConfig(a) => match Config::load(&a.config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: OK (platform {}, {})",
+                    a.config.display(),
+                    cfg.siem.effective_platform().as_str(),
+                    cfg.siem.url_redacted()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                for p in &e.problems {
+                    println!("{}: {p}", a.config.display());
+                }
+                Ok(ExitCode::from(1))
+            }
+        },
+        Cmd::Status { config, addr, json } => status_cmd(config, addr, json),
+        Cmd::Test(a) => {
+            let cfg = load(&a.config)?;
+            let rt = runtime()?;
+            let ok = rt.block_on(sendauth_siem::connection_test::run(&cfg, &mut std::io::stdout()));
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::Send { socket } => send_cmd(&socket),
+        Cmd::DeadLetter { action } => dead_letter_cmd(action),
+        Cmd::Quarantine { action } => match action {
+            QuarantineCmd::List { config, json, limit } => {
+                let cfg = load(&config.config)?;
+                let v = admin(&cfg, sendauth_siem::admin::Request::QuarantineList { limit: Some(limit) })?;
+                print_entries(&v, json, "line", &["origin", "reason"]);
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Cmd::Demo { events } => {
+            init_logging(LogFormat::Text, "warn");
+            let rt = runtime()?;
+            let _ = (rt, events); bail!("TEMP-DEMO"); // rt.block_on(sendauth_siem::demo::run(events))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Warns when a config holding inline secrets is readable by group or others.
+fn warn_loose_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    if meta.permissions().mode() & 0o077 == 0 {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(path) else { return };
+    let inline_secret = text.lines().any(|l| {
+        let t = l.trim_start();
+        (t.starts_with("password:") || t.starts_with("header:")) && !t.contains("${")
+    });
+    if inline_secret {
+        tracing::warn!(
+            "{} holds an inline secret and is readable by group or others (mode {:o}); run `chmod 600 {}` or use ${{VAR}} / *_file",
+            path.display(),
+            meta.permissions().mode() & 0o777,
+            path.display()
+        );
+    }
+}
+
+fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let addr = match (addr, config) {
+        (Some(a), _) => a,
+        (None, Some(c)) => load(&c)?.status.listen.to_string(),
+        (None, None) => sendauth_siem::config::DEFAULT_STATUS_ADDR.to_string(),
+    };
+    let rt = runtime()?;
+    let body = rt.block_on(async {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?;
+        client.get(format!("http://{addr}/status")).send().await?.error_for_status()?.text().await
+    });
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: no agent answered at http://{addr}/status ({e}); is `sendauth-siem run` running, and is status.listen {addr}?");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let v: Value = serde_json::from_str(&body).context("the agent's status is not JSON")?;
+    if json {
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let label = match v["state"].as_str().unwrap_or("?") {
+        "success" => "Success",
+        "error" => "Error",
+        "not_yet_invoked" => "Not yet invoked",
+        "disabled" => "Disabled",
+        other => other,
+    };
+    println!("State:            {label}");
+    if let Some(e) = v["last_error"].as_object() {
+        if v["state"] == "error" {
+            println!("Last error:       {} ({})", e["message"].as_str().unwrap_or(""), e["at"].as_str().unwrap_or(""));
+        }
+    }
+    println!("Last success:     {}", v["last_success_at"].as_str().unwrap_or("never"));
+    println!("SIEM:             {} ({})", v["config"]["url"].as_str().unwrap_or(""), v["config"]["platform"].as_str().unwrap_or(""));
+    println!(
+        "Queue:            {} pending, oldest {} s{}",
+        v["queue"]["pending"],
+        v["queue"]["oldest_pending_age_seconds"],
+        if v["queue"]["full"] == true { " (FULL)" } else { "" }
+    );
+    println!("Dead letter:      {}", v["dead_letter"]["count"]);
+    println!("Quarantine:       {}", v["quarantine"]["count"]);
+    if let Some(r) = v["config"]["reload_error"].as_str() {
+        println!("Config reload:    FAILED: {r}");
+    }
+    if let Some(i) = v["queue"]["incident"].as_str() {
+        println!("Queue incident:   {i}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn send_cmd(socket: &Path) -> anyhow::Result<ExitCode> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("cannot connect to {}; is the agent running with sources.socket.path set to it?", socket.display()))?;
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input)?;
+    s.write_all(&input).context("writing to the agent's socket")?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut code = ExitCode::SUCCESS;
+    let mut got_answer = false;
+    for line in std::io::BufReader::new(s).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v.get("error").is_some() {
+                code = ExitCode::from(1);
+            }
+            if v.get("accepted").is_some() {
+                got_answer = true;
+                if v["rejected"].as_u64().unwrap_or(0) > 0 || v["refused"].as_u64().unwrap_or(0) > 0 {
+                    code = ExitCode::from(1);
+                }
+            }
+        }
+    }
+    if !got_answer {
+        bail!("the agent closed the connection without confirming; the events may not be durable");
+    }
+    Ok(code)
+}
+
+/// Talks to the running agent's admin socket, or opens the queue directly if none runs.
+fn admin(cfg: &Config, req: sendauth_siem::admin::Request) -> anyhow::Result<Value> {
+    if let Some(v) = sendauth_siem::admin::call(&cfg.queue.path, &req).context("admin socket")? {
+        return Ok(v);
+    }
+    let q = sendauth_siem::queue::Queue::open(&cfg.queue.path, cfg.queue.max_bytes, cfg.queue.max_quarantine_entries)
+        .with_context(|| format!("cannot open the queue at {}", cfg.queue.path.display()))?;
+    let v = sendauth_siem::admin::execute(&q, &req);
+    q.close();
+    Ok(v)
+}
+
+fn print_entries(v: &Value, json: bool, body_key: &str, fields: &[&str]) {
+    if v["ok"] != true {
+        eprintln!("error: {}", v["error"].as_str().unwrap_or("unknown"));
+        return;
+    }
+    let entries = v["entries"].as_array().cloned().unwrap_or_default();
+    if json {
+        for e in &entries {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        }
+        return;
+    }
+    println!("{} entries (of {})", entries.len(), v["total"]);
+    for e in &entries {
+        let mut parts = vec![format!("#{}", e["id"]), e["at"].as_str().unwrap_or("").to_string()];
+        for f in fields {
+            parts.push(e[*f].as_str().map(|s| s.to_string()).unwrap_or_else(|| e[*f].to_string()));
+        }
+        println!("{}", parts.join("  "));
+        println!("    {}", e[body_key].as_str().unwrap_or(""));
+    }
+}
+
+fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
+    use sendauth_siem::admin::Request;
+    let pick = |ids: Vec<u64>, all: bool| -> anyhow::Result<Option<Vec<u64>>> {
+        match (ids.is_empty(), all) {
+            (true, false) => bail!("say which events: --id N (repeatable) or --all"),
+            (_, true) => Ok(None),
+            (false, false) => Ok(Some(ids)),
+        }
+    };
+    match action {
+        DeadLetterCmd::List { config, json, limit } => {
+            let cfg = load(&config.config)?;
+            let v = admin(&cfg, Request::DeadLetterList { limit: Some(limit) })?;
+            print_entries(&v, json, "event", &["reason"]);
+        }
+        DeadLetterCmd::Replay { config, ids, all } => {
+            let cfg = load(&config.config)?;
+            let v = admin(&cfg, Request::DeadLetterReplay { ids: pick(ids, all)? })?;
+            if v["ok"] != true {
+                bail!("{}", v["error"].as_str().unwrap_or("replay failed"));
+            }
+            println!("re-queued {} event(s); they will be sent after the events already queued", v["replayed"]);
+        }
+        DeadLetterCmd::Purge { config, ids, all } => {
+            let cfg = load(&config.config)?;
+            let v = admin(&cfg, Request::DeadLetterPurge { ids: pick(ids, all)? })?;
+            if v["ok"] != true {
+                bail!("{}", v["error"].as_str().unwrap_or("purge failed"));
+            }
+            println!("deleted {} event(s) from the dead letter", v["purged"]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

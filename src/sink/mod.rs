@@ -4,6 +4,7 @@
 
 pub mod generic;
 pub mod http;
+pub mod delivery;
 pub mod platform;
 
 use std::sync::Arc;

@@ -1,0 +1,251 @@
+//! Wiring: opens the queue, starts the status listener, admin socket, sources, the sink and the
+//! config reloader, and stops them in order on SIGTERM/SIGINT.
+//!
+//! Config changes arrive on a `watch` channel; this module's supervisor restarts a source only
+//! when its own settings changed, and re-binds the status listener when `status.listen`
+//! changed. The sink watches the channel itself. Nothing restarts the process.
+//!
+//! Shutdown order: sources stop first (the file source finishes the chunk it is committing;
+//! socket clients get their answer line for what was committed), then the sink finishes its
+//! in-flight request and removes what the SIEM accepted, then status is persisted and the queue
+//! flushed and fsynced. A graceful stop therefore resends nothing on restart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, SocketSourceConfig};
+use crate::queue::Queue;
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::sink::delivery::Delivery;
+use crate::source::file::FileSource;
+use crate::status::{ConfigView, StatusHub};
+
+/// Called with `log.level` whenever it changes.
+pub type LogLevelHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// A running agent (used by `run` and by `demo`).
+pub struct Agent {
+    pub status: Arc<StatusHub>,
+    pub queue: Queue,
+    trigger: ShutdownTrigger,
+    tasks: Vec<JoinHandle<()>>,
+    supervisor: JoinHandle<()>,
+}
+
+impl Agent {
+    /// Starts every component. `config_path` is watched for changes.
+    pub async fn start(config_path: PathBuf, cfg: Config, log_hook: Option<LogLevelHook>) -> anyhow::Result<Agent> {
+        let qcfg = cfg.queue.clone();
+        let queue = tokio::task::spawn_blocking(move || Queue::open(&qcfg.path, qcfg.max_bytes, qcfg.max_quarantine_entries))
+            .await
+            .context("queue open task failed")?
+            .with_context(|| format!("queue.path: cannot open the queue at {}", cfg.queue.path.display()))?;
+        let status = Arc::new(StatusHub::new(queue.clone()));
+        status.set_config(ConfigView {
+            url: cfg.siem.url_redacted(),
+            platform: cfg.siem.effective_platform().as_str().to_string(),
+            enabled: cfg.siem.enabled,
+        });
+        let (trigger, shutdown) = shutdown::channel();
+        let listener = crate::server::bind(cfg.status.listen).await?;
+        tracing::info!(target: "agent", listen = %cfg.status.listen, "status API listening (/status, /health, /metrics)");
+        let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+
+        let mut tasks = Vec::new();
+        match crate::admin::bind(&cfg.queue.path) {
+            Ok(l) => tasks.push(tokio::spawn(crate::admin::serve(l, queue.clone(), shutdown.clone()))),
+            Err(e) => tracing::warn!(target: "agent", "cannot create the admin socket in {}: {e}; dead-letter commands will not reach the running agent", cfg.queue.path.display()),
+        }
+        let delivery = Delivery::new(queue.clone(), status.clone(), cfg_rx.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(delivery.run()));
+        let reloader = crate::reload::Reloader::new(config_path, cfg_tx, status.clone());
+        tasks.push(tokio::spawn(reloader.run(shutdown.clone())));
+
+        let mut sup = Supervisor {
+            queue: queue.clone(),
+            status: status.clone(),
+            cfg: cfg_rx,
+            shutdown: shutdown.clone(),
+            file: None,
+            socket: None,
+            log_hook,
+        };
+        // At start-up a source that cannot start is fatal (a clear error beats a silent agent);
+        // after a reload it is reported in status and the old sources keep running.
+        if let Err(e) = sup.apply_sources() {
+            trigger.trigger();
+            for t in tasks {
+                let _ = t.await;
+            }
+            queue.close();
+            return Err(e.into());
+        }
+        let supervisor = tokio::spawn(sup.run(listener));
+        Ok(Agent {
+            status,
+            queue,
+            trigger,
+            tasks,
+            supervisor,
+        })
+    }
+
+    /// A handle that can request shutdown (from a signal handler or the demo).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.trigger.subscribe()
+    }
+
+    /// Stops everything in order (see the module docs).
+    pub async fn stop(self) {
+        tracing::info!(target: "agent", "stopping: finishing in-flight work");
+        self.trigger.trigger();
+        let _ = self.supervisor.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.status.flush();
+        let q = self.queue.clone();
+        let _ = tokio::task::spawn_blocking(move || q.close()).await;
+        tracing::info!(target: "agent", "stopped; queue flushed to disk");
+    }
+
+    /// Runs until SIGTERM or SIGINT, then stops gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!(target: "agent", "SIGTERM received"),
+            _ = int.recv() => tracing::info!(target: "agent", "SIGINT received"),
+        }
+        self.stop().await;
+        Ok(())
+    }
+}
+
+struct SocketTask {
+    cfg: SocketSourceConfig,
+    max_event_bytes: usize,
+    trigger: ShutdownTrigger,
+    handle: JoinHandle<()>,
+}
+
+struct Supervisor {
+    queue: Queue,
+    status: Arc<StatusHub>,
+    cfg: watch::Receiver<Arc<Config>>,
+    shutdown: Shutdown,
+    file: Option<(crate::config::FileSourceConfig, usize, FileSource)>,
+    socket: Option<SocketTask>,
+    log_hook: Option<LogLevelHook>,
+}
+
+impl Supervisor {
+    async fn run(mut self, listener: tokio::net::TcpListener) {
+        let mut status_listen = self.cfg.borrow().status.listen;
+        let mut status_trigger = shutdown::channel();
+        let mut status_task = tokio::spawn(crate::server::serve(listener, self.status.clone(), status_trigger.1.clone()));
+        let mut log_level = self.cfg.borrow().log.level.clone();
+        loop {
+            let mut sd = self.shutdown.clone();
+            tokio::select! {
+                _ = sd.wait() => break,
+                r = self.cfg.changed() => {
+                    if r.is_err() { break; }
+                    let cfg = self.cfg.borrow_and_update().clone();
+                    self.queue.set_limits(cfg.queue.max_bytes, cfg.queue.max_quarantine_entries);
+                    if let Err(e) = self.apply_sources() {
+                        tracing::error!(target: "agent", "{e}");
+                        self.status.set_reload_error(Some(e.to_string()));
+                    }
+                    if cfg.log.level != log_level {
+                        log_level = cfg.log.level.clone();
+                        if let Some(h) = &self.log_hook { h(&log_level); }
+                    }
+                    if cfg.status.listen != status_listen {
+                        match crate::server::bind(cfg.status.listen).await {
+                            Ok(l) => {
+                                status_trigger.0.trigger();
+                                let _ = (&mut status_task).await;
+                                status_trigger = shutdown::channel();
+                                status_task = tokio::spawn(crate::server::serve(l, self.status.clone(), status_trigger.1.clone()));
+                                status_listen = cfg.status.listen;
+                                tracing::info!(target: "agent", listen = %status_listen, "status API moved");
+                            }
+                            Err(e) => {
+                                self.status.set_reload_error(Some(e.to_string()));
+                                tracing::error!(target: "agent", "{e}; the status API stays on {status_listen}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Shutdown: sources first.
+        if let Some((_, _, f)) = self.file.take() {
+            tokio::task::block_in_place(|| f.stop());
+        }
+        if let Some(s) = self.socket.take() {
+            s.trigger.trigger();
+            let _ = s.handle.await;
+        }
+        status_trigger.0.trigger();
+        let _ = status_task.await;
+    }
+
+    /// Starts, stops or restarts sources to match the current config.
+    fn apply_sources(&mut self) -> Result<(), crate::source::socket::SocketError> {
+        let cfg = self.cfg.borrow().clone();
+        let max = cfg.sources.max_event_bytes;
+        // File source.
+        let want_file = cfg.sources.file.clone();
+        let same_file = match (&self.file, &want_file) {
+            (Some((c, m, _)), Some(w)) => c == w && *m == max,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_file {
+            if let Some((c, _, f)) = self.file.take() {
+                tracing::info!(target: "agent", path = %c.path.display(), "stopping the file source (config changed)");
+                tokio::task::block_in_place(|| f.stop());
+            }
+            if let Some(w) = want_file {
+                let f = FileSource::spawn(w.clone(), max, self.queue.clone(), self.status.clone(), tokio::runtime::Handle::current());
+                self.file = Some((w, max, f));
+            }
+        }
+        // Socket source.
+        let want_sock = cfg.sources.socket.clone();
+        let same_sock = match (&self.socket, &want_sock) {
+            (Some(s), Some(w)) => s.cfg == *w && s.max_event_bytes == max,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_sock {
+            if let Some(s) = self.socket.take() {
+                tracing::info!(target: "agent", path = %s.cfg.path.display(), "stopping the socket source (config changed)");
+                s.trigger.trigger();
+                // The old listener removes its file when it stops; wait so the new bind (maybe
+                // on the same path) does not race it.
+                let h = s.handle;
+                tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(async { let _ = h.await; }));
+            }
+            if let Some(w) = want_sock {
+                let l = crate::source::socket::bind(&w.path, w.mode)?;
+                let (trigger, sd) = shutdown::channel();
+                let handle = tokio::spawn(crate::source::socket::serve(l, w.clone(), max, self.queue.clone(), self.status.clone(), sd));
+                self.socket = Some(SocketTask {
+                    cfg: w,
+                    max_event_bytes: max,
+                    trigger,
+                    handle,
+                });
+            }
+        }
+        Ok(())
+    }
+}

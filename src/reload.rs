@@ -1,0 +1,173 @@
+//! Hot reload: the config file is watched and re-applied on every change, without a restart.
+//!
+//! The *directory* holding the config is watched, not the file: editors save by writing a new
+//! file and renaming it over the old one, and Kubernetes swaps a `..data` symlink; both replace
+//! the inode a file watch would be attached to. Events are debounced, the file is re-read and
+//! validated, and a valid config is published on a `watch` channel; each component picks it up
+//! at its own seam (the sink before its next request, sources by re-opening). SIGHUP and a
+//! slow content poll (for filesystems without inotify) trigger the same path.
+//!
+//! Invariant: an invalid config never replaces a valid one. The agent keeps running on the
+//! old config and reports the problems in `config.reload_error` until a valid edit arrives.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::Watcher;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+use crate::status::StatusHub;
+
+const DEBOUNCE: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_secs(2);
+
+pub struct Reloader {
+    path: PathBuf,
+    tx: watch::Sender<Arc<Config>>,
+    status: Arc<StatusHub>,
+    /// The text last examined (applied or rejected), to skip no-op events.
+    last_text: Option<String>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, tx: watch::Sender<Arc<Config>>, status: Arc<StatusHub>) -> Self {
+        let last_text = std::fs::read_to_string(&path).ok();
+        Reloader {
+            path,
+            tx,
+            status,
+            last_text,
+        }
+    }
+
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
+        let _watcher = watch_config_dir(&self.path, ev_tx);
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let forced = tokio::select! {
+                _ = shutdown.wait() => break,
+                Some(()) = ev_rx.recv() => {
+                    // Debounce: let the editor or kubelet finish, then drain the burst.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while ev_rx.try_recv().is_ok() {}
+                    false
+                }
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!(target: "reload", "SIGHUP: reloading the config");
+                    true
+                }
+                _ = poll.tick() => false,
+            };
+            self.reload(forced);
+        }
+    }
+
+    /// Re-reads and applies the config if it changed (or always, if `forced`).
+    pub fn reload(&mut self, forced: bool) {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                // Mid-swap (rename or symlink) the file can be briefly missing: the next event
+                // or poll will see the new one. Report only if it persists across a forced reload.
+                if forced {
+                    let msg = format!("{}: cannot read the config file: {e}", self.path.display());
+                    self.reject(msg);
+                }
+                return;
+            }
+        };
+        if !forced && self.last_text.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        self.last_text = Some(text.clone());
+        let parsed = Config::parse_with_env(&text, &|k| std::env::var(k).ok());
+        let new = match parsed {
+            Ok(c) => c,
+            Err(errs) => {
+                let msg = errs.problems.join("; ");
+                self.reject(msg);
+                return;
+            }
+        };
+        let old = self.tx.borrow().clone();
+        if new.queue.path != old.queue.path {
+            self.reject(format!(
+                "queue.path: cannot change while the agent runs (from {} to {}); restart the agent to move the queue",
+                old.queue.path.display(),
+                new.queue.path.display()
+            ));
+            return;
+        }
+        let changed = changed_sections(&old, &new);
+        self.status.set_reload_error(None);
+        self.status.metrics.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if changed.is_empty() {
+            tracing::info!(target: "reload", "config re-read; nothing changed");
+            return;
+        }
+        tracing::info!(target: "reload", changed = %changed.join(", "), "config reloaded and applied");
+        let _ = self.tx.send(Arc::new(new));
+    }
+
+    fn reject(&mut self, msg: String) {
+        tracing::error!(target: "reload", "config change NOT applied; still running on the previous config: {msg}");
+        self.status.metrics.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.status.set_reload_error(Some(format!("{}: {msg}", self.path.display())));
+    }
+}
+
+fn changed_sections(a: &Config, b: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if a.siem != b.siem {
+        v.push("siem");
+    }
+    if a.sources.file != b.sources.file {
+        v.push("sources.file");
+    }
+    if a.sources.socket != b.sources.socket {
+        v.push("sources.socket");
+    }
+    if a.sources.max_event_bytes != b.sources.max_event_bytes {
+        v.push("sources.max_event_bytes");
+    }
+    if a.queue != b.queue {
+        v.push("queue");
+    }
+    if a.delivery != b.delivery {
+        v.push("delivery");
+    }
+    if a.status != b.status {
+        v.push("status");
+    }
+    if a.log != b.log {
+        v.push("log");
+    }
+    v
+}
+
+/// Watches the config's directory (and, if the config is a symlink, its target's directory).
+fn watch_config_dir(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    })
+    .ok()?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(target: "reload", "cannot watch {} ({e}); config changes are picked up by polling every {POLL:?} and on SIGHUP", dir.display());
+        return None;
+    }
+    if let Ok(target) = std::fs::canonicalize(path) {
+        if let Some(tdir) = target.parent() {
+            if tdir != dir {
+                let _ = w.watch(tdir, notify::RecursiveMode::NonRecursive);
+            }
+        }
+    }
+    Some(w)
+}

@@ -1,0 +1,481 @@
+//! The file source: tails a JSONL file the auth server appends to.
+//!
+//! Split by concern: `identity.rs` (which file is this: inode + head fingerprint, finding a
+//! rotated file), `checkpoint.rs` (how far we got), `../lines.rs` (framing lines), and this
+//! file, the tailing loop, which runs on its own thread so slow disks never stall the runtime.
+//!
+//! Behaviour:
+//! - appends are followed with low latency: `notify` wakes the loop on any change in the
+//!   file's directory, and a poll every `poll_interval` is the fallback (network filesystems,
+//!   missed events);
+//! - a file that does not exist yet is waited for;
+//! - rotation by rename: when the path names a new inode, the old file is drained to its end
+//!   (and given a grace period for late writes by the auth server) before the new file is
+//!   read from its start;
+//! - copytruncate: a file that shrank below the checkpoint, or whose first bytes changed, is
+//!   re-read from offset 0 (lines written between the copy and the truncate can be lost or
+//!   duplicated; that window belongs to copytruncate itself; prefer rename rotation);
+//! - `start_at` applies only the first time a path is seen (no checkpoint yet).
+//!
+//! Invariants:
+//! - a line is committed only once its `\n` has arrived; a partial last line is held;
+//! - the checkpoint (inode, offset past the last complete line) is committed in the same
+//!   queue batch as the events and quarantined lines it covers; the offset never passes a line
+//!   that is not in the queue;
+//! - when the queue is full the source pauses (nothing is read past the checkpoint) and resumes
+//!   by itself when there is room again.
+
+mod checkpoint;
+mod identity;
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use notify::Watcher;
+use serde_json::json;
+
+use crate::config::{FileSourceConfig, StartAt};
+use crate::event::Rejection;
+use crate::queue::{now_rfc3339, AppendRequest, QuarantineMeta, Queue, QueueError};
+use crate::source::lines::{Frame, LineFramer};
+use crate::source::validate_frames;
+use crate::status::StatusHub;
+pub use checkpoint::{source_id, Checkpoint};
+use identity::{find_rotated, head_hash, stat_path, FileId, HEAD_LEN};
+
+/// Bytes read per commit at most (a burst is committed in chunks of this size).
+const CHUNK_BYTES: usize = 2 * 1024 * 1024;
+/// How long a rotated-away file must stay quiet before we switch to the new one.
+const ROTATION_GRACE: Duration = Duration::from_secs(1);
+
+/// A running file source; dropping it does not stop it, call [`FileSource::stop`].
+pub struct FileSource {
+    stop: Arc<AtomicBool>,
+    wake: mpsc::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl FileSource {
+    pub fn spawn(
+        cfg: FileSourceConfig,
+        max_event_bytes: usize,
+        queue: Queue,
+        status: Arc<StatusHub>,
+        rt: tokio::runtime::Handle,
+    ) -> FileSource {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (wake_tx, wake_rx) = mpsc::channel::<()>();
+        let watcher = watch_dir(&cfg.path, wake_tx.clone());
+        let mut t = Tailer {
+            id: source_id(&cfg.path),
+            shown: cfg.path.display().to_string(),
+            cfg,
+            max_event_bytes,
+            queue,
+            status,
+            rt,
+            stop: stop.clone(),
+            wake: wake_rx,
+            open: None,
+            paused: None,
+            old_quiet_since: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("file-source".into())
+            .spawn(move || t.run())
+            .ok();
+        FileSource {
+            stop,
+            wake: wake_tx,
+            thread,
+            _watcher: watcher,
+        }
+    }
+
+    /// Stops after the chunk being committed (if any) and waits for the thread.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Watches the file's directory (not the file: rotation replaces it). Returns None if notify is
+/// unavailable; polling still works.
+fn watch_dir(path: &Path, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = wake.send(());
+    })
+    .ok()?;
+    match w.watch(dir, notify::RecursiveMode::NonRecursive) {
+        Ok(()) => Some(w),
+        Err(e) => {
+            tracing::debug!(target: "source::file", "cannot watch {} ({e}); polling only", dir.display());
+            None
+        }
+    }
+}
+
+struct OpenFile {
+    file: File,
+    fid: FileId,
+    /// Path it was opened from (differs from the configured path while draining a rotated file).
+    opened_as: PathBuf,
+    framer: LineFramer,
+    /// Number of complete lines before `framer.committed_offset()`.
+    line: u64,
+    head: (u64, u32),
+}
+
+struct Tailer {
+    cfg: FileSourceConfig,
+    id: Vec<u8>,
+    shown: String,
+    max_event_bytes: usize,
+    queue: Queue,
+    status: Arc<StatusHub>,
+    rt: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+    wake: mpsc::Receiver<()>,
+    open: Option<OpenFile>,
+    paused: Option<String>,
+    old_quiet_since: Option<Instant>,
+}
+
+impl Tailer {
+    fn run(&mut self) {
+        tracing::info!(target: "source::file", path = %self.shown, "tailing");
+        let mut last_status = Instant::now() - Duration::from_secs(10);
+        while !self.stop.load(Ordering::SeqCst) {
+            let progressed = match self.tick() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.pause(format!("{e}"));
+                    false
+                }
+            };
+            if last_status.elapsed() > Duration::from_millis(200) || !progressed {
+                self.publish_status();
+                last_status = Instant::now();
+            }
+            if !progressed {
+                self.wait();
+            }
+        }
+        self.status.set_file_source(None);
+    }
+
+    fn wait(&self) {
+        if self.wake.recv_timeout(self.cfg.poll_interval).is_ok() {
+            while self.wake.try_recv().is_ok() {}
+        }
+    }
+
+    fn pause(&mut self, why: String) {
+        if self.paused.as_deref() != Some(why.as_str()) {
+            tracing::warn!(target: "source::file", path = %self.shown, "file source paused: {why}");
+            self.paused = Some(why);
+        }
+    }
+
+    fn resume(&mut self) {
+        if let Some(why) = self.paused.take() {
+            tracing::info!(target: "source::file", path = %self.shown, "file source resumed (was: {why})");
+        }
+    }
+
+    fn publish_status(&self) {
+        let v = json!({
+            "path": self.shown,
+            "reading": self.open.as_ref().map(|o| o.opened_as.display().to_string()),
+            "offset": self.open.as_ref().map(|o| o.framer.committed_offset()),
+            "line": self.open.as_ref().map(|o| o.line),
+            "paused": self.paused,
+        });
+        self.status.set_file_source(Some(v));
+    }
+
+    /// One unit of work. Returns whether anything was read or changed.
+    fn tick(&mut self) -> Result<bool, String> {
+        if self.open.is_none() {
+            return self.open_initial();
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut frames = Vec::new();
+        let mut total = 0usize;
+        let o = self.open.as_mut().expect("checked");
+        let start = o.framer.committed_offset();
+        while total < CHUNK_BYTES {
+            match o.file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    o.framer.push(&buf[..n], &mut frames);
+                    total += n;
+                }
+                Err(e) => return Err(format!("cannot read {}: {e}", o.opened_as.display())),
+            }
+        }
+        if !frames.is_empty() {
+            self.old_quiet_since = None;
+            self.commit(frames, None, start)?;
+            return Ok(true);
+        }
+        if total > 0 {
+            // Only a partial line so far: wait for its newline.
+            return Ok(false);
+        }
+        self.at_eof()
+    }
+
+    /// Validates and commits frames with the checkpoint just past them. On failure the file
+    /// position is rewound to the last checkpoint, so nothing is skipped.
+    fn commit(&mut self, frames: Vec<Frame>, extra: Option<(QuarantineMeta, Vec<u8>)>, start: u64) -> Result<(), String> {
+        let o = self.open.as_mut().expect("open");
+        let first_line = o.line;
+        let name = o.opened_as.display().to_string();
+        // Each frame starts where the previous one ended; the first where the last commit ended.
+        let last_end = frames.last().map(frame_end).unwrap_or(start);
+        let mut starts = Vec::with_capacity(frames.len());
+        let mut cursor = start;
+        for f in &frames {
+            starts.push(cursor);
+            cursor = frame_end(f);
+        }
+        let n_frames = frames.len() as u64;
+        let mut origin = |i: usize, _f: &Frame| format!("{name}:{} (byte {})", first_line + i as u64 + 1, starts[i]);
+        let mut chunk = validate_frames(frames, self.max_event_bytes, &self.status.metrics, &mut origin);
+        if let Some(q) = extra {
+            chunk.quarantine.push(q);
+        }
+        let new_line = first_line + n_frames;
+        // Refresh the head fingerprint while the file is still short of HEAD_LEN.
+        if (o.head.1 as u64) < HEAD_LEN {
+            let len = last_end.min(HEAD_LEN);
+            if let Some(h) = head_hash(&o.file, len) {
+                o.head = (h, len as u32);
+            }
+        }
+        let ck = Checkpoint {
+            dev: o.fid.dev,
+            ino: o.fid.ino,
+            offset: last_end,
+            line: new_line,
+            head_hash: o.head.0,
+            head_len: o.head.1,
+        };
+        let n_events = chunk.events.len() as u64;
+        let unknown = chunk.unknown_types;
+        let req = AppendRequest {
+            events: chunk.events,
+            quarantine: chunk.quarantine,
+            checkpoint: Some((self.id.clone(), ck.encode())),
+        };
+        let q = self.queue.clone();
+        match self.rt.block_on(q.append(req)) {
+            Ok(_) => {
+                o.line = new_line;
+                let m = &self.status.metrics;
+                m.received_file.fetch_add(n_events, Ordering::Relaxed);
+                m.unknown_type.fetch_add(unknown, Ordering::Relaxed);
+                self.status.set_queue_full(false);
+                self.resume();
+                Ok(())
+            }
+            Err(e) => {
+                // Rewind to the last checkpoint: these lines will be read again.
+                let back = start;
+                o.framer = LineFramer::new(self.max_event_bytes, back);
+                let _ = o.file.seek(SeekFrom::Start(back));
+                if matches!(e, QueueError::Full { .. }) {
+                    self.status.metrics.queue_full_refusals.fetch_add(1, Ordering::Relaxed);
+                    self.status.set_queue_full(true);
+                    self.pause("queue full (queue.max_bytes); waiting for the SIEM to drain it".into());
+                    Err("queue full (queue.max_bytes); waiting for the SIEM to drain it".into())
+                } else {
+                    Err(format!("cannot commit to the queue: {e}"))
+                }
+            }
+        }
+    }
+
+    /// Opens the file at start-up (or when it first appears), honouring the checkpoint.
+    fn open_initial(&mut self) -> Result<bool, String> {
+        let ck = self
+            .queue
+            .checkpoint(&self.id)
+            .map_err(|e| e.to_string())?
+            .and_then(|b| Checkpoint::decode(&b));
+        let current = stat_path(&self.cfg.path);
+        match (ck, current) {
+            (Some(ck), cur) => {
+                let ck_id = FileId { dev: ck.dev, ino: ck.ino };
+                if let Some((fid, size)) = cur {
+                    if fid == ck_id {
+                        let file = File::open(&self.cfg.path).map_err(|e| format!("cannot open {}: {e}", self.shown))?;
+                        let same_head = ck.head_len == 0 || head_hash(&file, ck.head_len as u64) == Some(ck.head_hash);
+                        if size >= ck.offset && same_head {
+                            self.set_open(file, fid, self.cfg.path.clone(), ck.offset, ck.line, (ck.head_hash, ck.head_len));
+                        } else {
+                            tracing::warn!(target: "source::file", path = %self.shown, "the file was truncated or replaced while the agent was stopped; reading it from the start");
+                            self.set_open(file, fid, self.cfg.path.clone(), 0, 0, (0, 0));
+                        }
+                        return Ok(true);
+                    }
+                }
+                // The checkpointed file was rotated away while we were stopped: drain it first.
+                if let Some(old) = find_rotated(&self.cfg.path, ck_id) {
+                    if let Ok(file) = File::open(&old) {
+                        let same_head = ck.head_len == 0 || head_hash(&file, ck.head_len as u64) == Some(ck.head_hash);
+                        if same_head {
+                            tracing::info!(target: "source::file", path = %self.shown, rotated = %old.display(), "draining the file rotated while the agent was stopped");
+                            self.set_open(file, ck_id, old, ck.offset, ck.line, (ck.head_hash, ck.head_len));
+                            return Ok(true);
+                        }
+                    }
+                }
+                match cur {
+                    Some((fid, _)) => {
+                        tracing::warn!(target: "source::file", path = %self.shown, "the previously read file was rotated and is gone; lines after byte {} of it could not be read. Reading the new file from the start", ck.offset);
+                        let file = File::open(&self.cfg.path).map_err(|e| format!("cannot open {}: {e}", self.shown))?;
+                        self.set_open(file, fid, self.cfg.path.clone(), 0, 0, (0, 0));
+                        Ok(true)
+                    }
+                    None => {
+                        self.pause_waiting();
+                        Ok(false)
+                    }
+                }
+            }
+            (None, Some((fid, size))) => {
+                let file = File::open(&self.cfg.path).map_err(|e| format!("cannot open {}: {e}", self.shown))?;
+                let start = match self.cfg.start_at {
+                    StartAt::Beginning => 0,
+                    StartAt::End => last_line_end(&file, size),
+                };
+                self.set_open(file, fid, self.cfg.path.clone(), start, 0, (0, 0));
+                // Record the starting point now, so `start_at` is never applied twice.
+                self.commit(Vec::new(), None, start)?;
+                Ok(true)
+            }
+            (None, None) => {
+                self.pause_waiting();
+                Ok(false)
+            }
+        }
+    }
+
+    fn pause_waiting(&mut self) {
+        let why = format!("waiting for {} to be created", self.shown);
+        if self.paused.as_deref() != Some(why.as_str()) {
+            tracing::info!(target: "source::file", path = %self.shown, "the file does not exist yet; waiting for it");
+            self.paused = Some(why);
+        }
+    }
+
+    fn set_open(&mut self, mut file: File, fid: FileId, opened_as: PathBuf, offset: u64, line: u64, head: (u64, u32)) {
+        let _ = file.seek(SeekFrom::Start(offset));
+        self.open = Some(OpenFile {
+            file,
+            fid,
+            opened_as,
+            framer: LineFramer::new(self.max_event_bytes, offset),
+            line,
+            head,
+        });
+        self.old_quiet_since = None;
+        if self.paused.as_deref().is_some_and(|p| p.starts_with("waiting for")) {
+            self.resume();
+        }
+    }
+
+    /// At end of file: detect truncation and rotation.
+    fn at_eof(&mut self) -> Result<bool, String> {
+        let o = self.open.as_mut().expect("open");
+        let committed = o.framer.committed_offset();
+        let size = o.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let head_changed = o.head.1 > 0 && head_hash(&o.file, o.head.1 as u64).is_some_and(|h| h != o.head.0);
+        let now_at_path = stat_path(&self.cfg.path);
+        let same_file = now_at_path.map(|(fid, _)| fid) == Some(o.fid);
+        if same_file && (size < committed || head_changed) {
+            tracing::warn!(target: "source::file", path = %self.shown, size, offset = committed, "file was truncated (copytruncate?); reading it again from the start");
+            o.framer = LineFramer::new(self.max_event_bytes, 0);
+            let _ = o.file.seek(SeekFrom::Start(0));
+            o.line = 0;
+            o.head = (0, 0);
+            self.commit(Vec::new(), None, 0)?;
+            return Ok(true);
+        }
+        if same_file {
+            return Ok(false);
+        }
+        // The path now names another file (or nothing): ours was rotated away or deleted.
+        // Give the auth server a grace period to finish writing to the old file.
+        let quiet = *self.old_quiet_since.get_or_insert_with(Instant::now);
+        if quiet.elapsed() < ROTATION_GRACE {
+            return Ok(false);
+        }
+        let Some((new_fid, _)) = now_at_path else {
+            // Deleted and not (yet) recreated: keep the old one open and wait.
+            return Ok(false);
+        };
+        // Finish the old file: an unterminated last line will never be completed.
+        let leftover = {
+            let o = self.open.as_mut().expect("open");
+            let start = o.framer.committed_offset();
+            o.framer.finish().map(|f| (f, start, o.line + 1, o.opened_as.display().to_string()))
+        };
+        if let Some((f, start, line, name)) = leftover {
+            let (data, len) = match f {
+                Frame::Line { data, .. } => (data.to_vec(), data.len()),
+                Frame::Oversize { prefix, len, .. } => (prefix.to_vec(), len),
+            };
+            let rej = Rejection::Unterminated;
+            self.status.metrics.rejected(&rej);
+            tracing::warn!(target: "source::file", "{name}:{line} (byte {start}): rejected: {rej}; kept in quarantine");
+            let meta = QuarantineMeta {
+                at: now_rfc3339(),
+                origin: format!("{name}:{line} (byte {start})"),
+                reason: rej.to_string(),
+                len,
+            };
+            let end = self.open.as_ref().map(|o| o.framer.committed_offset()).unwrap_or(start);
+            self.commit(Vec::new(), Some((meta, data)), end)?;
+        }
+        tracing::info!(target: "source::file", path = %self.shown, "file rotated; following the new file from its start");
+        let file = File::open(&self.cfg.path).map_err(|e| format!("cannot open {}: {e}", self.shown))?;
+        self.set_open(file, new_fid, self.cfg.path.clone(), 0, 0, (0, 0));
+        self.commit(Vec::new(), None, 0)?;
+        Ok(true)
+    }
+}
+
+fn frame_end(f: &Frame) -> u64 {
+    match f {
+        Frame::Line { end, .. } | Frame::Oversize { end, .. } => *end,
+    }
+}
+
+/// Offset just past the last `\n` in the file (where `start_at: end` begins).
+fn last_line_end(file: &File, size: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let tail = size.min(64 * 1024);
+    let mut buf = vec![0u8; tail as usize];
+    if file.read_exact_at(&mut buf, size - tail).is_err() {
+        return size;
+    }
+    match buf.iter().rposition(|b| *b == b'\n') {
+        Some(i) => size - tail + i as u64 + 1,
+        None if tail == size => 0,
+        None => size,
+    }
+}

@@ -1,0 +1,273 @@
+//! The socket source: a Unix stream socket speaking NDJSON, for auth servers that prefer not
+//! to write a file.
+//!
+//! Protocol (design.md): any number of lines per connection, any number of concurrent
+//! connections. When the client shuts down its write side, the agent answers one line,
+//! `{"accepted":N,"rejected":M}`, once every accepted event is durable, then closes. When the
+//! queue is full, the lines of that chunk are refused with
+//! `{"error":"queue full","refused":K,"first_line":L,...}` and counted in the final answer as
+//! `"refused"`.
+//!
+//! Isolation: each connection has its own task and a buffer bounded by
+//! `sources.max_event_bytes` (an endless line is quarantined by its prefix and skipped);
+//! `max_connections` caps concurrent clients (extra ones get an error line and are closed);
+//! a client idle for `idle_timeout` is closed after what it sent is committed. A writer waits
+//! at most for a local disk append (invariant 4); it never waits on the network.
+//!
+//! The socket file is created under a temporary name, given its mode, then renamed into place,
+//! so it is never reachable with looser permissions. A stale socket left by a crashed run is
+//! replaced; a live one (another agent answering) is an error.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::config::SocketSourceConfig;
+use crate::queue::{AppendRequest, Queue, QueueError};
+use crate::shutdown::Shutdown;
+use crate::source::lines::{Frame, LineFramer};
+use crate::source::validate_frames;
+use crate::status::StatusHub;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("sources.socket.path: {path}: another process is listening on this socket (a second agent?); stop it or choose another path")]
+    InUse { path: PathBuf },
+    #[error("sources.socket.path: cannot create socket {path}: {source}; check that the directory exists and is writable")]
+    Bind { path: PathBuf, source: std::io::Error },
+}
+
+/// Binds the socket safely (see the module docs).
+pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(SocketError::InUse { path: path.to_path_buf() }),
+            Err(_) => {
+                tracing::info!(target: "source::socket", path = %path.display(), "replacing a stale socket file left by a previous run");
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let err = |source| SocketError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    let listener = UnixListener::bind(&tmp).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(listener)
+}
+
+/// Serves the socket until shutdown. Connections in progress finish their current chunk and
+/// get their answer line before the function returns.
+pub async fn serve(listener: UnixListener, cfg: SocketSourceConfig, max_event_bytes: usize, queue: Queue, status: Arc<StatusHub>, mut shutdown: Shutdown) {
+    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let mut conns = JoinSet::new();
+    let mut next_id: u64 = 0;
+    let shown = cfg.path.display().to_string();
+    tracing::info!(target: "source::socket", path = %shown, mode = format!("{:o}", cfg.mode), "listening");
+    publish(&status, &cfg, 0);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let (mut stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(target: "source::socket", "accept failed: {e}");
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                next_id += 1;
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    let msg = format!("{{\"error\":\"too many connections\",\"max_connections\":{},\"hint\":\"retry later or raise sources.socket.max_connections\"}}\n", cfg.max_connections);
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(msg.as_bytes())).await;
+                    });
+                    tracing::warn!(target: "source::socket", max = cfg.max_connections, "refused a connection: sources.socket.max_connections reached");
+                    continue;
+                };
+                let conn = Conn {
+                    id: next_id,
+                    peer: peer_name(&stream, &shown),
+                    max_event_bytes,
+                    cfg: cfg.clone(),
+                    queue: queue.clone(),
+                    status: status.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                status.metrics.socket_connections.fetch_add(1, Ordering::Relaxed);
+                let st = status.clone();
+                conns.spawn(async move {
+                    conn.run(stream).await;
+                    st.metrics.socket_connections.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+        }
+        publish(&status, &cfg, status.metrics.socket_connections.load(Ordering::Relaxed));
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&cfg.path);
+    // Let connections finish what they are committing (they stop reading on shutdown).
+    while conns.join_next().await.is_some() {}
+    status.set_socket_source(None);
+    tracing::info!(target: "source::socket", path = %shown, "socket closed");
+}
+
+fn publish(status: &StatusHub, cfg: &SocketSourceConfig, conns: u64) {
+    status.set_socket_source(Some(json!({
+        "path": cfg.path.display().to_string(),
+        "connections": conns,
+        "max_connections": cfg.max_connections,
+    })));
+}
+
+fn peer_name(stream: &UnixStream, shown: &str) -> String {
+    match stream.peer_cred() {
+        Ok(c) => match c.pid() {
+            Some(pid) => format!("socket {shown} (pid {pid}, uid {})", c.uid()),
+            None => format!("socket {shown} (uid {})", c.uid()),
+        },
+        Err(_) => format!("socket {shown}"),
+    }
+}
+
+struct Conn {
+    id: u64,
+    peer: String,
+    max_event_bytes: usize,
+    cfg: SocketSourceConfig,
+    queue: Queue,
+    status: Arc<StatusHub>,
+    shutdown: Shutdown,
+}
+
+#[derive(Default)]
+struct Tally {
+    accepted: u64,
+    rejected: u64,
+    refused: u64,
+    lines: u64,
+}
+
+impl Conn {
+    async fn run(mut self, stream: UnixStream) {
+        let (mut rd, mut wr) = stream.into_split();
+        let mut framer = LineFramer::new(self.max_event_bytes, 0);
+        let mut tally = Tally::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut reason_closed = "end of stream";
+        loop {
+            let read = tokio::select! {
+                r = tokio::time::timeout(self.cfg.idle_timeout, rd.read(&mut buf)) => r,
+                _ = self.shutdown.wait() => { reason_closed = "agent shutting down"; break; }
+            };
+            let n = match read {
+                Err(_) => {
+                    reason_closed = "idle timeout";
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "source::socket", conn = self.id, "read error: {e}");
+                    reason_closed = "read error";
+                    break;
+                }
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => n,
+            };
+            let mut frames = Vec::new();
+            framer.push(&buf[..n], &mut frames);
+            if !frames.is_empty() {
+                if let Some(err_line) = self.commit(frames, &mut tally).await {
+                    if wr.write_all(err_line.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if reason_closed == "end of stream" {
+            if let Some(last) = framer.finish() {
+                if let Some(err_line) = self.commit(vec![last], &mut tally).await {
+                    let _ = wr.write_all(err_line.as_bytes()).await;
+                }
+            }
+        }
+        let answer = if tally.refused > 0 {
+            format!(
+                "{{\"accepted\":{},\"rejected\":{},\"refused\":{}}}\n",
+                tally.accepted, tally.rejected, tally.refused
+            )
+        } else {
+            format!("{{\"accepted\":{},\"rejected\":{}}}\n", tally.accepted, tally.rejected)
+        };
+        // Writers that never read the answer lose nothing: their events are already durable.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let _ = wr.write_all(answer.as_bytes()).await;
+            let _ = wr.shutdown().await;
+        })
+        .await;
+        tracing::debug!(target: "source::socket", conn = self.id, accepted = tally.accepted, rejected = tally.rejected, "connection closed ({reason_closed})");
+    }
+
+    /// Commits a chunk; returns an error line for the client if it was refused.
+    async fn commit(&mut self, frames: Vec<Frame>, tally: &mut Tally) -> Option<String> {
+        let first_line = tally.lines + 1;
+        let n = frames.len() as u64;
+        let peer = self.peer.clone();
+        let mut origin = |i: usize, _f: &Frame| format!("{peer} conn #{} line {}", self.id, first_line + i as u64);
+        let chunk = validate_frames(frames, self.max_event_bytes, &self.status.metrics, &mut origin);
+        tally.lines += n;
+        let n_events = chunk.events.len() as u64;
+        let n_rejected = chunk.quarantine.len() as u64;
+        let unknown = chunk.unknown_types;
+        let req = AppendRequest {
+            events: chunk.events,
+            quarantine: chunk.quarantine,
+            checkpoint: None,
+        };
+        match self.queue.append(req).await {
+            Ok(_) => {
+                tally.accepted += n_events;
+                tally.rejected += n_rejected;
+                let m = &self.status.metrics;
+                m.received_socket.fetch_add(n_events, Ordering::Relaxed);
+                m.unknown_type.fetch_add(unknown, Ordering::Relaxed);
+                self.status.set_queue_full(false);
+                None
+            }
+            Err(e) => {
+                let (kind, hint) = match &e {
+                    QueueError::Full { .. } => {
+                        self.status.metrics.queue_full_refusals.fetch_add(1, Ordering::Relaxed);
+                        self.status.set_queue_full(true);
+                        ("queue full", "the SIEM is not keeping up or is unreachable; these lines were not accepted: resend them later")
+                    }
+                    _ => ("storage error", "these lines were not accepted: resend them later"),
+                };
+                tracing::warn!(target: "source::socket", conn = self.id, lines = n, "refused lines from {}: {e}", self.peer);
+                tally.refused += n;
+                Some(format!(
+                    "{}\n",
+                    json!({"error": kind, "refused": n, "first_line": first_line, "last_line": first_line + n - 1, "hint": hint})
+                ))
+            }
+        }
+    }
+}

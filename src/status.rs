@@ -1,0 +1,220 @@
+//! What the agent knows about itself, for `/status`, `/metrics`, the status page and the CLI.
+//!
+//! The hub observes; it never steers. Sources, the sink and the reloader report into it.
+//! `state`, `last_success_at` and `last_error` are persisted in the queue's meta keys so a restart
+//! shows the last known state; counts of pending, dead-lettered and quarantined events are read
+//! from the queue; other counters live in [`Metrics`] and start at zero.
+//!
+//! Invariant: nothing stored here contains a secret. Messages arrive already redacted by the
+//! sink's HTTP client, and URLs are stored in their redacted form.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::queue::{now_rfc3339, Queue};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    NotYetInvoked,
+    Success,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastError {
+    pub at: String,
+    pub http_status: Option<u16>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Persisted {
+    state: DeliveryState,
+    last_success_at: Option<String>,
+    last_error: Option<LastError>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConfigView {
+    pub url: String,
+    pub platform: String,
+    pub enabled: bool,
+}
+
+pub struct StatusHub {
+    queue: Queue,
+    pub metrics: Metrics,
+    persisted: Mutex<Persisted>,
+    last_persist: Mutex<Instant>,
+    config: Mutex<ConfigView>,
+    reload_error: Mutex<Option<String>>,
+    file_source: Mutex<Option<serde_json::Value>>,
+    socket_source: Mutex<Option<serde_json::Value>>,
+    recent_errors: Mutex<VecDeque<LastError>>,
+    queue_full: AtomicBool,
+    started: Instant,
+}
+
+const STATUS_META: &str = "status";
+
+impl StatusHub {
+    pub fn new(queue: Queue) -> StatusHub {
+        let persisted = queue
+            .get_meta(STATUS_META)
+            .and_then(|b| serde_json::from_slice::<Persisted>(&b).ok())
+            .unwrap_or(Persisted {
+                state: DeliveryState::NotYetInvoked,
+                last_success_at: None,
+                last_error: None,
+            });
+        StatusHub {
+            queue,
+            metrics: Metrics::default(),
+            persisted: Mutex::new(persisted),
+            last_persist: Mutex::new(Instant::now()),
+            config: Mutex::new(ConfigView::default()),
+            reload_error: Mutex::new(None),
+            file_source: Mutex::new(None),
+            socket_source: Mutex::new(None),
+            recent_errors: Mutex::new(VecDeque::new()),
+            queue_full: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    fn persist(&self, p: &Persisted, force: bool) {
+        let mut last = self.last_persist.lock().unwrap();
+        if !force && last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        *last = Instant::now();
+        if let Ok(b) = serde_json::to_vec(p) {
+            let _ = self.queue.put_meta(STATUS_META, &b);
+        }
+    }
+
+    /// A delivery attempt succeeded.
+    pub fn record_success(&self) {
+        let mut p = self.persisted.lock().unwrap();
+        let changed = p.state != DeliveryState::Success;
+        p.state = DeliveryState::Success;
+        p.last_success_at = Some(now_rfc3339());
+        self.persist(&p, changed);
+    }
+
+    /// A delivery attempt failed (`message` already redacted).
+    pub fn record_error(&self, http_status: Option<u16>, message: &str) {
+        let e = LastError {
+            at: now_rfc3339(),
+            http_status,
+            message: message.to_string(),
+        };
+        {
+            let mut r = self.recent_errors.lock().unwrap();
+            if r.front().map(|x| &x.message) != Some(&e.message) {
+                r.push_front(e.clone());
+                r.truncate(10);
+            }
+        }
+        let mut p = self.persisted.lock().unwrap();
+        let changed = p.state != DeliveryState::Error || p.last_error.as_ref().map(|x| &x.message) != Some(&e.message);
+        p.state = DeliveryState::Error;
+        p.last_error = Some(e);
+        self.persist(&p, changed);
+    }
+
+    pub fn set_config(&self, view: ConfigView) {
+        *self.config.lock().unwrap() = view;
+    }
+
+    pub fn set_reload_error(&self, e: Option<String>) {
+        *self.reload_error.lock().unwrap() = e;
+    }
+
+    pub fn reload_error(&self) -> Option<String> {
+        self.reload_error.lock().unwrap().clone()
+    }
+
+    pub fn set_file_source(&self, v: Option<serde_json::Value>) {
+        *self.file_source.lock().unwrap() = v;
+    }
+
+    pub fn set_socket_source(&self, v: Option<serde_json::Value>) {
+        *self.socket_source.lock().unwrap() = v;
+    }
+
+    pub fn set_queue_full(&self, full: bool) {
+        self.queue_full.store(full, Ordering::Relaxed);
+    }
+
+    /// `state` as design.md defines it.
+    pub fn state(&self) -> &'static str {
+        if !self.config.lock().unwrap().enabled {
+            return "disabled";
+        }
+        match self.persisted.lock().unwrap().state {
+            DeliveryState::NotYetInvoked => "not_yet_invoked",
+            DeliveryState::Success => "success",
+            DeliveryState::Error => "error",
+        }
+    }
+
+    /// Writes the persisted part now (graceful shutdown).
+    pub fn flush(&self) {
+        let p = self.persisted.lock().unwrap().clone();
+        self.persist(&p, true);
+    }
+
+    /// The `/status` document.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let p = self.persisted.lock().unwrap().clone();
+        let counts = self.queue.counts();
+        let age = self.queue.oldest_pending_age();
+        let cfg = self.config.lock().unwrap().clone();
+        let full = self.queue_full.load(Ordering::Relaxed) || !self.queue.has_room(1);
+        let recent: Vec<LastError> = self.recent_errors.lock().unwrap().iter().cloned().collect();
+        json!({
+            "state": self.state(),
+            "last_success_at": p.last_success_at,
+            "last_error": p.last_error,
+            "queue": {
+                "pending": counts.pending_events,
+                "oldest_pending_age_seconds": age.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0).unwrap_or(0.0),
+                "bytes": counts.pending_bytes,
+                "max_bytes": self.queue.max_bytes(),
+                "full": full,
+                "incident": self.queue.incident(),
+            },
+            "dead_letter": {"count": counts.dead_letter},
+            "quarantine": {"count": counts.quarantine, "evicted": counts.quarantine_evicted},
+            "config": {
+                "url": cfg.url,
+                "platform": cfg.platform,
+                "reload_error": self.reload_error(),
+            },
+            "sources": {
+                "file": *self.file_source.lock().unwrap(),
+                "socket": *self.socket_source.lock().unwrap(),
+            },
+            "recent_errors": recent,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+        })
+    }
+
+    pub fn render_metrics(&self) -> String {
+        let counts = self.queue.counts();
+        self.metrics.render(&counts, self.queue.oldest_pending_age(), self.state())
+    }
+}
