@@ -1,0 +1,209 @@
+//! The command line as a user runs it: check-config, test, status, send, and config reload
+//! through a Kubernetes ConfigMap symlink swap and SIGHUP.
+
+mod common;
+
+use common::*;
+use sendauth_siem::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind};
+
+#[test]
+fn check_config_names_every_bad_key_on_its_own_line() {
+    let env = TestEnv::new();
+    env.write_config_text(
+        "siem:\n  url: https://siem.example.com/collector\n  auth:\n    header: \"Bearer abc\"\n  platform: splunk\nsources:\n  file: { path: /x, start_at: middle }\nqueue:\n  path: /tmp/q\ndelivery:\n  max_retries: many\n",
+    );
+    let (code, out, _) = cli(&["check-config", "--config", env.config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(out.contains("siem.auth.header: expected \"Name: value\""), "{out}");
+    assert!(out.contains("siem.platform: expected one of auto | splunk_hec | elasticsearch | sumo_logic | generic"), "{out}");
+    assert!(out.contains("sources.file.start_at"), "{out}");
+    assert!(out.contains("delivery.max_retries"), "{out}");
+    assert!(!out.contains("abc"), "no secret fragments in errors: {out}");
+}
+
+#[test]
+fn check_config_accepts_the_shipped_examples() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let (code, out, err) = cli_env(
+                &["check-config", "--config", p.to_str().unwrap()],
+                &[("SIEM_PASSWORD", "pw"), ("HEC_TOKEN", "t"), ("SIEM_TOKEN", "t"), ("ES_API_KEY", "k"), ("SUMO_URL", "https://collectors.sumologic.com/receiver/v1/http/abc")],
+            );
+            assert_eq!(code, 0, "{}: {out}{err}", p.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "one example per platform");
+}
+
+fn cli_env(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = std::process::Command::new(bin());
+    c.args(args);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn test_cmd(url: &str, siem_extra: &str) -> (i32, String) {
+    let env = TestEnv::new();
+    let mut c = Cfg::new(url);
+    c.siem = siem_extra.to_string();
+    env.write_config(&c);
+    let conf = env.config.to_str().unwrap().to_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || cli(&["test", "--config", &conf])).await.unwrap();
+    (code, format!("{out}{err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_command_explains_each_outcome() {
+    let mut ecfg = EmulatorConfig::new(Kind::Generic);
+    ecfg.auth = ExpectedAuth::Header {
+        name: "Authorization".into(),
+        value: "Bearer good-token-77".into(),
+    };
+    let emu = Emulator::start(ecfg).await.unwrap();
+    let good = "  auth:\n    header: \"Authorization: Bearer good-token-77\"\n";
+
+    let (code, out) = test_cmd(&emu.url(), good).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OK: the SIEM accepted the test event"), "{out}");
+    assert_eq!(emu.events()[0]["event_type"], "sendauth_siem.test");
+
+    let (code, out) = test_cmd(&emu.url(), "  auth:\n    header: \"Authorization: Bearer bad-token-99\"\n").await;
+    assert_eq!(code, 1);
+    assert!(out.contains("HTTP 401") && out.contains("credentials"), "{out}");
+    assert!(!out.contains("bad-token-99"), "{out}");
+
+    let wrong_path = emu.url().replace("/collector", "/nope");
+    let (code, out) = test_cmd(&wrong_path, good).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("404") && out.contains("path in siem.url"), "{out}");
+
+    emu.push_fault(Fault::Status {
+        code: 400,
+        body: "{\"error\":\"unexpected field\"}".into(),
+        headers: vec![],
+    });
+    let (code, out) = test_cmd(&emu.url(), good).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("HTTP 400") && out.contains("unexpected field"), "{out}");
+
+    let closed = format!("http://127.0.0.1:{}/collector", free_port());
+    let (code, out) = test_cmd(&closed, good).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("connection refused"), "{out}");
+
+    emu.push_fault(Fault::Hang(std::time::Duration::from_secs(5)));
+    let (code, out) = test_cmd(&emu.url(), &format!("{good}  timeout: 500ms\n")).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("did not answer within"), "{out}");
+}
+
+#[test]
+fn status_without_an_agent_says_so() {
+    let port = free_port();
+    let (code, _, err) = cli(&["status", "--addr", &format!("127.0.0.1:{port}")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no agent answered"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_send_commands_talk_to_the_running_agent() {
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    env.write_config(&Cfg::new(&emu.url()));
+    let agent = AgentProc::start(&env).await;
+    let sock = env.socket.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut c = std::process::Command::new(bin())
+            .args(["send", "--socket", &sock])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(format!("{}\n{}\n", event(0), event(1)).as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{\"accepted\":2,\"rejected\":0}");
+    assert!(emu.wait_for_events(2, DEADLINE).await);
+    agent.wait_status(DEADLINE, |s| s["state"] == "success").await;
+    let conf = env.config.to_str().unwrap().to_string();
+    let (code, out, _) = tokio::task::spawn_blocking(move || cli(&["status", "--config", &conf])).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(out.contains("State:            Success"), "{out}");
+    let conf = env.config.to_str().unwrap().to_string();
+    let (_, out, _) = tokio::task::spawn_blocking(move || cli(&["status", "--config", &conf, "--json"])).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["state"], "success");
+    for k in ["last_success_at", "last_error", "queue", "dead_letter", "quarantine", "config"] {
+        assert!(v.get(k).is_some(), "missing {k}");
+    }
+    let (code, body) = get(agent.port, "/").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("<title>sendauth-siem status</title>"));
+}
+
+/// Kubernetes mounts a ConfigMap as `config.yaml -> ..data/config.yaml`, `..data -> ..<ts>`, and
+/// updates it by pointing a new `..data_tmp` symlink at a new directory and renaming it over
+/// `..data`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let a = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let b = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    let cm = env.dir.path().join("configmap");
+    std::fs::create_dir(&cm).unwrap();
+    let v1 = cm.join("..2026_11_25_10_00_00.000000001");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("config.yaml"), env.render(&Cfg::new(&a.url()))).unwrap();
+    symlink(v1.file_name().unwrap(), cm.join("..data")).unwrap();
+    symlink("..data/config.yaml", cm.join("config.yaml")).unwrap();
+    let env2 = TestEnv {
+        config: cm.join("config.yaml"),
+        ..env
+    };
+    let agent = AgentProc::start(&env2).await;
+    env2.append(&[event(0)]);
+    assert!(a.wait_for_events(1, DEADLINE).await);
+
+    let v2 = cm.join("..2026_11_25_10_05_00.000000002");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("config.yaml"), env2.render(&Cfg::new(&b.url()))).unwrap();
+    symlink(v2.file_name().unwrap(), cm.join("..data_tmp")).unwrap();
+    std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+    agent.wait_status(DEADLINE, |s| s["config"]["url"] == b.url()).await;
+    env2.append(&[event(1)]);
+    assert!(b.wait_for_events(1, DEADLINE).await);
+    assert_eq!(a.event_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config() {
+    let a = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    env.write_config(&Cfg::new(&a.url()));
+    let agent = AgentProc::start(&env).await;
+    // Write in place (same inode, as `cat > config.yaml` does), then SIGHUP.
+    let mut c = Cfg::new(&a.url());
+    c.siem = "  enabled: false\n".into();
+    std::fs::write(&env.config, env.render(&c)).unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_status(DEADLINE, |s| s["state"] == "disabled").await;
+}
