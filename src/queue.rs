@@ -215,8 +215,17 @@ fn storage_err(path: &Path, e: impl std::fmt::Display) -> QueueError {
     }
 }
 
-/// Decodes a record into events with seq > `after` (and < `before`).
-fn decode_record(first_seq: u64, rec: &sled::IVec, after: u64, before: u64, out: &mut Vec<QueuedEvent>, max_events: usize, max_bytes: usize, bytes: &mut usize) -> bool {
+/// Limits and accumulator of one `read`.
+struct ReadWindow {
+    after: u64,
+    before: u64,
+    max_events: usize,
+    max_bytes: usize,
+    bytes: usize,
+}
+
+/// Decodes a record into events with seq in `(w.after, w.before)`. False if damaged.
+fn decode_record(first_seq: u64, rec: &sled::IVec, w: &mut ReadWindow, out: &mut Vec<QueuedEvent>) -> bool {
     let raw: &[u8] = rec.as_ref();
     if raw.len() < RECORD_HEADER || raw[0] != 1 {
         return false;
@@ -235,11 +244,11 @@ fn decode_record(first_seq: u64, rec: &sled::IVec, after: u64, before: u64, out:
             return false;
         }
         let seq = first_seq + i;
-        if seq > after && seq < before {
-            if out.len() >= max_events || (!out.is_empty() && *bytes + len > max_bytes) {
+        if seq > w.after && seq < w.before {
+            if out.len() >= w.max_events || (!out.is_empty() && w.bytes + len > w.max_bytes) {
                 return true;
             }
-            *bytes += len;
+            w.bytes += len;
             out.push(QueuedEvent {
                 seq,
                 data: owner.slice(pos..pos + len),
@@ -491,17 +500,23 @@ impl Queue {
             Some((k, _)) => k.to_vec(),
             None => start_key.to_vec(),
         };
-        let mut bytes = 0usize;
+        let mut w = ReadWindow {
+            after,
+            before,
+            max_events,
+            max_bytes,
+            bytes: 0,
+        };
         for item in store.db.range(from..key(b'e', u64::MAX).to_vec()) {
             let (k, v) = item.map_err(|e| storage_err(&store.dir, e))?;
             let first_seq = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
             if first_seq >= before {
                 break;
             }
-            if !decode_record(first_seq, &v, after, before, &mut out, max_events, max_bytes, &mut bytes) {
+            if !decode_record(first_seq, &v, &mut w, &mut out) {
                 return Err(storage_err(&store.dir, format!("record {first_seq} is damaged")));
             }
-            if out.len() >= max_events || bytes >= max_bytes {
+            if out.len() >= max_events || w.bytes >= max_bytes {
                 break;
             }
         }
@@ -853,7 +868,6 @@ fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended,
         let mut counts = st.counts;
         let mut next_seq = st.next_seq;
         let mut q_next = st.q_next;
-        let mut q_first_live = None::<u64>;
         let now = now_ms();
         for req in &reqs {
             let req_bytes: u64 = req.events.iter().map(|e| e.len() as u64).sum();
@@ -890,30 +904,18 @@ fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended,
             }));
         }
         // Keep the quarantine bounded: evict the oldest entries beyond the limit (counted).
+        // Ids are consecutive, so the live ones are exactly the last `quarantine` ids before
+        // `q_next`: evict from the oldest live id on, whether committed or in this batch.
         if counts.quarantine > max_q {
             let excess = counts.quarantine - max_q;
-            let mut evicted = 0;
-            for item in store.db.range(key(b'q', 0)..key(b'q', q_next)).keys().take(excess as usize) {
-                if let Ok(k) = item {
-                    batch.remove(k);
-                    evicted += 1;
-                }
+            let oldest = q_next - counts.quarantine;
+            for id in oldest..oldest + excess {
+                batch.remove(key(b'q', id).to_vec());
             }
-            // Entries added by this very batch are not visible to the range scan yet.
-            let from_batch = excess.saturating_sub(evicted);
-            if from_batch > 0 {
-                let first_new = q_next - (counts.quarantine - st.counts.quarantine);
-                for id in first_new..first_new + from_batch {
-                    batch.remove(key(b'q', id).to_vec());
-                }
-                evicted += from_batch;
-                q_first_live = Some(first_new + from_batch);
-            }
-            counts.quarantine -= evicted;
-            counts.quarantine_evicted += evicted;
-            tracing::warn!(target: "queue", evicted, "quarantine is over queue.max_quarantine_entries; the oldest entries were dropped (counted in status as quarantine.evicted)");
+            counts.quarantine -= excess;
+            counts.quarantine_evicted += excess;
+            tracing::warn!(target: "queue", evicted = excess, "quarantine is over queue.max_quarantine_entries; the oldest entries were dropped (counted in status as quarantine.evicted)");
         }
-        let _ = q_first_live;
         batch.insert(meta_key("next_seq"), &next_seq.to_be_bytes());
         batch.insert(meta_key("pending_events"), &counts.pending_events.to_be_bytes());
         batch.insert(meta_key("pending_bytes"), &counts.pending_bytes.to_be_bytes());

@@ -160,7 +160,7 @@ impl Tailer {
             let progressed = match self.tick() {
                 Ok(p) => p,
                 Err(e) => {
-                    self.pause(format!("{e}"));
+                    self.pause(e);
                     false
                 }
             };
