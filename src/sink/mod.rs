@@ -5,6 +5,9 @@
 pub mod generic;
 pub mod http;
 pub mod platform;
+pub mod splunk_hec;
+#[cfg(test)]
+mod test_server;
 
 use std::sync::Arc;
 
@@ -14,7 +17,7 @@ pub use platform::{EncodedRequest, EventOutcome, Failure, FailureKind, Platform,
 /// Builds the platform implementation for a config (`auto` resolved from the URL).
 pub fn build_platform(cfg: &SiemConfig) -> Arc<dyn Platform> {
     match cfg.effective_platform() {
-        PlatformKind::Generic | PlatformKind::Auto => Arc::new(generic::Generic::new(cfg.url.clone(), cfg.generic.clone())),
+        PlatformKind::SplunkHec => Arc::new(splunk_hec::SplunkHec::new(cfg.url.clone(), cfg.splunk_hec.clone())),
         // Native encodings arrive in their own modules; until then they speak generic JSON.
         _ => Arc::new(generic::Generic::new(cfg.url.clone(), cfg.generic.clone())),
     }
