@@ -1158,6 +1158,33 @@ mod tests {
         assert_eq!(index_template("sendauth", true)["data_stream"], json!({}));
     }
 
+    /// The config problems for a `siem:` section (YAML lines, indented two spaces), joined.
+    fn config_errors(siem: &str) -> String {
+        let yaml = format!(
+            "siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n"
+        );
+        crate::config::Config::parse_with_env(&yaml, &|_| None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn config_names_the_key_to_fix() {
+        let e = config_errors("  url: https://h.example.com:9200/_bulk\n");
+        assert!(e.starts_with("siem.elasticsearch.index: required"), "{e}");
+        let e = config_errors("  url: https://h.example.com:9200/SendAuth/_doc\n");
+        assert!(e.starts_with("siem.url: \"SendAuth\" is not a valid Elasticsearch index name: it must be lowercase"), "{e}");
+        let e = config_errors("  url: https://h.example.com:9200/_bulk\n  elasticsearch: { index: auth, template_name: \"a b\" }\n");
+        assert!(e.starts_with("siem.elasticsearch.template_name:"), "{e}");
+        assert_eq!(config_errors("  url: https://h.example.com:9200/_bulk\n  elasticsearch: { index: auth-events }\n"), "");
+        // Only the platform in use is checked.
+        assert_eq!(
+            config_errors("  url: https://siem.example.com/c\n  elasticsearch: { index: BAD }\n"),
+            ""
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn interpret_never_panics_on_garbage(status in 100u16..600, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), n in 1usize..4) {

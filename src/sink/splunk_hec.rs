@@ -999,6 +999,32 @@ mod tests {
         assert_eq!(kind(301, ""), (retry, FailureKind::Redirect));
     }
 
+    /// The config problems for a `siem:` section (YAML lines, indented two spaces), joined.
+    fn config_errors(siem: &str) -> String {
+        let yaml = format!(
+            "siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n"
+        );
+        crate::config::Config::parse_with_env(&yaml, &|_| None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn config_rejects_endpoints_the_agent_cannot_use() {
+        let e = config_errors("  url: https://s.example.com:8088/services/collector/raw\n");
+        assert!(
+            e.contains("siem.url: points at the HEC raw endpoint"),
+            "{e}"
+        );
+        let e = config_errors("  url: https://logscale.example.com/api/v1/ingest/hec\n  platform: splunk_hec\n  splunk_hec: { indexer_ack: true }\n");
+        assert!(
+            e.starts_with("siem.splunk_hec.indexer_ack: needs siem.url"),
+            "{e}"
+        );
+        assert_eq!(config_errors("  url: https://s.example.com:8088/services/collector\n  splunk_hec: { indexer_ack: true }\n"), "");
+    }
+
     proptest::proptest! {
         #[test]
         fn interpret_never_panics_on_garbage(status in 100u16..600, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), n in 0usize..4) {

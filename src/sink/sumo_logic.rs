@@ -353,6 +353,45 @@ mod tests {
         assert!(!text.contains("ZaVnC4dhaV2Z"), "{text}");
     }
 
+    /// The config problems for a `siem:` section (YAML lines, indented two spaces), joined.
+    fn config_errors(siem: &str) -> String {
+        let yaml = format!(
+            "siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n"
+        );
+        crate::config::Config::parse_with_env(&yaml, &|_| None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn config_caps_batches_and_checks_header_values() {
+        let url = "  url: https://c.sumologic.com/receiver/v1/http/ZaVnC4dhaV2Zsecret\n";
+        let e = config_errors(&format!("{url}  sumo_logic: {{ max_batch_bytes: 2MB }}\n"));
+        assert!(
+            e.starts_with("siem.sumo_logic.max_batch_bytes: Sumo Logic takes at most 1 MB"),
+            "{e}"
+        );
+        let e = config_errors(&format!(
+            "{url}  sumo_logic: {{ category: \"prod/\u{e9}\", fields: {{ env: \"a\\tb\" }} }}\n"
+        ));
+        assert!(
+            e.contains("siem.sumo_logic.category: is sent as the X-Sumo-Category header"),
+            "{e}"
+        );
+        assert!(
+            e.contains("siem.sumo_logic.fields.env: is sent in the X-Sumo-Fields header"),
+            "{e}"
+        );
+        assert!(!e.contains("ZaVnC4dhaV2Zsecret"), "{e}");
+        assert_eq!(
+            config_errors(&format!(
+                "{url}  sumo_logic: {{ category: prod/sendauth, max_batch_bytes: 1MB }}\n"
+            )),
+            ""
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn interpret_never_panics_on_garbage(status in 100u16..600, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
