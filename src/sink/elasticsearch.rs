@@ -18,6 +18,13 @@
 //!   is missing behind some proxies and on compatible stores (OpenSearch), so its absence is
 //!   logged once and never fails a delivery.
 //!
+//! Authentication needs nothing special here; it comes through `siem.auth`: `basic` (user and
+//! password), or an API key as `header: "Authorization: ApiKey <encoded>"`, where `<encoded>` is
+//! the `encoded` field returned by `POST /_security/api_key` (base64 of `id:api_key`). Writing
+//! needs `create_doc` on the index (plus `create_index` or `auto_configure` if it does not exist
+//! yet); installing the template needs the `manage_index_templates` cluster privilege, or
+//! `siem.elasticsearch.install_template: false`.
+//!
 //! Invariants:
 //! - a resend can never duplicate a document: every event's `_id` is the SHA-256 of its bytes
 //!   (base64url), the same on every attempt and after restarts, and the action is always
