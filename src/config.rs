@@ -1085,6 +1085,9 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     if timeout.is_zero() {
         n.err("timeout", "must be greater than 0");
     }
+    if let Some(u) = &url {
+        check_platform(n, u, platform, &splunk_hec, &elasticsearch, &sumo_logic);
+    }
     Some(SiemConfig {
         enabled,
         url: url?,
@@ -1099,6 +1102,64 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
         connect_timeout,
         allow_plain_http,
     })
+}
+
+/// Checks that need the URL and the platform's section together. Only the platform in use is
+/// checked: an unused section may hold anything valid on its own.
+fn check_platform(n: &mut Node, url: &reqwest::Url, platform: Platform, splunk: &SplunkConfig, es: &ElasticConfig, sumo: &SumoConfig) {
+    let platform = match platform {
+        Platform::Auto => Platform::infer_from_url(url),
+        p => p,
+    };
+    match platform {
+        Platform::SplunkHec => {
+            match crate::sink::splunk_hec::Endpoints::from_url(url) {
+                Err(msg) => n.err("url", msg),
+                Ok(ep) if splunk.indexer_ack && ep.ack.is_none() => n.err(
+                    "splunk_hec.indexer_ack",
+                    "needs siem.url to end in /services/collector or /services/collector/event, where /services/collector/ack is next to it",
+                ),
+                Ok(_) => {}
+            }
+            if splunk.ack_poll_interval.is_zero() {
+                n.err("splunk_hec.ack_poll_interval", "must be greater than 0");
+            }
+        }
+        Platform::Elasticsearch => {
+            if let Err((key, msg)) = crate::sink::elasticsearch::Target::from_url(url, es.index.as_deref()) {
+                n.err(key, msg);
+            }
+            let t = &es.template_name;
+            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control() || "\\/*?\"<>|,#".contains(c)) {
+                n.err("elasticsearch.template_name", format!("{t:?} is not a valid template name: use letters, digits, - _ ."));
+            }
+        }
+        Platform::SumoLogic => {
+            let max = crate::sink::sumo_logic::MAX_REQUEST_BYTES;
+            if sumo.max_bytes > max {
+                n.err(
+                    "sumo_logic.max_batch_bytes",
+                    format!("Sumo Logic takes at most 1 MB ({max} bytes) of uncompressed data per request; use 1MB or less"),
+                );
+            }
+            let header_safe = |v: &str| v.chars().all(|c| c == ' ' || c.is_ascii_graphic());
+            for (key, header, value) in [
+                ("sumo_logic.category", "X-Sumo-Category", &sumo.category),
+                ("sumo_logic.name", "X-Sumo-Name", &sumo.name),
+                ("sumo_logic.host", "X-Sumo-Host", &sumo.host),
+            ] {
+                if value.as_deref().is_some_and(|v| !header_safe(v)) {
+                    n.err(key, format!("is sent as the {header} header, so it must be printable ASCII"));
+                }
+            }
+            for (k, v) in &sumo.fields {
+                if !header_safe(k) || !header_safe(v) {
+                    n.err(&format!("sumo_logic.fields.{k}"), "is sent in the X-Sumo-Fields header, so names and values must be printable ASCII");
+                }
+            }
+        }
+        Platform::Generic | Platform::Auto => {}
+    }
 }
 
 fn is_loopback_host(u: &reqwest::Url) -> bool {

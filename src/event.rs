@@ -181,6 +181,18 @@ pub fn common_fields(line: &[u8]) -> Option<(String, String, String, String)> {
     ))
 }
 
+/// The event's `timestamp` as epoch milliseconds, if it has a parseable one (accepted events
+/// always do). Reads only that field; the rest of the line is skipped, not copied.
+pub fn timestamp_millis(line: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct T<'a> {
+        #[serde(borrow)]
+        timestamp: Option<Cow<'a, str>>,
+    }
+    let t: T = serde_json::from_slice(line).ok()?;
+    parse_timestamp_millis(&t.timestamp?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +261,8 @@ mod tests {
         assert_eq!(parse_timestamp_millis("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_timestamp_millis("1970-01-01 00:00:02"), Some(2000));
         assert_eq!(parse_timestamp_millis("not a time"), None);
+        assert_eq!(timestamp_millis(GOOD.as_bytes()), Some(1_738_060_260_000));
+        assert_eq!(timestamp_millis(b"{\"timestamp\":7}"), None);
+        assert_eq!(timestamp_millis(b"not json"), None);
     }
 }

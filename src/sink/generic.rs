@@ -46,6 +46,31 @@ pub fn take_prefix(events: &[QueuedEvent], max_events: usize, max_bytes: usize, 
     n.max(1).min(events.len())
 }
 
+/// The event as one line, for line-framed bodies (NDJSON, Elasticsearch bulk): any CR or LF
+/// byte becomes a space. In valid JSON those bytes can only be whitespace between tokens (inside
+/// strings they must be escaped), so the event means exactly the same; without this, a stray
+/// newline would split one event into two broken ones. Events without them are not copied.
+pub fn one_line(data: &Bytes) -> Bytes {
+    if !data.iter().any(|&b| b == b'\n' || b == b'\r') {
+        return data.clone();
+    }
+    data.iter()
+        .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Text a SIEM sent, cut to `max` characters for a one-line message.
+pub fn clip(s: &str, max: usize) -> String {
+    let s = s.trim();
+    if s.chars().count() > max {
+        let cut: String = s.chars().take(max).collect();
+        format!("{cut}…")
+    } else {
+        s.to_string()
+    }
+}
+
 impl Platform for Generic {
     fn name(&self) -> &'static str {
         "generic"
@@ -146,6 +171,15 @@ mod tests {
         let g = Generic::new("http://127.0.0.1/c".parse().unwrap(), cfg(GenericBatch::JsonArray));
         let r = g.encode(&evs(2));
         assert_eq!(&r.body[..], b"[{\"i\":0},{\"i\":1}]");
+    }
+
+    #[test]
+    fn one_line_turns_line_breaks_into_spaces_and_keeps_the_rest() {
+        let e = Bytes::from_static(b"{\"a\":1,\r\n\"b\":\"x\\ny\"}");
+        assert_eq!(&one_line(&e)[..], b"{\"a\":1,  \"b\":\"x\\ny\"}");
+        let clean = Bytes::from_static(b"{\"a\":1}");
+        let same = one_line(&clean);
+        assert_eq!(same.as_ptr(), clean.as_ptr(), "no copy when nothing changes");
     }
 
     #[test]

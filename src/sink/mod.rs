@@ -2,10 +2,15 @@
 //! events from the queue only on the SIEM's acceptance (or its permanent rejection of that
 //! event, into the dead letter).
 
+pub mod elasticsearch;
 pub mod generic;
 pub mod http;
 pub mod delivery;
 pub mod platform;
+pub mod splunk_hec;
+pub mod sumo_logic;
+#[cfg(test)]
+mod test_server;
 
 use std::sync::Arc;
 
@@ -14,9 +19,31 @@ pub use platform::{EncodedRequest, EventOutcome, Failure, FailureKind, Platform,
 
 /// Builds the platform implementation for a config (`auto` resolved from the URL).
 pub fn build_platform(cfg: &SiemConfig) -> Arc<dyn Platform> {
+    let url = cfg.url.clone();
     match cfg.effective_platform() {
-        PlatformKind::Generic | PlatformKind::Auto => Arc::new(generic::Generic::new(cfg.url.clone(), cfg.generic.clone())),
-        // Native encodings arrive in their own modules; until then they speak generic JSON.
-        _ => Arc::new(generic::Generic::new(cfg.url.clone(), cfg.generic.clone())),
+        PlatformKind::SplunkHec => Arc::new(splunk_hec::SplunkHec::new(url, cfg.splunk_hec.clone())),
+        PlatformKind::Elasticsearch => Arc::new(elasticsearch::Elasticsearch::new(url, cfg.elasticsearch.clone())),
+        PlatformKind::SumoLogic => Arc::new(sumo_logic::SumoLogic::new(url, cfg.sumo_logic.clone())),
+        PlatformKind::Generic | PlatformKind::Auto => Arc::new(generic::Generic::new(url, cfg.generic.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_platform_gets_its_native_protocol() {
+        let cases = [
+            ("https://s.example.com:8088/services/collector/event", "splunk_hec"),
+            ("https://e.example.com:9200/sendauth/_doc", "elasticsearch"),
+            ("https://c.sumologic.com/receiver/v1/http/ZaVnC4secret", "sumo_logic"),
+            ("https://siem.example.com/collector", "generic"),
+        ];
+        for (url, name) in cases {
+            let yaml = format!("siem:\n  url: {url}\nsources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n");
+            let cfg = crate::config::Config::parse_with_env(&yaml, &|_| None).unwrap();
+            assert_eq!(build_platform(&cfg.siem).name(), name, "{url}");
+        }
     }
 }
