@@ -58,7 +58,9 @@ impl Agent {
         let mut tasks = Vec::new();
         match crate::admin::bind(&cfg.queue.path) {
             Ok(l) => tasks.push(tokio::spawn(crate::admin::serve(l, queue.clone(), shutdown.clone()))),
-            Err(e) => tracing::warn!(target: "agent", "cannot create the admin socket in {}: {e}; dead-letter commands will not reach the running agent", cfg.queue.path.display()),
+            Err(e) => {
+                tracing::warn!(target: "agent", "cannot create the admin socket in {}: {e}; dead-letter commands will not reach the running agent", cfg.queue.path.display())
+            }
         }
         let delivery = Delivery::new(queue.clone(), status.clone(), cfg_rx.clone(), shutdown.clone());
         tasks.push(tokio::spawn(delivery.run()));
@@ -214,7 +216,13 @@ impl Supervisor {
                 tokio::task::block_in_place(|| f.stop());
             }
             if let Some(w) = want_file {
-                let f = FileSource::spawn(w.clone(), max, self.queue.clone(), self.status.clone(), tokio::runtime::Handle::current());
+                let f = FileSource::spawn(
+                    w.clone(),
+                    max,
+                    self.queue.clone(),
+                    self.status.clone(),
+                    tokio::runtime::Handle::current(),
+                );
                 self.file = Some((w, max, f));
             }
         }
@@ -232,12 +240,23 @@ impl Supervisor {
                 // The old listener removes its file when it stops; wait so the new bind (maybe
                 // on the same path) does not race it.
                 let h = s.handle;
-                tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(async { let _ = h.await; }));
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(async {
+                        let _ = h.await;
+                    })
+                });
             }
             if let Some(w) = want_sock {
                 let l = crate::source::socket::bind(&w.path, w.mode)?;
                 let (trigger, sd) = shutdown::channel();
-                let handle = tokio::spawn(crate::source::socket::serve(l, w.clone(), max, self.queue.clone(), self.status.clone(), sd));
+                let handle = tokio::spawn(crate::source::socket::serve(
+                    l,
+                    w.clone(),
+                    max,
+                    self.queue.clone(),
+                    self.status.clone(),
+                    sd,
+                ));
                 self.socket = Some(SocketTask {
                     cfg: w,
                     max_event_bytes: max,

@@ -96,9 +96,15 @@ pub enum GenericBatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
-    Basic { username: String, password: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
     /// A full header: name and value (the value is secret).
-    Header { name: String, value: Secret },
+    Header {
+        name: String,
+        value: Secret,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,7 +399,11 @@ impl<'e> Node<'e> {
 
     fn err(&mut self, k: &str, msg: impl fmt::Display) {
         let key = self.key(k);
-        let line = if k.is_empty() { format!("{}: {msg}", self.path) } else { format!("{key}: {msg}") };
+        let line = if k.is_empty() {
+            format!("{}: {msg}", self.path)
+        } else {
+            format!("{key}: {msg}")
+        };
         self.errs.borrow_mut().push(line);
     }
 
@@ -704,9 +714,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Checks a header name per RFC 9110 token rules.
 fn valid_header_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn parse_header(raw: &str) -> Result<(String, String), String> {
@@ -842,11 +850,17 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
                 }
             }
             Ok(u) => {
-                n.err("url", format!("scheme {:?} is not supported; use https:// (or http:// on loopback)", u.scheme()));
+                n.err(
+                    "url",
+                    format!("scheme {:?} is not supported; use https:// (or http:// on loopback)", u.scheme()),
+                );
                 None
             }
             Err(e) => {
-                n.err("url", format!("not a valid URL ({e}); expected e.g. https://siem.company.com/collector"));
+                n.err(
+                    "url",
+                    format!("not a valid URL ({e}); expected e.g. https://siem.company.com/collector"),
+                );
                 None
             }
         });
@@ -1057,7 +1071,11 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
                     t.err("min_version", format!("expected \"1.2\" or \"1.3\", got {v:?}"));
                 }
             }
-            for (k, p) in [("ca_file", &cfg.ca_file), ("client_cert", &cfg.client_cert), ("client_key", &cfg.client_key)] {
+            for (k, p) in [
+                ("ca_file", &cfg.ca_file),
+                ("client_cert", &cfg.client_cert),
+                ("client_key", &cfg.client_key),
+            ] {
                 if let Some(p) = p {
                     if !p.is_file() {
                         t.err(k, format!("file {} does not exist or is not readable", p.display()));
@@ -1131,7 +1149,10 @@ fn check_platform(n: &mut Node, url: &reqwest::Url, platform: Platform, splunk: 
             }
             let t = &es.template_name;
             if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control() || "\\/*?\"<>|,#".contains(c)) {
-                n.err("elasticsearch.template_name", format!("{t:?} is not a valid template name: use letters, digits, - _ ."));
+                n.err(
+                    "elasticsearch.template_name",
+                    format!("{t:?} is not a valid template name: use letters, digits, - _ ."),
+                );
             }
         }
         Platform::SumoLogic => {
@@ -1154,7 +1175,10 @@ fn check_platform(n: &mut Node, url: &reqwest::Url, platform: Platform, splunk: 
             }
             for (k, v) in &sumo.fields {
                 if !header_safe(k) || !header_safe(v) {
-                    n.err(&format!("sumo_logic.fields.{k}"), "is sent in the X-Sumo-Fields header, so names and values must be printable ASCII");
+                    n.err(
+                        &format!("sumo_logic.fields.{k}"),
+                        "is sent in the X-Sumo-Fields header, so names and values must be printable ASCII",
+                    );
                 }
             }
         }
@@ -1311,7 +1335,8 @@ mod tests {
         }
     }
 
-    const MINIMAL: &str = "siem:\n  url: https://siem.example.com/collector\nsources:\n  socket: { path: /tmp/x.sock }\nqueue:\n  path: /tmp/q\n";
+    const MINIMAL: &str =
+        "siem:\n  url: https://siem.example.com/collector\nsources:\n  socket: { path: /tmp/x.sock }\nqueue:\n  path: /tmp/q\n";
 
     #[test]
     fn minimal_config_gets_defaults() {

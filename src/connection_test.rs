@@ -48,7 +48,10 @@ pub async fn run(cfg: &Config, out: &mut dyn Write) -> bool {
     let platform = crate::sink::build_platform(siem);
     let _ = writeln!(out, "Testing {} ({})", siem.url_redacted(), platform.name());
     if !siem.enabled {
-        let _ = writeln!(out, "Note: siem.enabled is false; the agent would not forward events now. Testing anyway.");
+        let _ = writeln!(
+            out,
+            "Note: siem.enabled is false; the agent would not forward events now. Testing anyway."
+        );
     }
     let client = match HttpClient::new(siem) {
         Ok(c) => c,
@@ -99,13 +102,20 @@ pub async fn run(cfg: &Config, out: &mut dyn Write) -> bool {
         Verdict::PerEvent(o) => match o.into_iter().next() {
             Some(EventOutcome::Delivered) => None,
             Some(EventOutcome::Retry(f)) | Some(EventOutcome::DeadLetter(f)) => Some(f),
-            None => Some(Failure::new(FailureKind::BadResponse, None, "the SIEM's answer did not mention the event")),
+            None => Some(Failure::new(
+                FailureKind::BadResponse,
+                None,
+                "the SIEM's answer did not mention the event",
+            )),
         },
         Verdict::Retry(f) | Verdict::TooLarge(f) | Verdict::Rejected(f) => Some(f),
     };
     match failure {
         None => {
-            let _ = writeln!(out, "OK: the SIEM accepted the test event in {ms} ms (event_type \"sendauth_siem.test\").");
+            let _ = writeln!(
+                out,
+                "OK: the SIEM accepted the test event in {ms} ms (event_type \"sendauth_siem.test\")."
+            );
             true
         }
         Some(f) => {

@@ -139,11 +139,23 @@ fn string_field<'a>(name: &'static str, raw: Option<&'a RawValue>) -> Result<Cow
     let got = raw.get();
     match got.as_bytes().first() {
         Some(b'"') => serde_json::from_str::<Cow<'a, str>>(got).map_err(|e| Rejection::InvalidJson(e.to_string())),
-        Some(b'{') => Err(Rejection::NotAString { field: name, got: "an object" }),
-        Some(b'[') => Err(Rejection::NotAString { field: name, got: "an array" }),
-        Some(b't') | Some(b'f') => Err(Rejection::NotAString { field: name, got: "a boolean" }),
+        Some(b'{') => Err(Rejection::NotAString {
+            field: name,
+            got: "an object",
+        }),
+        Some(b'[') => Err(Rejection::NotAString {
+            field: name,
+            got: "an array",
+        }),
+        Some(b't') | Some(b'f') => Err(Rejection::NotAString {
+            field: name,
+            got: "a boolean",
+        }),
         Some(b'n') => Err(Rejection::NotAString { field: name, got: "null" }),
-        _ => Err(Rejection::NotAString { field: name, got: "a number" }),
+        _ => Err(Rejection::NotAString {
+            field: name,
+            got: "a number",
+        }),
     }
 }
 
@@ -218,7 +230,10 @@ mod tests {
     fn rejects_each_kind_of_bad_line() {
         assert_eq!(v("[1,2]"), Err(Rejection::NotAnObject("\"[1,2]\"".into())));
         assert!(matches!(v("{\"a\":"), Err(Rejection::InvalidJson(_))));
-        assert_eq!(v(&GOOD.replace("\"org_id\":\"org-1\"", "\"x\":1")), Err(Rejection::MissingField("org_id")));
+        assert_eq!(
+            v(&GOOD.replace("\"org_id\":\"org-1\"", "\"x\":1")),
+            Err(Rejection::MissingField("org_id"))
+        );
         assert_eq!(
             v(&GOOD.replace("\"tx-1\"", "42")),
             Err(Rejection::NotAString {
@@ -226,7 +241,10 @@ mod tests {
                 got: "a number"
             })
         );
-        assert!(matches!(v(&GOOD.replace("2025-01-28T10:31:00Z", "yesterday")), Err(Rejection::BadTimestamp(_))));
+        assert!(matches!(
+            v(&GOOD.replace("2025-01-28T10:31:00Z", "yesterday")),
+            Err(Rejection::BadTimestamp(_))
+        ));
         assert!(matches!(validate(GOOD.as_bytes(), 100), Err(Rejection::TooLarge { .. })));
         assert!(matches!(validate(b"{\"a\":\"\xff\"}", 1000), Err(Rejection::InvalidUtf8(6))));
         assert_eq!(v("   "), Err(Rejection::Empty));
@@ -240,7 +258,10 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_rejected_without_overflow() {
-        let deep = GOOD.replace("\"org-1\"", &format!("\"org-1\",\"x\":{}{}", "[".repeat(100_000), "]".repeat(100_000)));
+        let deep = GOOD.replace(
+            "\"org-1\"",
+            &format!("\"org-1\",\"x\":{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        );
         assert_eq!(v(&deep), Err(Rejection::TooDeep));
         let ok = GOOD.replace("\"org-1\"", &format!("\"org-1\",\"x\":{}{}", "[".repeat(60), "]".repeat(60)));
         assert!(v(&ok).is_ok());

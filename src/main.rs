@@ -10,7 +10,11 @@ use sendauth_siem::config::{Config, LogFormat};
 use serde_json::Value;
 
 #[derive(Parser)]
-#[command(name = "sendauth-siem", version, about = "Forwards SendAuth authentication events to your SIEM, durably.")]
+#[command(
+    name = "sendauth-siem",
+    version,
+    about = "Forwards SendAuth authentication events to your SIEM, durably."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -225,7 +229,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Demo { events } => {
             init_logging(LogFormat::Text, "warn");
             let rt = runtime()?;
-            let _ = (rt, events); bail!("TEMP-DEMO"); // rt.block_on(sendauth_siem::demo::run(events))?;
+            let _ = (rt, events);
+            bail!("TEMP-DEMO"); // rt.block_on(sendauth_siem::demo::run(events))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -262,12 +267,20 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
     let rt = runtime()?;
     let body = rt.block_on(async {
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?;
-        client.get(format!("http://{addr}/status")).send().await?.error_for_status()?.text().await
+        client
+            .get(format!("http://{addr}/status"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await
     });
     let body = match body {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("error: no agent answered at http://{addr}/status ({e}); is `sendauth-siem run` running, and is status.listen {addr}?");
+            eprintln!(
+                "error: no agent answered at http://{addr}/status ({e}); is `sendauth-siem run` running, and is status.listen {addr}?"
+            );
             return Ok(ExitCode::from(2));
         }
     };
@@ -286,11 +299,19 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
     println!("State:            {label}");
     if let Some(e) = v["last_error"].as_object() {
         if v["state"] == "error" {
-            println!("Last error:       {} ({})", e["message"].as_str().unwrap_or(""), e["at"].as_str().unwrap_or(""));
+            println!(
+                "Last error:       {} ({})",
+                e["message"].as_str().unwrap_or(""),
+                e["at"].as_str().unwrap_or("")
+            );
         }
     }
     println!("Last success:     {}", v["last_success_at"].as_str().unwrap_or("never"));
-    println!("SIEM:             {} ({})", v["config"]["url"].as_str().unwrap_or(""), v["config"]["platform"].as_str().unwrap_or(""));
+    println!(
+        "SIEM:             {} ({})",
+        v["config"]["url"].as_str().unwrap_or(""),
+        v["config"]["platform"].as_str().unwrap_or("")
+    );
     println!(
         "Queue:            {} pending, oldest {} s{}",
         v["queue"]["pending"],
@@ -309,8 +330,12 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
 }
 
 fn send_cmd(socket: &Path) -> anyhow::Result<ExitCode> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket)
-        .with_context(|| format!("cannot connect to {}; is the agent running with sources.socket.path set to it?", socket.display()))?;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot connect to {}; is the agent running with sources.socket.path set to it?",
+            socket.display()
+        )
+    })?;
     let mut input = Vec::new();
     std::io::stdin().read_to_end(&mut input)?;
     s.write_all(&input).context("writing to the agent's socket")?;
@@ -394,7 +419,10 @@ fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
             if v["ok"] != true {
                 bail!("{}", v["error"].as_str().unwrap_or("replay failed"));
             }
-            println!("re-queued {} event(s); they will be sent after the events already queued", v["replayed"]);
+            println!(
+                "re-queued {} event(s); they will be sent after the events already queued",
+                v["replayed"]
+            );
         }
         DeadLetterCmd::Purge { config, ids, all } => {
             let cfg = load(&config.config)?;

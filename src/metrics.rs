@@ -113,7 +113,11 @@ impl Metrics {
             .enumerate()
             .map(|(i, r)| (format!("{{reason=\"{r}\"}}"), g(&self.rejected[i])))
             .collect();
-        counter("sendauth_siem_events_rejected_total", "Lines rejected into the quarantine, by reason.", &rej);
+        counter(
+            "sendauth_siem_events_rejected_total",
+            "Lines rejected into the quarantine, by reason.",
+            &rej,
+        );
         counter(
             "sendauth_siem_events_delivered_total",
             "Events the SIEM accepted.",
@@ -158,16 +162,36 @@ impl Metrics {
         let mut gauge = |name: &str, help: &str, v: String| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge("sendauth_siem_queue_depth", "Events accepted and not yet acknowledged by the SIEM.", counts.pending_events.to_string());
-        gauge("sendauth_siem_queue_bytes", "Bytes of events pending in the queue.", counts.pending_bytes.to_string());
+        gauge(
+            "sendauth_siem_queue_depth",
+            "Events accepted and not yet acknowledged by the SIEM.",
+            counts.pending_events.to_string(),
+        );
+        gauge(
+            "sendauth_siem_queue_bytes",
+            "Bytes of events pending in the queue.",
+            counts.pending_bytes.to_string(),
+        );
         gauge(
             "sendauth_siem_queue_oldest_pending_age_seconds",
             "Age of the oldest pending event.",
             format!("{:.3}", oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0)),
         );
-        gauge("sendauth_siem_dead_letter_count", "Events in the dead letter.", counts.dead_letter.to_string());
-        gauge("sendauth_siem_quarantine_count", "Lines in the quarantine.", counts.quarantine.to_string());
-        gauge("sendauth_siem_socket_connections", "Open socket source connections.", g(&self.socket_connections).to_string());
+        gauge(
+            "sendauth_siem_dead_letter_count",
+            "Events in the dead letter.",
+            counts.dead_letter.to_string(),
+        );
+        gauge(
+            "sendauth_siem_quarantine_count",
+            "Lines in the quarantine.",
+            counts.quarantine.to_string(),
+        );
+        gauge(
+            "sendauth_siem_socket_connections",
+            "Open socket source connections.",
+            g(&self.socket_connections).to_string(),
+        );
         let _ = writeln!(
             o,
             "# HELP sendauth_siem_state Delivery state (1 for the current one).\n# TYPE sendauth_siem_state gauge"
@@ -180,7 +204,11 @@ impl Metrics {
             "# HELP sendauth_siem_request_duration_seconds Latency of HTTP requests to the SIEM.\n# TYPE sendauth_siem_request_duration_seconds histogram"
         );
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(o, "sendauth_siem_request_duration_seconds_bucket{{le=\"{b}\"}} {}", g(&self.latency_buckets[i]));
+            let _ = writeln!(
+                o,
+                "sendauth_siem_request_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                g(&self.latency_buckets[i])
+            );
         }
         let count = g(&self.latency_count);
         let _ = writeln!(o, "sendauth_siem_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");

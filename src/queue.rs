@@ -62,7 +62,9 @@ pub enum QueueError {
     Full { pending_bytes: u64, max_bytes: u64 },
     #[error("queue storage at {path} failed: {message}; check free disk space and permissions of queue.path")]
     Storage { path: PathBuf, message: String },
-    #[error("queue at {0} is in use by another process (a running sendauth-siem?); stop it, or use the admin socket commands while it runs")]
+    #[error(
+        "queue at {0} is in use by another process (a running sendauth-siem?); stop it, or use the admin socket commands while it runs"
+    )]
     Locked(PathBuf),
     #[error("the queue is shutting down")]
     Closed,
@@ -322,10 +324,7 @@ fn open_sled(dir: &Path) -> Result<Store, QueueError> {
         Ok(Err(e)) => return Err(storage_err(dir, e)),
         Err(_) => return Err(storage_err(dir, "sled panicked while opening the database (corrupted?)")),
     };
-    let log = File::options()
-        .read(true)
-        .open(dir.join("db"))
-        .map_err(|e| storage_err(dir, e))?;
+    let log = File::options().read(true).open(dir.join("db")).map_err(|e| storage_err(dir, e))?;
     Ok(Store {
         db,
         log,
@@ -662,10 +661,7 @@ impl Queue {
 
     fn take_dead_letter(&self, ids: Option<&[u64]>, requeue: bool) -> Result<u64, QueueError> {
         let entries = self.list_dead_letter(usize::MAX)?;
-        let chosen: Vec<_> = entries
-            .into_iter()
-            .filter(|e| ids.is_none_or(|ids| ids.contains(&e.id)))
-            .collect();
+        let chosen: Vec<_> = entries.into_iter().filter(|e| ids.is_none_or(|ids| ids.contains(&e.id))).collect();
         if chosen.is_empty() {
             return Ok(0);
         }
@@ -737,7 +733,9 @@ impl Queue {
             return;
         }
         match self.reclaim() {
-            Ok(after) => tracing::info!(target: "queue", before_bytes = size, after_bytes = after, "queue drained; database rewritten to give disk space back"),
+            Ok(after) => {
+                tracing::info!(target: "queue", before_bytes = size, after_bytes = after, "queue drained; database rewritten to give disk space back")
+            }
             Err(e) => tracing::warn!(target: "queue", "could not reclaim queue disk space: {e}"),
         }
     }
@@ -1015,7 +1013,13 @@ mod tests {
         let q = Queue::open(dir.path(), 10, 100).unwrap();
         q.append_blocking(req(&["12345678"])).unwrap();
         let e = q.append_blocking(req(&["abc"])).unwrap_err();
-        assert!(matches!(e, QueueError::Full { pending_bytes: 8, max_bytes: 10 }));
+        assert!(matches!(
+            e,
+            QueueError::Full {
+                pending_bytes: 8,
+                max_bytes: 10
+            }
+        ));
         q.ack(1, vec![]).unwrap();
         q.append_blocking(req(&["abc"])).unwrap();
     }
@@ -1063,7 +1067,10 @@ mod tests {
         let c = q.counts();
         assert_eq!((c.quarantine, c.quarantine_evicted), (3, 2));
         let l = q.list_quarantine(10).unwrap();
-        assert_eq!(l.iter().map(|e| e.meta.origin.as_str()).collect::<Vec<_>>(), vec!["test:2", "test:3", "test:4"]);
+        assert_eq!(
+            l.iter().map(|e| e.meta.origin.as_str()).collect::<Vec<_>>(),
+            vec!["test:2", "test:3", "test:4"]
+        );
     }
 
     #[test]

@@ -117,7 +117,10 @@ impl Reloader {
 
     fn reject(&mut self, msg: String) {
         tracing::error!(target: "reload", "config change NOT applied; still running on the previous config: {msg}");
-        self.status.metrics.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.status
+            .metrics
+            .reloads_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.status.set_reload_error(Some(format!("{}: {msg}", self.path.display())));
     }
 }

@@ -89,7 +89,9 @@ async fn siem_503_for_a_while_then_recovery_delivers_everything_in_order() {
     emu.set_fault(None);
     assert!(emu.wait_for_events(30, DEADLINE).await);
     assert_eq!(tx_ids(&emu.events()), expected_ids(0..30));
-    agent.wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0).await;
+    agent
+        .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,12 +198,20 @@ async fn invalid_reload_keeps_the_old_config_running() {
     env.append(&(0..10).map(event).collect::<Vec<_>>());
     assert!(emu.wait_for_events(10, DEADLINE).await, "still delivering on the old config");
     // Each problem is named by its key.
-    env.write_config_text(&env.render(&cfg).replace("  initial_backoff: 50ms\n", "  initial_backoff: soon\n  bogus_key: 1\n"));
+    env.write_config_text(
+        &env.render(&cfg)
+            .replace("  initial_backoff: 50ms\n", "  initial_backoff: soon\n  bogus_key: 1\n"),
+    );
     let s = agent
-        .wait_status(DEADLINE, |s| s["config"]["reload_error"].as_str().is_some_and(|e| e.contains("bogus_key")))
+        .wait_status(DEADLINE, |s| {
+            s["config"]["reload_error"].as_str().is_some_and(|e| e.contains("bogus_key"))
+        })
         .await;
     let e = s["config"]["reload_error"].as_str().unwrap();
-    assert!(e.contains("delivery.initial_backoff") && e.contains("delivery.bogus_key: unknown key"), "{e}");
+    assert!(
+        e.contains("delivery.initial_backoff") && e.contains("delivery.bogus_key: unknown key"),
+        "{e}"
+    );
     env.write_config(&cfg);
     agent.wait_status(DEADLINE, |s| s["config"]["reload_error"].is_null()).await;
     assert!(agent.logs().contains("NOT applied"));
@@ -252,7 +262,11 @@ async fn every_kind_of_bad_line_is_quarantined_with_its_reason() {
     lines.push(event(1));
     env.append(&lines);
     assert!(emu.wait_for_events(2, DEADLINE).await);
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..2), "good events around bad ones are delivered");
+    assert_eq!(
+        tx_ids(&emu.events()),
+        expected_ids(0..2),
+        "good events around bad ones are delivered"
+    );
     agent.wait_status(DEADLINE, |s| s["quarantine"]["count"] == 6).await;
     let (code, out, err) = cli(&["quarantine", "list", "--config", env.config.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0, "{err}");
@@ -271,7 +285,10 @@ async fn every_kind_of_bad_line_is_quarantined_with_its_reason() {
     let answer = socket_send(&env.socket, &["nope".to_string(), event(2)]).await;
     assert_eq!(answer, vec![serde_json::json!({"accepted": 1, "rejected": 1})]);
     let metrics = get(agent.port, "/metrics").await.unwrap().1;
-    assert!(metrics.contains("sendauth_siem_events_rejected_total{reason=\"not_an_object\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("sendauth_siem_events_rejected_total{reason=\"not_an_object\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +307,9 @@ async fn full_queue_pauses_the_file_and_refuses_socket_lines_then_recovers() {
     // ~200 B per event: 1000 events do not fit in 64 KiB.
     env.append(&(0..1000).map(event).collect::<Vec<_>>());
     let s = agent
-        .wait_status(DEADLINE, |s| s["queue"]["full"] == true && s["sources"]["file"]["paused"].is_string())
+        .wait_status(DEADLINE, |s| {
+            s["queue"]["full"] == true && s["sources"]["file"]["paused"].is_string()
+        })
         .await;
     assert!(s["sources"]["file"]["paused"].as_str().unwrap().contains("queue full"), "{s}");
     let pending = s["queue"]["pending"].as_u64().unwrap();
@@ -300,9 +319,18 @@ async fn full_queue_pauses_the_file_and_refuses_socket_lines_then_recovers() {
     assert_eq!(answer.last().unwrap()["refused"], 1);
     // The SIEM comes back: everything the file holds arrives, in order, with nothing lost.
     emu.set_fault(None);
-    assert!(emu.wait_for_events(1000, DEADLINE * 2).await, "got {}\n{}", emu.event_count(), agent.logs());
+    assert!(
+        emu.wait_for_events(1000, DEADLINE * 2).await,
+        "got {}\n{}",
+        emu.event_count(),
+        agent.logs()
+    );
     assert_eq!(tx_ids(&emu.events()), expected_ids(0..1000));
-    agent.wait_status(DEADLINE, |s| s["queue"]["full"] == false && s["sources"]["file"]["paused"].is_null()).await;
+    agent
+        .wait_status(DEADLINE, |s| {
+            s["queue"]["full"] == false && s["sources"]["file"]["paused"].is_null()
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

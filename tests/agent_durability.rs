@@ -22,7 +22,12 @@ fn check_complete(got: &[String], want: &[String]) -> Vec<String> {
         *counts.entry(g.as_str()).or_default() += 1;
     }
     let missing: Vec<&String> = want.iter().filter(|w| !counts.contains_key(w.as_str())).collect();
-    assert!(missing.is_empty(), "lost events: {} missing, first {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "lost events: {} missing, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     assert_eq!(counts.len(), want.len(), "unexpected events arrived");
     let mut seen = std::collections::HashSet::new();
     let firsts: Vec<&String> = got.iter().filter(|g| seen.insert(g.as_str())).collect();
@@ -50,7 +55,10 @@ async fn restart_after_sigterm_resends_nothing() {
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     let got = tx_ids(&emu.events());
     let dups = check_complete(&got, &expected_ids(0..400));
-    assert!(dups.is_empty(), "a graceful stop resends nothing; duplicated: {dups:?} (delivered before stop: {delivered_before})");
+    assert!(
+        dups.is_empty(),
+        "a graceful stop resends nothing; duplicated: {dups:?} (delivered before stop: {delivered_before})"
+    );
     assert_eq!(got, expected_ids(0..400));
 }
 
@@ -82,7 +90,10 @@ async fn restart_after_sigkill_loses_nothing() {
     let kills = 4;
     for k in 0..kills {
         let target = (k + 1) * N / (kills + 2);
-        assert!(wait_until(DEADLINE, || emu.event_count() >= target).await, "progress before kill {k}");
+        assert!(
+            wait_until(DEADLINE, || emu.event_count() >= target).await,
+            "progress before kill {k}"
+        );
         let id = 100_000 + k;
         let answer = socket_send(&env.socket, &[event(id)]).await;
         assert_eq!(answer[0]["accepted"], 1);
@@ -112,8 +123,16 @@ async fn restart_after_sigkill_loses_nothing() {
     for s in &socket_ids {
         assert!(got.contains(s), "acknowledged socket event {s} lost");
     }
-    eprintln!("sigkill x{kills}: {} events received for {total} sent; {} duplicated", got.len(), dups.len());
-    assert!(dups.len() <= kills * 50, "more duplicates ({}) than the in-flight bound", dups.len());
+    eprintln!(
+        "sigkill x{kills}: {} events received for {total} sent; {} duplicated",
+        got.len(),
+        dups.len()
+    );
+    assert!(
+        dups.len() <= kills * 50,
+        "more duplicates ({}) than the in-flight bound",
+        dups.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +157,12 @@ async fn rename_rotation_under_load_loses_nothing() {
         }
     });
     writer.join().unwrap();
-    assert!(emu.wait_for_events(N, DEADLINE).await, "got {}\n{}", emu.event_count(), agent.logs());
+    assert!(
+        emu.wait_for_events(N, DEADLINE).await,
+        "got {}\n{}",
+        emu.event_count(),
+        agent.logs()
+    );
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     assert_eq!(tx_ids(&emu.events()), expected_ids(0..N), "each event once, in order");
     assert_eq!(agent.status().await["quarantine"]["count"], 0);
@@ -154,7 +178,12 @@ async fn copytruncate_rotation_rereads_from_zero() {
     assert!(emu.wait_for_events(100, DEADLINE).await);
     // copytruncate: copy the file aside, then truncate it in place (same inode).
     std::fs::copy(&env.events, env.events.with_extension("jsonl.1")).unwrap();
-    std::fs::OpenOptions::new().write(true).open(&env.events).unwrap().set_len(0).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&env.events)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     agent.wait_status(DEADLINE, |s| s["sources"]["file"]["offset"] == 0).await;
     env.append(&(100..150).map(event).collect::<Vec<_>>());
     assert!(emu.wait_for_events(150, DEADLINE).await, "{}", agent.logs());
@@ -189,7 +218,9 @@ async fn start_at_end_applies_only_the_first_time_a_file_is_seen() {
     cfg.file_extra = "    start_at: end\n".into();
     env.write_config(&cfg);
     let mut agent = AgentProc::start(&env).await;
-    agent.wait_status(DEADLINE, |s| s["sources"]["file"]["offset"].as_u64().unwrap_or(0) > 0).await;
+    agent
+        .wait_status(DEADLINE, |s| s["sources"]["file"]["offset"].as_u64().unwrap_or(0) > 0)
+        .await;
     env.append(&(10..20).map(event).collect::<Vec<_>>());
     assert!(emu.wait_for_events(10, DEADLINE).await);
     assert!(agent.term().success());

@@ -17,7 +17,10 @@ fn check_config_names_every_bad_key_on_its_own_line() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
     assert!(out.contains("siem.auth.header: expected \"Name: value\""), "{out}");
-    assert!(out.contains("siem.platform: expected one of auto | splunk_hec | elasticsearch | sumo_logic | generic"), "{out}");
+    assert!(
+        out.contains("siem.platform: expected one of auto | splunk_hec | elasticsearch | sumo_logic | generic"),
+        "{out}"
+    );
     assert!(out.contains("sources.file.start_at"), "{out}");
     assert!(out.contains("delivery.max_retries"), "{out}");
     assert!(!out.contains("abc"), "no secret fragments in errors: {out}");
@@ -32,7 +35,13 @@ fn check_config_accepts_the_shipped_examples() {
         if p.extension().is_some_and(|x| x == "yaml") {
             let (code, out, err) = cli_env(
                 &["check-config", "--config", p.to_str().unwrap()],
-                &[("SIEM_PASSWORD", "pw"), ("HEC_TOKEN", "t"), ("SIEM_TOKEN", "t"), ("ES_API_KEY", "k"), ("SUMO_URL", "https://collectors.sumologic.com/receiver/v1/http/abc")],
+                &[
+                    ("SIEM_PASSWORD", "pw"),
+                    ("HEC_TOKEN", "t"),
+                    ("SIEM_TOKEN", "t"),
+                    ("ES_API_KEY", "k"),
+                    ("SUMO_URL", "https://collectors.sumologic.com/receiver/v1/http/abc"),
+                ],
             );
             assert_eq!(code, 0, "{}: {out}{err}", p.display());
             n += 1;
@@ -61,7 +70,9 @@ async fn test_cmd(url: &str, siem_extra: &str) -> (i32, String) {
     c.siem = siem_extra.to_string();
     env.write_config(&c);
     let conf = env.config.to_str().unwrap().to_string();
-    let (code, out, err) = tokio::task::spawn_blocking(move || cli(&["test", "--config", &conf])).await.unwrap();
+    let (code, out, err) = tokio::task::spawn_blocking(move || cli(&["test", "--config", &conf]))
+        .await
+        .unwrap();
     (code, format!("{out}{err}"))
 }
 
@@ -133,7 +144,11 @@ async fn status_and_send_commands_talk_to_the_running_agent() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        c.stdin.take().unwrap().write_all(format!("{}\n{}\n", event(0), event(1)).as_bytes()).unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{}\n{}\n", event(0), event(1)).as_bytes())
+            .unwrap();
         c.wait_with_output().unwrap()
     })
     .await
@@ -143,11 +158,15 @@ async fn status_and_send_commands_talk_to_the_running_agent() {
     assert!(emu.wait_for_events(2, DEADLINE).await);
     agent.wait_status(DEADLINE, |s| s["state"] == "success").await;
     let conf = env.config.to_str().unwrap().to_string();
-    let (code, out, _) = tokio::task::spawn_blocking(move || cli(&["status", "--config", &conf])).await.unwrap();
+    let (code, out, _) = tokio::task::spawn_blocking(move || cli(&["status", "--config", &conf]))
+        .await
+        .unwrap();
     assert_eq!(code, 0);
     assert!(out.contains("State:            Success"), "{out}");
     let conf = env.config.to_str().unwrap().to_string();
-    let (_, out, _) = tokio::task::spawn_blocking(move || cli(&["status", "--config", &conf, "--json"])).await.unwrap();
+    let (_, out, _) = tokio::task::spawn_blocking(move || cli(&["status", "--config", &conf, "--json"]))
+        .await
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["state"], "success");
     for k in ["last_success_at", "last_error", "queue", "dead_letter", "quarantine", "config"] {

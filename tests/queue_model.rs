@@ -11,7 +11,10 @@ use sendauth_siem::queue::{AppendRequest, DeadLetterMeta, Queue};
 enum Op {
     Append(Vec<u16>),
     /// Ack the first `n` pending events; every `dead_every`-th of them is dead-lettered.
-    Ack { n: usize, dead_every: usize },
+    Ack {
+        n: usize,
+        dead_every: usize,
+    },
     ReplayDeadLetter,
     Restart,
 }

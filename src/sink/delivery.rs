@@ -317,11 +317,14 @@ impl Delivery {
             Verdict::PerEvent(outcomes) => {
                 m.requests_ok.fetch_add(1, Relaxed);
                 let mut retry: Option<Failure> = None;
-                for (e, o) in sent.iter().zip(outcomes.into_iter().chain(std::iter::repeat(EventOutcome::Retry(Failure::new(
-                    FailureKind::BadResponse,
-                    None,
-                    "the SIEM's answer did not cover every event; resending the rest",
-                ))))) {
+                for (e, o) in sent
+                    .iter()
+                    .zip(outcomes.into_iter().chain(std::iter::repeat(EventOutcome::Retry(Failure::new(
+                        FailureKind::BadResponse,
+                        None,
+                        "the SIEM's answer did not cover every event; resending the rest",
+                    )))))
+                {
                     match o {
                         EventOutcome::Delivered => self.mark(e.seq, ItemState::Delivered),
                         EventOutcome::DeadLetter(f) => {

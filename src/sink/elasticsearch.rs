@@ -50,12 +50,11 @@ use crate::event::parse_timestamp_millis;
 use crate::queue::QueuedEvent;
 use crate::sink::generic::{clip, gzip, one_line};
 use crate::sink::http::{classify_status, HttpClient, MAX_RESPONSE_BYTES};
-use crate::sink::platform::{
-    BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict,
-};
+use crate::sink::platform::{BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
 
 /// What the agent reads from a bulk answer; everything else is filtered out by Elasticsearch.
-const FILTER_PATH: &str = "errors,items.*.status,items.*._id,items.*.error.type,items.*.error.reason,items.*.error.caused_by.type,items.*.error.caused_by.reason";
+const FILTER_PATH: &str =
+    "errors,items.*.status,items.*._id,items.*.error.type,items.*.error.reason,items.*.error.caused_by.type,items.*.error.caused_by.reason";
 
 /// `siem.url` query parameters that mean the same on `_bulk` and are passed on.
 const BULK_PARAMS: [&str; 6] = [
@@ -82,10 +81,7 @@ impl Target {
     /// `/sendauth/_bulk`, `/sendauth/_create/x`, `/sendauth`, or `/_bulk` with the index in
     /// `siem.elasticsearch.index` (which wins when both are given). Path segments before the
     /// index are kept as a proxy prefix. Errors name the key (under `siem.`) to fix.
-    pub fn from_url(
-        url: &reqwest::Url,
-        index: Option<&str>,
-    ) -> Result<Target, (&'static str, String)> {
+    pub fn from_url(url: &reqwest::Url, index: Option<&str>) -> Result<Target, (&'static str, String)> {
         let segs: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty()).collect();
         let (prefix, url_index) = match segs.iter().position(|s| s.starts_with('_')) {
             Some(0) => (&segs[..0], None),
@@ -98,18 +94,14 @@ impl Target {
         let (index, key) = match (index, url_index) {
             (Some(i), _) => (i, "elasticsearch.index"),
             (None, Some(i)) => (i, "url"),
-            (None, None) => {
-                return Err((
-                    "elasticsearch.index",
-                    "required: siem.url names no index (write it like https://host:9200/sendauth/_doc) and siem.elasticsearch.index is not set".into(),
-                ))
-            }
+            (None, None) => return Err((
+                "elasticsearch.index",
+                "required: siem.url names no index (write it like https://host:9200/sendauth/_doc) and siem.elasticsearch.index is not set"
+                    .into(),
+            )),
         };
         if let Err(why) = check_index_name(index) {
-            return Err((
-                key,
-                format!("{index:?} is not a valid Elasticsearch index name: {why}"),
-            ));
+            return Err((key, format!("{index:?} is not a valid Elasticsearch index name: {why}")));
         }
         let mut params = Vec::new();
         for (k, v) in url.query_pairs() {
@@ -176,10 +168,7 @@ fn check_index_name(name: &str) -> Result<(), &'static str> {
     if name.starts_with(['-', '_', '+']) {
         return Err("it must not start with -, _ or +");
     }
-    if name
-        .chars()
-        .any(|c| c.is_whitespace() || "\\/*?\"<>|,#:".contains(c))
-    {
+    if name.chars().any(|c| c.is_whitespace() || "\\/*?\"<>|,#:".contains(c)) {
         return Err("it must not contain spaces or any of \\ / * ? \" < > | , # :");
     }
     Ok(())
@@ -211,11 +200,7 @@ fn with_at_timestamp(doc: &Bytes, fallback_ms: u64) -> Bytes {
     let Some(at) = ms.and_then(chrono::DateTime::from_timestamp_millis) else {
         return doc.clone();
     };
-    let Some(open) = doc
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .filter(|&i| doc[i] == b'{')
-    else {
+    let Some(open) = doc.iter().position(|b| !b.is_ascii_whitespace()).filter(|&i| doc[i] == b'{') else {
         return doc.clone();
     };
     let rest = &doc[open + 1..];
@@ -223,10 +208,7 @@ fn with_at_timestamp(doc: &Bytes, fallback_ms: u64) -> Bytes {
     let mut out = BytesMut::with_capacity(doc.len() + 45);
     out.put_slice(&doc[..=open]);
     out.put_slice(b"\"@timestamp\":\"");
-    out.put_slice(
-        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            .as_bytes(),
-    );
+    out.put_slice(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).as_bytes());
     out.put_slice(if empty { b"\"" } else { b"\"," });
     out.put_slice(rest);
     out.freeze()
@@ -277,15 +259,11 @@ pub struct Elasticsearch {
 
 impl Elasticsearch {
     pub fn new(url: reqwest::Url, cfg: ElasticConfig) -> Self {
-        let target = Target::from_url(&url, cfg.index.as_deref())
-            .map_err(|(key, msg)| format!("siem.{key}: {msg}"));
+        let target = Target::from_url(&url, cfg.index.as_deref()).map_err(|(key, msg)| format!("siem.{key}: {msg}"));
         // The config is validated with `Target::from_url`, so this fallback is not reached; if it
         // were, `prepare` reports the problem and every item fails as a destination error.
         let index = target.as_ref().map(|t| t.index.clone()).unwrap_or_default();
-        let action_head = format!(
-            "{{\"create\":{{\"_index\":{},\"_id\":\"",
-            Value::from(index)
-        );
+        let action_head = format!("{{\"create\":{{\"_index\":{},\"_id\":\"", Value::from(index));
         Elasticsearch {
             target,
             cfg,
@@ -329,8 +307,7 @@ impl Elasticsearch {
     fn interpret_bulk(&self, events: &[QueuedEvent], resp: &Response) -> Verdict {
         self.check_product(resp);
         let status = resp.status;
-        let bad =
-            |msg: String| Verdict::Retry(Failure::new(FailureKind::BadResponse, Some(status), msg));
+        let bad = |msg: String| Verdict::Retry(Failure::new(FailureKind::BadResponse, Some(status), msg));
         let v: Value = match serde_json::from_slice(&resp.body) {
             Ok(v @ Value::Object(_)) => v,
             _ if resp.body.len() >= MAX_RESPONSE_BYTES => {
@@ -370,9 +347,7 @@ impl Elasticsearch {
         let mut out = Vec::with_capacity(items.len());
         for (i, (item, e)) in items.iter().zip(events).enumerate() {
             let Some(result) = item.as_object().and_then(|o| o.values().next()) else {
-                return bad(format!(
-                    "Elasticsearch's result {i} is not an action result; will retry"
-                ));
+                return bad(format!("Elasticsearch's result {i} is not an action result; will retry"));
             };
             if let Some(id) = result.get("_id").and_then(Value::as_str) {
                 if id != doc_id(&e.data) {
@@ -382,9 +357,7 @@ impl Elasticsearch {
                 }
             }
             let Some(code) = result.get("status").and_then(Value::as_u64) else {
-                return bad(format!(
-                    "Elasticsearch's result {i} has no status; will retry"
-                ));
+                return bad(format!("Elasticsearch's result {i} has no status; will retry"));
             };
             out.push(self.item_outcome(code, result.get("error")));
         }
@@ -585,10 +558,7 @@ impl Platform for Elasticsearch {
             n += 1;
         }
         let raw = raw.freeze();
-        let mut headers = vec![(
-            "Content-Type".to_string(),
-            "application/x-ndjson".to_string(),
-        )];
+        let mut headers = vec![("Content-Type".to_string(), "application/x-ndjson".to_string())];
         let raw_bytes = raw.len();
         let body = if self.cfg.gzip {
             headers.push(("Content-Encoding".into(), "gzip".into()));
@@ -637,10 +607,7 @@ impl Platform for Elasticsearch {
                 body,
                 events: 0,
             };
-            let what = format!(
-                "installing Elasticsearch index template {name:?} (for {}*)",
-                target.index
-            );
+            let what = format!("installing Elasticsearch index template {name:?} (for {}*)", target.index);
             let resp = client.send(&req).await.map_err(|mut f| {
                 f.message = format!("{what}: {}", f.message);
                 f
@@ -703,10 +670,7 @@ mod tests {
     }
 
     fn es(cfg: ElasticConfig) -> Elasticsearch {
-        Elasticsearch::new(
-            "https://es.example.com:9200/sendauth/_doc".parse().unwrap(),
-            cfg,
-        )
+        Elasticsearch::new("https://es.example.com:9200/sendauth/_doc".parse().unwrap(), cfg)
     }
 
     fn ev(i: usize) -> QueuedEvent {
@@ -733,13 +697,8 @@ mod tests {
 
     fn lines(body: &[u8]) -> Vec<Value> {
         let text = std::str::from_utf8(body).unwrap();
-        assert!(
-            text.ends_with('\n'),
-            "the bulk body must end with a newline"
-        );
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        assert!(text.ends_with('\n'), "the bulk body must end with a newline");
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     fn item(status: u16, extra: &str) -> String {
@@ -752,25 +711,15 @@ mod tests {
         assert_eq!(r.events, 2);
         assert_eq!(r.url.path(), "/_bulk");
         assert!(r.url.query().unwrap().contains("filter_path="));
-        assert!(r
-            .headers
-            .iter()
-            .any(|(k, v)| k == "Content-Type" && v == "application/x-ndjson"));
+        assert!(r.headers.iter().any(|(k, v)| k == "Content-Type" && v == "application/x-ndjson"));
         let text = std::str::from_utf8(&r.body).unwrap();
         let l: Vec<&str> = text.lines().collect();
         assert_eq!(l.len(), 4);
         assert_eq!(
             l[0],
-            format!(
-                r#"{{"create":{{"_index":"sendauth","_id":"{}"}}}}"#,
-                doc_id(&ev(0).data)
-            )
+            format!(r#"{{"create":{{"_index":"sendauth","_id":"{}"}}}}"#, doc_id(&ev(0).data))
         );
-        assert_eq!(
-            l[1].as_bytes(),
-            &ev(0).data[..],
-            "the document is the event, byte for byte"
-        );
+        assert_eq!(l[1].as_bytes(), &ev(0).data[..], "the document is the event, byte for byte");
         assert_eq!(l[3].as_bytes(), &ev(1).data[..]);
         assert!(text.ends_with('\n'));
         assert_eq!(r.raw_bytes, r.body.len());
@@ -785,9 +734,7 @@ mod tests {
         assert_eq!(id(&a), id(&b), "a resend must reuse the _id");
         assert_ne!(id(&a), id(&c));
         assert_eq!(id(&a).len(), 43);
-        assert!(id(&a)
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(id(&a).bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         // The queue position does not matter, only the event.
         let mut moved = ev(0);
         moved.seq = 999;
@@ -811,16 +758,16 @@ mod tests {
         let mut c = cfg();
         c.data_stream = true;
         let l = lines(&es(c.clone()).encode(&evs(1)).body);
-        assert!(
-            l[0].get("create").is_some(),
-            "data streams take only create"
-        );
+        assert!(l[0].get("create").is_some(), "data streams take only create");
         assert_eq!(l[1]["@timestamp"], "2025-01-28T10:31:00.000Z");
         assert_eq!(l[1]["timestamp"], "2025-01-28T10:31:00Z");
         // Normalised to what ES's default date format reads.
         let spaced = Bytes::from_static(br#"{"timestamp":"2025-01-28 11:31:00.5","x":1}"#);
         let out = with_at_timestamp(&spaced, 0);
-        assert_eq!(&out[..], br#"{"@timestamp":"2025-01-28T11:31:00.500Z","timestamp":"2025-01-28 11:31:00.5","x":1}"#);
+        assert_eq!(
+            &out[..],
+            br#"{"@timestamp":"2025-01-28T11:31:00.500Z","timestamp":"2025-01-28 11:31:00.5","x":1}"#
+        );
         // An event that already has one keeps it; an empty object stays valid.
         let has = Bytes::from_static(br#"{"@timestamp":"x","timestamp":"2025-01-28T10:31:00Z"}"#);
         assert_eq!(with_at_timestamp(&has, 0), has);
@@ -830,9 +777,7 @@ mod tests {
             "1970-01-01T00:00:01.000Z"
         );
         // Not in index mode.
-        assert!(lines(&es(cfg()).encode(&evs(1)).body)[1]
-            .get("@timestamp")
-            .is_none());
+        assert!(lines(&es(cfg()).encode(&evs(1)).body)[1].get("@timestamp").is_none());
     }
 
     #[test]
@@ -843,22 +788,13 @@ mod tests {
         let r = es(c.clone()).encode(&evs(10));
         assert_eq!(r.events, 3);
         c.max_bytes = 10;
-        assert_eq!(
-            es(c.clone()).encode(&evs(10)).events,
-            1,
-            "never below one event"
-        );
+        assert_eq!(es(c.clone()).encode(&evs(10)).events, 1, "never below one event");
         c.max_bytes = 1 << 20;
         c.gzip = true;
         let r = es(c).encode(&evs(5));
-        assert!(r
-            .headers
-            .iter()
-            .any(|(k, v)| k == "Content-Encoding" && v == "gzip"));
+        assert!(r.headers.iter().any(|(k, v)| k == "Content-Encoding" && v == "gzip"));
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&r.body[..])
-            .read_to_end(&mut raw)
-            .unwrap();
+        flate2::read::GzDecoder::new(&r.body[..]).read_to_end(&mut raw).unwrap();
         assert_eq!(raw.len(), r.raw_bytes);
         assert_eq!(lines(&raw).len(), 10);
     }
@@ -867,15 +803,9 @@ mod tests {
     fn target_from_urls_as_users_write_them() {
         let t = |u: &str, i: Option<&str>| Target::from_url(&u.parse().unwrap(), i);
         let a = t("https://h:9200/sendauth/_doc", None).unwrap();
-        assert_eq!(
-            (a.index.as_str(), a.bulk_url().path()),
-            ("sendauth", "/_bulk")
-        );
+        assert_eq!((a.index.as_str(), a.bulk_url().path()), ("sendauth", "/_bulk"));
         let a = t("https://proxy/es/sendauth/_create/1", None).unwrap();
-        assert_eq!(
-            (a.index.as_str(), a.bulk_url().path()),
-            ("sendauth", "/es/_bulk")
-        );
+        assert_eq!((a.index.as_str(), a.bulk_url().path()), ("sendauth", "/es/_bulk"));
         assert_eq!(a.template_url("tpl").path(), "/es/_index_template/tpl");
         let a = t("https://h:9200/_bulk", Some("auth-events")).unwrap();
         assert_eq!(a.index, "auth-events");
@@ -883,29 +813,11 @@ mod tests {
         assert_eq!(a.index, "sendauth");
         let a = t("https://h:9200/sendauth/_doc?pipeline=geo", Some("other")).unwrap();
         assert_eq!(a.index, "other", "the configured index wins");
-        assert!(a
-            .bulk_url()
-            .query()
-            .unwrap()
-            .starts_with("pipeline=geo&filter_path="));
-        assert_eq!(
-            t("https://h:9200/_bulk", None).unwrap_err().0,
-            "elasticsearch.index"
-        );
-        assert_eq!(
-            t("https://h:9200/SendAuth/_doc", None).unwrap_err().0,
-            "url"
-        );
-        assert_eq!(
-            t("https://h:9200/_bulk", Some("a b")).unwrap_err().0,
-            "elasticsearch.index"
-        );
-        assert_eq!(
-            t("https://h:9200/x/_doc?op_type=create", None)
-                .unwrap_err()
-                .0,
-            "url"
-        );
+        assert!(a.bulk_url().query().unwrap().starts_with("pipeline=geo&filter_path="));
+        assert_eq!(t("https://h:9200/_bulk", None).unwrap_err().0, "elasticsearch.index");
+        assert_eq!(t("https://h:9200/SendAuth/_doc", None).unwrap_err().0, "url");
+        assert_eq!(t("https://h:9200/_bulk", Some("a b")).unwrap_err().0, "elasticsearch.index");
+        assert_eq!(t("https://h:9200/x/_doc?op_type=create", None).unwrap_err().0, "url");
     }
 
     #[test]
@@ -948,17 +860,12 @@ mod tests {
             EventOutcome::DeadLetter(f) => {
                 assert_eq!((f.kind, f.http_status), (FailureKind::Rejected, Some(400)));
                 assert!(
-                    f.message.contains(
-                        "document_parsing_exception: [1:120] failed to parse field [ip_address]"
-                    ),
+                    f.message
+                        .contains("document_parsing_exception: [1:120] failed to parse field [ip_address]"),
                     "{}",
                     f.message
                 );
-                assert!(
-                    f.message.contains("is not an IP string literal"),
-                    "{}",
-                    f.message
-                );
+                assert!(f.message.contains("is not an IP string literal"), "{}", f.message);
             }
             o => panic!("{o:?}"),
         }
@@ -970,10 +877,7 @@ mod tests {
     #[test]
     fn all_created_or_errors_false_is_delivered() {
         let h = es(cfg());
-        assert_eq!(
-            h.interpret(&evs(3), &resp(200, r#"{"errors":false}"#)),
-            Verdict::Delivered
-        );
+        assert_eq!(h.interpret(&evs(3), &resp(200, r#"{"errors":false}"#)), Verdict::Delivered);
         let body = format!(
             r#"{{"took":3,"errors":false,"items":[{},{},{}]}}"#,
             item(201, ""),
@@ -981,11 +885,7 @@ mod tests {
             item(201, "")
         );
         assert_eq!(h.interpret(&evs(3), &resp(200, &body)), Verdict::Delivered);
-        let body = format!(
-            r#"{{"errors":true,"items":[{},{}]}}"#,
-            item(409, ""),
-            item(201, "")
-        );
+        let body = format!(r#"{{"errors":true,"items":[{},{}]}}"#, item(409, ""), item(201, ""));
         assert_eq!(h.interpret(&evs(2), &resp(200, &body)), Verdict::Delivered);
     }
 
@@ -1008,51 +908,24 @@ mod tests {
             );
         }
         // One result for two documents.
-        let v = h.interpret(
-            &evs(2),
-            &resp(
-                200,
-                &format!(r#"{{"errors":true,"items":[{}]}}"#, item(201, "")),
-            ),
-        );
-        assert!(
-            matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::BadResponse),
-            "{v:?}"
-        );
+        let v = h.interpret(&evs(2), &resp(200, &format!(r#"{{"errors":true,"items":[{}]}}"#, item(201, ""))));
+        assert!(matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::BadResponse), "{v:?}");
         // A result for a different document.
         let v = h.interpret(
             &evs(1),
-            &resp(
-                200,
-                &format!(
-                    r#"{{"errors":true,"items":[{}]}}"#,
-                    item(201, r#","_id":"other""#)
-                ),
-            ),
+            &resp(200, &format!(r#"{{"errors":true,"items":[{}]}}"#, item(201, r#","_id":"other""#))),
         );
-        assert!(
-            matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::BadResponse),
-            "{v:?}"
-        );
+        assert!(matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::BadResponse), "{v:?}");
         // A result with the right id is fine.
         let right = format!(r#","_id":"{}""#, doc_id(&ev(0).data));
         let v = h.interpret(
             &evs(1),
-            &resp(
-                200,
-                &format!(r#"{{"errors":true,"items":[{}]}}"#, item(201, &right)),
-            ),
+            &resp(200, &format!(r#"{{"errors":true,"items":[{}]}}"#, item(201, &right))),
         );
         assert_eq!(v, Verdict::Delivered);
         // An answer cut off at the read cap: fewer events per request.
-        let huge = format!(
-            r#"{{"errors":true,"items":[{}"#,
-            "x".repeat(MAX_RESPONSE_BYTES)
-        );
-        assert!(matches!(
-            h.interpret(&evs(1), &resp(200, &huge)),
-            Verdict::TooLarge(_)
-        ));
+        let huge = format!(r#"{{"errors":true,"items":[{}"#, "x".repeat(MAX_RESPONSE_BYTES));
+        assert!(matches!(h.interpret(&evs(1), &resp(200, &huge)), Verdict::TooLarge(_)));
     }
 
     #[test]
@@ -1088,26 +961,19 @@ mod tests {
             )
         );
         let v = es(cfg()).interpret(&evs(1), &resp(200, &body));
-        assert!(
-            matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::Credentials),
-            "{v:?}"
-        );
+        assert!(matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::Credentials), "{v:?}");
     }
 
     #[test]
     fn whole_request_failures() {
         let h = es(cfg());
         let v = h.interpret(&evs(3), &resp(413, ""));
-        assert!(
-            matches!(&v, Verdict::TooLarge(f) if f.kind == FailureKind::TooLarge),
-            "{v:?}"
-        );
+        assert!(matches!(&v, Verdict::TooLarge(f) if f.kind == FailureKind::TooLarge), "{v:?}");
         let mut r = resp(
             429,
             r#"{"error":{"root_cause":[],"type":"es_rejected_execution_exception","reason":"rejected execution of bulk"},"status":429}"#,
         );
-        r.headers
-            .insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        r.headers.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
         let v = h.interpret(&evs(3), &r);
         assert!(
             matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::RateLimited && f.message.contains("es_rejected_execution_exception") && f.retry_after.is_some()),
@@ -1124,21 +990,21 @@ mod tests {
             "{v:?}"
         );
         let v = h.interpret(&evs(3), &resp(404, ""));
-        assert!(
-            matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::NotFound),
-            "{v:?}"
-        );
+        assert!(matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::NotFound), "{v:?}");
         let v = h.interpret(&evs(3), &resp(503, ""));
-        assert!(
-            matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::ServerError),
-            "{v:?}"
-        );
+        assert!(matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::ServerError), "{v:?}");
         let v = h.interpret(&evs(3), &resp(400, r#"{"error":{"type":"illegal_argument_exception","reason":"The bulk request must be terminated by a newline [\n]"},"status":400}"#));
         assert!(
             matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::Config),
             "a request-level 400 must not dead-letter events: {v:?}"
         );
-        let v = h.interpret(&evs(3), &resp(400, r#"{"error":{"type":"x_content_parse_exception","reason":"[1:2] Unexpected character"},"status":400}"#));
+        let v = h.interpret(
+            &evs(3),
+            &resp(
+                400,
+                r#"{"error":{"type":"x_content_parse_exception","reason":"[1:2] Unexpected character"},"status":400}"#,
+            ),
+        );
         assert!(matches!(&v, Verdict::Rejected(_)), "{v:?}");
     }
 
@@ -1155,10 +1021,7 @@ mod tests {
         assert_eq!(p["@timestamp"]["type"], "date");
         let dt = &t["template"]["mappings"]["dynamic_templates"][0]["strings_as_keyword"];
         assert_eq!(
-            (
-                dt["match_mapping_type"].as_str(),
-                dt["mapping"]["type"].as_str()
-            ),
+            (dt["match_mapping_type"].as_str(), dt["mapping"]["type"].as_str()),
             (Some("string"), Some("keyword"))
         );
         assert!(t.get("data_stream").is_none());
@@ -1167,9 +1030,7 @@ mod tests {
 
     /// The config problems for a `siem:` section (YAML lines, indented two spaces), joined.
     fn config_errors(siem: &str) -> String {
-        let yaml = format!(
-            "siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n"
-        );
+        let yaml = format!("siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n");
         crate::config::Config::parse_with_env(&yaml, &|_| None)
             .err()
             .map(|e| e.to_string())
@@ -1181,10 +1042,16 @@ mod tests {
         let e = config_errors("  url: https://h.example.com:9200/_bulk\n");
         assert!(e.starts_with("siem.elasticsearch.index: required"), "{e}");
         let e = config_errors("  url: https://h.example.com:9200/SendAuth/_doc\n");
-        assert!(e.starts_with("siem.url: \"SendAuth\" is not a valid Elasticsearch index name: it must be lowercase"), "{e}");
+        assert!(
+            e.starts_with("siem.url: \"SendAuth\" is not a valid Elasticsearch index name: it must be lowercase"),
+            "{e}"
+        );
         let e = config_errors("  url: https://h.example.com:9200/_bulk\n  elasticsearch: { index: auth, template_name: \"a b\" }\n");
         assert!(e.starts_with("siem.elasticsearch.template_name:"), "{e}");
-        assert_eq!(config_errors("  url: https://h.example.com:9200/_bulk\n  elasticsearch: { index: auth-events }\n"), "");
+        assert_eq!(
+            config_errors("  url: https://h.example.com:9200/_bulk\n  elasticsearch: { index: auth-events }\n"),
+            ""
+        );
         // Only the platform in use is checked.
         assert_eq!(
             config_errors("  url: https://siem.example.com/c\n  elasticsearch: { index: BAD }\n"),
@@ -1233,14 +1100,8 @@ mod tests {
             (reqs[0].method.as_str(), reqs[0].path.as_str()),
             ("PUT", "/_index_template/sendauth-events")
         );
-        assert_eq!(
-            reqs[0].header("content-type").as_deref(),
-            Some("application/json")
-        );
-        assert!(reqs[0]
-            .header("authorization")
-            .unwrap()
-            .starts_with("Basic "));
+        assert_eq!(reqs[0].header("content-type").as_deref(), Some("application/json"));
+        assert!(reqs[0].header("authorization").unwrap().starts_with("Basic "));
         let body: Value = serde_json::from_slice(&reqs[0].body).unwrap();
         assert_eq!(body, index_template("sendauth", true));
     }
@@ -1272,13 +1133,9 @@ mod tests {
             .prepare(&client_for(&url))
             .await
             .unwrap_err();
-        assert_eq!(
-            (f.kind, f.http_status),
-            (FailureKind::Credentials, Some(403))
-        );
+        assert_eq!((f.kind, f.http_status), (FailureKind::Credentials, Some(403)));
         assert!(
-            f.message.contains("manage_index_templates")
-                && f.message.contains("install_template: false"),
+            f.message.contains("manage_index_templates") && f.message.contains("install_template: false"),
             "{}",
             f.message
         );

@@ -54,11 +54,17 @@ impl HttpClient {
             }
         }
         if let (Some(cert), Some(key)) = (&cfg.tls.client_cert, &cfg.tls.client_key) {
-            let mut pem = std::fs::read(cert).map_err(|e| ClientBuildError(format!("siem.tls.client_cert: cannot read {}: {e}", cert.display())))?;
+            let mut pem =
+                std::fs::read(cert).map_err(|e| ClientBuildError(format!("siem.tls.client_cert: cannot read {}: {e}", cert.display())))?;
             pem.push(b'\n');
-            pem.extend(std::fs::read(key).map_err(|e| ClientBuildError(format!("siem.tls.client_key: cannot read {}: {e}", key.display())))?);
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| ClientBuildError(format!("siem.tls.client_cert/client_key: not a usable PEM certificate and key: {e}")))?;
+            pem.extend(
+                std::fs::read(key).map_err(|e| ClientBuildError(format!("siem.tls.client_key: cannot read {}: {e}", key.display())))?,
+            );
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ClientBuildError(format!(
+                    "siem.tls.client_cert/client_key: not a usable PEM certificate and key: {e}"
+                ))
+            })?;
             b = b.identity(id);
         }
         match cfg.tls.min_version.as_deref() {
@@ -69,7 +75,9 @@ impl HttpClient {
             tracing::warn!("siem.tls.insecure_skip_verify is true: the SIEM's certificate is NOT checked; anyone on the network path can read and alter events. Use siem.tls.ca_file instead");
             b = b.danger_accept_invalid_certs(true);
         }
-        let client = b.build().map_err(|e| ClientBuildError(format!("cannot build the HTTP client: {e}")))?;
+        let client = b
+            .build()
+            .map_err(|e| ClientBuildError(format!("cannot build the HTTP client: {e}")))?;
         let mut secrets = Vec::new();
         let auth = match &cfg.auth {
             Auth::None => None,
@@ -78,13 +86,16 @@ impl HttpClient {
                 let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
                 secrets.push(password.expose().to_string());
                 secrets.push(token.clone());
-                let mut v = HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| ClientBuildError("siem.auth.basic: invalid characters".into()))?;
+                let mut v = HeaderValue::from_str(&format!("Basic {token}"))
+                    .map_err(|_| ClientBuildError("siem.auth.basic: invalid characters".into()))?;
                 v.set_sensitive(true);
                 Some((reqwest::header::AUTHORIZATION, v))
             }
             Auth::Header { name, value } => {
-                let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ClientBuildError("siem.auth.header: invalid header name".into()))?;
-                let mut v = HeaderValue::from_str(value.expose()).map_err(|_| ClientBuildError("siem.auth.header: invalid characters in the value".into()))?;
+                let n = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| ClientBuildError("siem.auth.header: invalid header name".into()))?;
+                let mut v = HeaderValue::from_str(value.expose())
+                    .map_err(|_| ClientBuildError("siem.auth.header: invalid characters in the value".into()))?;
                 v.set_sensitive(true);
                 secrets.push(value.expose().to_string());
                 // Also the bare token after a scheme word ("Splunk abc" -> "abc").
@@ -204,10 +215,16 @@ impl HttpClient {
         let (kind, msg) = if e.is_timeout() {
             (
                 FailureKind::Timeout,
-                format!("the SIEM did not answer within {:?} (siem.timeout); check that it is up and reachable, or raise siem.timeout", self.timeout),
+                format!(
+                    "the SIEM did not answer within {:?} (siem.timeout); check that it is up and reachable, or raise siem.timeout",
+                    self.timeout
+                ),
             )
         } else if lower.contains("dns error") || lower.contains("failed to lookup address") || lower.contains("name or service not known") {
-            (FailureKind::Dns, format!("cannot resolve the SIEM host name ({chain}); check the host in siem.url and this machine's DNS"))
+            (
+                FailureKind::Dns,
+                format!("cannot resolve the SIEM host name ({chain}); check the host in siem.url and this machine's DNS"),
+            )
         } else if lower.contains("connection refused") {
             (
                 FailureKind::ConnectionRefused,
@@ -218,15 +235,25 @@ impl HttpClient {
                 FailureKind::Tls,
                 "TLS: the SIEM's certificate is signed by an unknown certificate authority; add that CA with siem.tls.ca_file".to_string(),
             )
-        } else if lower.contains("notvalidforname") || lower.contains("not valid for name") || lower.contains("certificate is not valid for") {
+        } else if lower.contains("notvalidforname")
+            || lower.contains("not valid for name")
+            || lower.contains("certificate is not valid for")
+        {
             (
                 FailureKind::Tls,
-                "TLS: the SIEM's certificate does not match the host name in siem.url; use the name the certificate was issued for".to_string(),
+                "TLS: the SIEM's certificate does not match the host name in siem.url; use the name the certificate was issued for"
+                    .to_string(),
             )
         } else if lower.contains("expired") {
-            (FailureKind::Tls, "TLS: the SIEM's certificate has expired; renew it on the SIEM side".to_string())
+            (
+                FailureKind::Tls,
+                "TLS: the SIEM's certificate has expired; renew it on the SIEM side".to_string(),
+            )
         } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") || lower.contains("alert") {
-            (FailureKind::Tls, format!("TLS handshake with the SIEM failed: {chain}; check siem.tls settings and the SIEM's certificate"))
+            (
+                FailureKind::Tls,
+                format!("TLS handshake with the SIEM failed: {chain}; check siem.tls settings and the SIEM's certificate"),
+            )
         } else {
             (FailureKind::Network, format!("network error talking to the SIEM: {chain}"))
         };

@@ -2,10 +2,10 @@
 //! events from the queue only on the SIEM's acceptance (or its permanent rejection of that
 //! event, into the dead letter).
 
+pub mod delivery;
 pub mod elasticsearch;
 pub mod generic;
 pub mod http;
-pub mod delivery;
 pub mod platform;
 pub mod splunk_hec;
 pub mod sumo_logic;

@@ -41,9 +41,7 @@ use crate::event::timestamp_millis;
 use crate::queue::QueuedEvent;
 use crate::sink::generic::{clip, gzip};
 use crate::sink::http::{classify_status, HttpClient};
-use crate::sink::platform::{
-    BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict,
-};
+use crate::sink::platform::{BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
 
 const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
 
@@ -118,10 +116,7 @@ impl SplunkHec {
             health: None,
             ack: None,
         });
-        let channel = cfg
-            .channel
-            .clone()
-            .unwrap_or_else(|| process_channel().to_string());
+        let channel = cfg.channel.clone().unwrap_or_else(|| process_channel().to_string());
         let host = cfg.host.clone().or_else(hostname);
         let mut meta = String::new();
         let mut field = |k: &str, v: &str| {
@@ -152,8 +147,7 @@ impl SplunkHec {
     fn write_envelope(&self, out: &mut BytesMut, e: &QueuedEvent) {
         out.put_u8(b'{');
         // Accepted events always have a timestamp; the acceptance time is a fallback only.
-        let millis =
-            timestamp_millis(&e.data).or((e.accepted_at_ms > 0).then_some(e.accepted_at_ms as i64));
+        let millis = timestamp_millis(&e.data).or((e.accepted_at_ms > 0).then_some(e.accepted_at_ms as i64));
         match millis {
             Some(ms) => {
                 out.put_slice(b"\"time\":");
@@ -241,11 +235,7 @@ fn parse_reply(body: &[u8]) -> Option<Reply> {
 /// a HEC reply.
 fn what_splunk_said(resp: &Response, reply: Option<&Reply>) -> String {
     match reply {
-        Some(Reply {
-            code: Some(c),
-            text,
-            ..
-        }) => match text {
+        Some(Reply { code: Some(c), text, .. }) => match text {
             Some(t) => format!("HTTP {}, Splunk code {c} {t:?}", resp.status),
             None => format!("HTTP {}, Splunk code {c}", resp.status),
         },
@@ -395,11 +385,7 @@ impl Platform for SplunkHec {
         }
     }
 
-    fn confirm<'a>(
-        &'a self,
-        client: &'a HttpClient,
-        resp: &'a Response,
-    ) -> BoxFuture<'a, Result<(), Failure>> {
+    fn confirm<'a>(&'a self, client: &'a HttpClient, resp: &'a Response) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             if !self.cfg.indexer_ack {
                 return Ok(());
@@ -435,9 +421,7 @@ impl Platform for SplunkHec {
                         Some(false) => "not indexed yet".to_string(),
                         None => format!("an unreadable answer: {}", r.body_text(200)),
                     },
-                    Ok(r) if r.status == 429 || r.status == 408 || r.status >= 500 => {
-                        what_splunk_said(&r, parse_reply(&r.body).as_ref())
-                    }
+                    Ok(r) if r.status == 429 || r.status == 408 || r.status >= 500 => what_splunk_said(&r, parse_reply(&r.body).as_ref()),
                     Ok(r) => {
                         // 4xx: Splunk cannot report acks for this token or channel (code 14: ACK
                         // is disabled). Resending would duplicate without ever confirming.
@@ -463,16 +447,10 @@ impl Platform for SplunkHec {
         })
     }
 
-    fn health_check<'a>(
-        &'a self,
-        client: &'a HttpClient,
-    ) -> BoxFuture<'a, Option<Result<String, Failure>>> {
+    fn health_check<'a>(&'a self, client: &'a HttpClient) -> BoxFuture<'a, Option<Result<String, Failure>>> {
         Box::pin(async move {
             let url = self.endpoints.health.clone()?;
-            let resp = match client
-                .get(url, &[(CHANNEL_HEADER.to_string(), self.channel.clone())])
-                .await
-            {
+            let resp = match client.get(url, &[(CHANNEL_HEADER.to_string(), self.channel.clone())]).await {
                 Ok(r) => r,
                 Err(f) => return Some(Err(f)),
             };
@@ -488,7 +466,10 @@ impl Platform for SplunkHec {
                 ),
                 (400, Some(21 | 22)) => fail(
                     FailureKind::Credentials,
-                    format!("Splunk HEC rejected the credentials: {said}; {}", credentials_hint(if code == Some(22) { Some(1) } else { Some(4) })),
+                    format!(
+                        "Splunk HEC rejected the credentials: {said}; {}",
+                        credentials_hint(if code == Some(22) { Some(1) } else { Some(4) })
+                    ),
                 ),
                 _ => match self.interpret(&[], &resp) {
                     Verdict::Retry(f) | Verdict::TooLarge(f) | Verdict::Rejected(f) => Some(Err(f)),
@@ -538,12 +519,7 @@ mod tests {
     }
 
     fn hec(cfg: SplunkConfig) -> SplunkHec {
-        SplunkHec::new(
-            "https://splunk.example.com:8088/services/collector"
-                .parse()
-                .unwrap(),
-            cfg,
-        )
+        SplunkHec::new("https://splunk.example.com:8088/services/collector".parse().unwrap(), cfg)
     }
 
     fn ev(i: usize) -> QueuedEvent {
@@ -605,10 +581,7 @@ mod tests {
             .headers
             .iter()
             .any(|(k, v)| k == CHANNEL_HEADER && uuid::Uuid::parse_str(v).is_ok()));
-        assert!(r
-            .headers
-            .iter()
-            .any(|(k, v)| k == "Content-Type" && v == "application/json"));
+        assert!(r.headers.iter().any(|(k, v)| k == "Content-Type" && v == "application/json"));
     }
 
     #[test]
@@ -622,10 +595,7 @@ mod tests {
         let env = &envelopes(&h.encode(&evs(1)).body)[0];
         assert_eq!(env["sourcetype"], "_json");
         assert_eq!(env["host"].as_str(), hostname().as_deref());
-        assert!(
-            env.get("index").is_none(),
-            "no index configured: the token's default applies"
-        );
+        assert!(env.get("index").is_none(), "no index configured: the token's default applies");
     }
 
     #[test]
@@ -639,20 +609,14 @@ mod tests {
             data: Bytes::from(EV.replace("2025-01-28T10:31:00.123Z", "2025-01-28T11:31:00+01:00")),
             accepted_at_ms: 0,
         };
-        assert_eq!(
-            envelopes(&h.encode(&[e]).body)[0]["time"],
-            serde_json::json!(1738060260.0)
-        );
+        assert_eq!(envelopes(&h.encode(&[e]).body)[0]["time"], serde_json::json!(1738060260.0));
         let bad = QueuedEvent {
             seq: 1,
             data: Bytes::from_static(b"{\"timestamp\":\"soon\"}"),
             accepted_at_ms: 0,
         };
         let env = &envelopes(&h.encode(&[bad]).body)[0];
-        assert!(
-            env.get("time").is_none(),
-            "without any time Splunk uses its receipt time: {env}"
-        );
+        assert!(env.get("time").is_none(), "without any time Splunk uses its receipt time: {env}");
     }
 
     #[test]
@@ -691,14 +655,9 @@ mod tests {
         c.gzip = true;
         let h = hec(c);
         let r = h.encode(&evs(4));
-        assert!(r
-            .headers
-            .iter()
-            .any(|(k, v)| k == "Content-Encoding" && v == "gzip"));
+        assert!(r.headers.iter().any(|(k, v)| k == "Content-Encoding" && v == "gzip"));
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&r.body[..])
-            .read_to_end(&mut raw)
-            .unwrap();
+        flate2::read::GzDecoder::new(&r.body[..]).read_to_end(&mut raw).unwrap();
         assert_eq!(raw.len(), r.raw_bytes);
         assert_eq!(envelopes(&raw).len(), 4);
     }
@@ -708,11 +667,7 @@ mod tests {
         let mut c = cfg();
         c.channel = Some("0aeeac95-ac74-4aa9-b30d-6c4c0ac581ba".into());
         assert_eq!(hec(c).channel(), "0aeeac95-ac74-4aa9-b30d-6c4c0ac581ba");
-        assert_eq!(
-            hec(cfg()).channel(),
-            hec(cfg()).channel(),
-            "a config reload keeps the channel"
-        );
+        assert_eq!(hec(cfg()).channel(), hec(cfg()).channel(), "a config reload keeps the channel");
     }
 
     #[test]
@@ -733,10 +688,7 @@ mod tests {
         let e = ep("https://s:8088").unwrap();
         assert_eq!(e.event.path(), "/services/collector/event");
         let e = ep("https://logscale/api/v1/ingest/hec").unwrap();
-        assert_eq!(
-            (e.event.path(), e.health, e.ack),
-            ("/api/v1/ingest/hec", None, None)
-        );
+        assert_eq!((e.event.path(), e.health, e.ack), ("/api/v1/ingest/hec", None, None));
         assert!(ep("https://s:8088/services/collector/raw")
             .unwrap_err()
             .contains("/services/collector/event"));
@@ -750,10 +702,7 @@ mod tests {
             Verdict::Delivered
         );
         assert_eq!(
-            h.interpret(
-                &evs(3),
-                &resp(200, r#"{"text":"Success","code":0,"ackId":7}"#)
-            ),
+            h.interpret(&evs(3), &resp(200, r#"{"text":"Success","code":0,"ackId":7}"#)),
             Verdict::Delivered
         );
     }
@@ -767,16 +716,10 @@ mod tests {
             (401, 3, "Invalid authorization"),
             (403, 4, "Invalid token"),
         ] {
-            let v = h.interpret(
-                &evs(2),
-                &resp(status, &format!(r#"{{"text":"{text}","code":{code}}}"#)),
-            );
+            let v = h.interpret(&evs(2), &resp(status, &format!(r#"{{"text":"{text}","code":{code}}}"#)));
             let f = failure(&v);
             assert!(matches!(v, Verdict::Retry(_)), "{v:?}");
-            assert_eq!(
-                (f.kind, f.http_status),
-                (FailureKind::Credentials, Some(status))
-            );
+            assert_eq!((f.kind, f.http_status), (FailureKind::Credentials, Some(status)));
             let want = format!("Splunk HEC rejected the credentials: HTTP {status}, Splunk code {code} \"{text}\"; ");
             assert!(f.message.starts_with(&want), "{}", f.message);
             assert!(f.message.contains("siem.auth.header"), "{}", f.message);
@@ -805,19 +748,11 @@ mod tests {
             match &out[2] {
                 EventOutcome::DeadLetter(f) => {
                     assert_eq!(f.kind, FailureKind::Rejected);
-                    assert!(
-                        f.message
-                            .contains(&format!("Splunk code {code} \"{text}\"")),
-                        "{}",
-                        f.message
-                    );
+                    assert!(f.message.contains(&format!("Splunk code {code} \"{text}\"")), "{}", f.message);
                 }
                 o => panic!("event 2 should be dead-lettered, got {o:?}"),
             }
-            assert!(
-                out[3..].iter().all(|o| matches!(o, EventOutcome::Retry(_))),
-                "{out:?}"
-            );
+            assert!(out[3..].iter().all(|o| matches!(o, EventOutcome::Retry(_))), "{out:?}");
         }
     }
 
@@ -826,10 +761,7 @@ mod tests {
         let h = hec(cfg());
         let v = h.interpret(
             &evs(1),
-            &resp(
-                400,
-                r#"{"text":"Invalid data format","code":6,"invalid-event-number":0}"#,
-            ),
+            &resp(400, r#"{"text":"Invalid data format","code":6,"invalid-event-number":0}"#),
         );
         assert!(
             matches!(&v, Verdict::PerEvent(o) if matches!(o[..], [EventOutcome::DeadLetter(_)])),
@@ -845,9 +777,7 @@ mod tests {
                 &evs(3),
                 &resp(
                     400,
-                    &format!(
-                        r#"{{"text":"Invalid data format","code":6,"invalid-event-number":{n}}}"#
-                    ),
+                    &format!(r#"{{"text":"Invalid data format","code":6,"invalid-event-number":{n}}}"#),
                 ),
             );
             assert!(matches!(v, Verdict::Rejected(_)), "{n}: {v:?}");
@@ -855,23 +785,14 @@ mod tests {
         // A string number, as some receivers send it, is understood.
         let v = h.interpret(
             &evs(3),
-            &resp(
-                400,
-                r#"{"text":"Invalid data format","code":6,"invalid-event-number":"1"}"#,
-            ),
+            &resp(400, r#"{"text":"Invalid data format","code":6,"invalid-event-number":"1"}"#),
         );
-        assert!(
-            matches!(&v, Verdict::PerEvent(o) if o[0] == EventOutcome::Delivered),
-            "{v:?}"
-        );
+        assert!(matches!(&v, Verdict::PerEvent(o) if o[0] == EventOutcome::Delivered), "{v:?}");
     }
 
     #[test]
     fn format_error_without_event_number_rejects_the_batch() {
-        let v = hec(cfg()).interpret(
-            &evs(3),
-            &resp(400, r#"{"text":"Invalid data format","code":6}"#),
-        );
+        let v = hec(cfg()).interpret(&evs(3), &resp(400, r#"{"text":"Invalid data format","code":6}"#));
         assert!(
             matches!(&v, Verdict::Rejected(f) if f.message.contains("Splunk code 6 \"Invalid data format\"")),
             "{v:?}"
@@ -884,10 +805,7 @@ mod tests {
         // Reported one too high on splunkd: never trusted as a delivered prefix.
         let v = h.interpret(
             &evs(3),
-            &resp(
-                400,
-                r#"{"text":"Incorrect index","code":7,"invalid-event-number":1}"#,
-            ),
+            &resp(400, r#"{"text":"Incorrect index","code":7,"invalid-event-number":1}"#),
         );
         let f = failure(&v);
         assert!(matches!(v, Verdict::Retry(_)));
@@ -897,36 +815,23 @@ mod tests {
             "{}",
             f.message
         );
-        assert!(
-            f.message.contains("Splunk code 7 \"Incorrect index\""),
-            "{}",
-            f.message
-        );
+        assert!(f.message.contains("Splunk code 7 \"Incorrect index\""), "{}", f.message);
     }
 
     #[test]
     fn busy_is_rate_limited_and_a_partial_busy_keeps_the_prefix() {
         let h = hec(cfg());
         let mut r = resp(503, r#"{"text":"Server is busy","code":9}"#);
-        r.headers
-            .insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        r.headers.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
         let v = h.interpret(&evs(3), &r);
         let f = failure(&v);
         assert!(matches!(v, Verdict::Retry(_)));
-        assert_eq!(
-            (f.kind, f.retry_after),
-            (FailureKind::RateLimited, Some(Duration::from_secs(7)))
-        );
+        assert_eq!((f.kind, f.retry_after), (FailureKind::RateLimited, Some(Duration::from_secs(7))));
         let v = h.interpret(
             &evs(3),
-            &resp(
-                503,
-                r#"{"text":"Server is busy","code":9,"invalid-event-number":1}"#,
-            ),
+            &resp(503, r#"{"text":"Server is busy","code":9,"invalid-event-number":1}"#),
         );
-        let Verdict::PerEvent(out) = v else {
-            panic!("{v:?}")
-        };
+        let Verdict::PerEvent(out) = v else { panic!("{v:?}") };
         assert_eq!(out[0], EventOutcome::Delivered);
         assert!(
             out[1..]
@@ -936,15 +841,9 @@ mod tests {
         );
         let v = h.interpret(
             &evs(3),
-            &resp(
-                503,
-                r#"{"text":"Server is busy","code":9,"invalid-event-number":0}"#,
-            ),
+            &resp(503, r#"{"text":"Server is busy","code":9,"invalid-event-number":0}"#),
         );
-        assert!(
-            matches!(v, Verdict::Retry(_)),
-            "nothing taken: a plain retry with backoff"
-        );
+        assert!(matches!(v, Verdict::Retry(_)), "nothing taken: a plain retry with backoff");
     }
 
     #[test]
@@ -954,28 +853,14 @@ mod tests {
             let v = h.interpret(&evs(2), &resp(s, b));
             (std::mem::discriminant(&v), failure(&v).kind)
         };
-        let retry = std::mem::discriminant(&Verdict::Retry(Failure::new(
-            FailureKind::Network,
-            None,
-            "",
-        )));
-        let too_large = std::mem::discriminant(&Verdict::TooLarge(Failure::new(
-            FailureKind::Network,
-            None,
-            "",
-        )));
+        let retry = std::mem::discriminant(&Verdict::Retry(Failure::new(FailureKind::Network, None, "")));
+        let too_large = std::mem::discriminant(&Verdict::TooLarge(Failure::new(FailureKind::Network, None, "")));
         assert_eq!(
-            kind(
-                413,
-                "Content-Length of 9999999 too large (maximum is 1000000)"
-            ),
+            kind(413, "Content-Length of 9999999 too large (maximum is 1000000)"),
             (too_large, FailureKind::TooLarge)
         );
         assert_eq!(
-            kind(
-                404,
-                r#"{"text":"The requested URL was not found on this server.","code":404}"#
-            ),
+            kind(404, r#"{"text":"The requested URL was not found on this server.","code":404}"#),
             (retry, FailureKind::NotFound)
         );
         assert_eq!(
@@ -990,10 +875,7 @@ mod tests {
             (retry, FailureKind::Config)
         );
         assert_eq!(
-            kind(
-                400,
-                r#"{"text":"Query string authorization is not enabled","code":16}"#
-            ),
+            kind(400, r#"{"text":"Query string authorization is not enabled","code":16}"#),
             (retry, FailureKind::Config)
         );
         assert_eq!(kind(301, ""), (retry, FailureKind::Redirect));
@@ -1001,9 +883,7 @@ mod tests {
 
     /// The config problems for a `siem:` section (YAML lines, indented two spaces), joined.
     fn config_errors(siem: &str) -> String {
-        let yaml = format!(
-            "siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n"
-        );
+        let yaml = format!("siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n");
         crate::config::Config::parse_with_env(&yaml, &|_| None)
             .err()
             .map(|e| e.to_string())
@@ -1013,16 +893,15 @@ mod tests {
     #[test]
     fn config_rejects_endpoints_the_agent_cannot_use() {
         let e = config_errors("  url: https://s.example.com:8088/services/collector/raw\n");
-        assert!(
-            e.contains("siem.url: points at the HEC raw endpoint"),
-            "{e}"
+        assert!(e.contains("siem.url: points at the HEC raw endpoint"), "{e}");
+        let e = config_errors(
+            "  url: https://logscale.example.com/api/v1/ingest/hec\n  platform: splunk_hec\n  splunk_hec: { indexer_ack: true }\n",
         );
-        let e = config_errors("  url: https://logscale.example.com/api/v1/ingest/hec\n  platform: splunk_hec\n  splunk_hec: { indexer_ack: true }\n");
-        assert!(
-            e.starts_with("siem.splunk_hec.indexer_ack: needs siem.url"),
-            "{e}"
+        assert!(e.starts_with("siem.splunk_hec.indexer_ack: needs siem.url"), "{e}");
+        assert_eq!(
+            config_errors("  url: https://s.example.com:8088/services/collector\n  splunk_hec: { indexer_ack: true }\n"),
+            ""
         );
-        assert_eq!(config_errors("  url: https://s.example.com:8088/services/collector\n  splunk_hec: { indexer_ack: true }\n"), "");
     }
 
     proptest::proptest! {
@@ -1073,10 +952,7 @@ mod tests {
         let polls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let p = polls.clone();
         let srv = test_server::serve(move |req| {
-            assert_eq!(
-                (req.method.as_str(), req.path.as_str()),
-                ("POST", "/services/collector/ack")
-            );
+            assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/services/collector/ack"));
             assert_eq!(&req.body[..], br#"{"acks":[7]}"#);
             let done = p.fetch_add(1, Ordering::SeqCst) >= 2;
             (200, format!(r#"{{"acks":{{"7":{done}}}}}"#))
@@ -1085,17 +961,12 @@ mod tests {
         let url = format!("http://{}/services/collector/event", srv.addr);
         let h = SplunkHec::new(url.parse().unwrap(), ack_cfg());
         let client = client_for(&url);
-        h.confirm(
-            &client,
-            &resp(200, r#"{"text":"Success","code":0,"ackId":7}"#),
-        )
-        .await
-        .unwrap();
+        h.confirm(&client, &resp(200, r#"{"text":"Success","code":0,"ackId":7}"#))
+            .await
+            .unwrap();
         assert_eq!(polls.load(Ordering::SeqCst), 3);
         let reqs = srv.requests();
-        assert!(reqs
-            .iter()
-            .all(|r| r.header(CHANNEL_HEADER) == Some(h.channel().to_string())));
+        assert!(reqs.iter().all(|r| r.header(CHANNEL_HEADER) == Some(h.channel().to_string())));
         assert!(reqs
             .iter()
             .all(|r| r.header("authorization").as_deref() == Some("Splunk abcdef-123456")));
@@ -1107,10 +978,7 @@ mod tests {
         let url = format!("http://{}/services/collector", srv.addr);
         let h = SplunkHec::new(url.parse().unwrap(), ack_cfg());
         let err = h
-            .confirm(
-                &client_for(&url),
-                &resp(200, r#"{"text":"Success","code":0,"ackId":7}"#),
-            )
+            .confirm(&client_for(&url), &resp(200, r#"{"text":"Success","code":0,"ackId":7}"#))
             .await
             .unwrap_err();
         assert_eq!(err.kind, FailureKind::Timeout);
@@ -1125,38 +993,25 @@ mod tests {
 
     #[tokio::test]
     async fn confirm_trusts_the_200_when_splunk_cannot_ack() {
-        let srv =
-            test_server::serve(|_| (400, r#"{"text":"ACK is disabled","code":14}"#.to_string()))
-                .await;
+        let srv = test_server::serve(|_| (400, r#"{"text":"ACK is disabled","code":14}"#.to_string())).await;
         let url = format!("http://{}/services/collector", srv.addr);
         let h = SplunkHec::new(url.parse().unwrap(), ack_cfg());
         let client = client_for(&url);
-        h.confirm(
-            &client,
-            &resp(200, r#"{"text":"Success","code":0,"ackId":1}"#),
-        )
-        .await
-        .unwrap();
-        // No ackId at all: not even a poll.
-        h.confirm(&client, &resp(200, r#"{"text":"Success","code":0}"#))
+        h.confirm(&client, &resp(200, r#"{"text":"Success","code":0,"ackId":1}"#))
             .await
             .unwrap();
+        // No ackId at all: not even a poll.
+        h.confirm(&client, &resp(200, r#"{"text":"Success","code":0}"#)).await.unwrap();
         assert_eq!(srv.requests().len(), 1);
         // Acknowledgement off: nothing to confirm.
-        hec(cfg())
-            .confirm(&client, &resp(200, r#"{"ackId":1}"#))
-            .await
-            .unwrap();
+        hec(cfg()).confirm(&client, &resp(200, r#"{"ackId":1}"#)).await.unwrap();
         assert_eq!(srv.requests().len(), 1);
     }
 
     #[tokio::test]
     async fn health_check_reports_healthy_and_unhealthy() {
         let srv = test_server::serve(|req| {
-            assert_eq!(
-                (req.method.as_str(), req.path.as_str()),
-                ("GET", "/services/collector/health")
-            );
+            assert_eq!((req.method.as_str(), req.path.as_str()), ("GET", "/services/collector/health"));
             (200, r#"{"text":"HEC is healthy","code":17}"#.to_string())
         })
         .await;
@@ -1165,32 +1020,16 @@ mod tests {
         let line = h.health_check(&client_for(&url)).await.unwrap().unwrap();
         assert!(line.contains("HEC is healthy"), "{line}");
 
-        let srv = test_server::serve(|_| {
-            (
-                503,
-                r#"{"text":"HEC is unhealthy, queues are full","code":18}"#.to_string(),
-            )
-        })
-        .await;
+        let srv = test_server::serve(|_| (503, r#"{"text":"HEC is unhealthy, queues are full","code":18}"#.to_string())).await;
         let url = format!("http://{}/services/collector/event", srv.addr);
         let h = SplunkHec::new(url.parse().unwrap(), cfg());
-        let f = h
-            .health_check(&client_for(&url))
-            .await
-            .unwrap()
-            .unwrap_err();
+        let f = h.health_check(&client_for(&url)).await.unwrap().unwrap_err();
         assert!(f.message.contains("queues are full"), "{}", f.message);
 
-        let srv =
-            test_server::serve(|_| (400, r#"{"text":"Invalid token","code":21}"#.to_string()))
-                .await;
+        let srv = test_server::serve(|_| (400, r#"{"text":"Invalid token","code":21}"#.to_string())).await;
         let url = format!("http://{}/services/collector/event", srv.addr);
         let h = SplunkHec::new(url.parse().unwrap(), cfg());
-        let f = h
-            .health_check(&client_for(&url))
-            .await
-            .unwrap()
-            .unwrap_err();
+        let f = h.health_check(&client_for(&url)).await.unwrap().unwrap_err();
         assert_eq!(f.kind, FailureKind::Credentials);
         assert!(!f.message.contains("abcdef-123456"));
     }

@@ -38,10 +38,7 @@ pub struct SumoLogic {
 
 impl SumoLogic {
     pub fn new(url: reqwest::Url, cfg: SumoConfig) -> Self {
-        let mut headers = vec![(
-            "Content-Type".to_string(),
-            "application/x-ndjson".to_string(),
-        )];
+        let mut headers = vec![("Content-Type".to_string(), "application/x-ndjson".to_string())];
         for (name, value) in [
             ("X-Sumo-Category", &cfg.category),
             ("X-Sumo-Name", &cfg.name),
@@ -125,11 +122,7 @@ impl Platform for SumoLogic {
     fn interpret(&self, _events: &[QueuedEvent], resp: &Response) -> Verdict {
         let status = resp.status;
         let body = self.redact(&resp.body_text(200));
-        let detail = if body.is_empty() {
-            String::new()
-        } else {
-            format!(": {body}")
-        };
+        let detail = if body.is_empty() { String::new() } else { format!(": {body}") };
         let fail = |kind, msg: String| {
             let mut f = Failure::new(kind, Some(status), msg);
             f.retry_after = resp.retry_after();
@@ -186,10 +179,7 @@ mod tests {
             category: Some("prod/sendauth".into()),
             name: Some("sendauth-siem".into()),
             host: Some("idp-1".into()),
-            fields: BTreeMap::from([
-                ("env".to_string(), "prod".to_string()),
-                ("app".to_string(), "sendauth".to_string()),
-            ]),
+            fields: BTreeMap::from([("env".to_string(), "prod".to_string()), ("app".to_string(), "sendauth".to_string())]),
             gzip: false,
             max_events: 1000,
             max_bytes: 1_000_000,
@@ -219,10 +209,7 @@ mod tests {
     }
 
     fn header<'a>(r: &'a EncodedRequest, name: &str) -> Option<&'a str> {
-        r.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     #[test]
@@ -251,11 +238,7 @@ mod tests {
         bare.host = None;
         bare.fields.clear();
         let r = sumo(bare).encode(&evs(1));
-        assert!(
-            r.headers.iter().all(|(k, _)| !k.starts_with("X-Sumo")),
-            "{:?}",
-            r.headers
-        );
+        assert!(r.headers.iter().all(|(k, _)| !k.starts_with("X-Sumo")), "{:?}", r.headers);
     }
 
     #[test]
@@ -286,9 +269,7 @@ mod tests {
         let r = sumo(c).encode(&evs(4));
         assert_eq!(header(&r, "Content-Encoding"), Some("gzip"));
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&r.body[..])
-            .read_to_end(&mut raw)
-            .unwrap();
+        flate2::read::GzDecoder::new(&r.body[..]).read_to_end(&mut raw).unwrap();
         assert_eq!(raw.len(), r.raw_bytes);
         assert_eq!(raw.iter().filter(|&&b| b == b'\n').count(), 4);
     }
@@ -306,8 +287,7 @@ mod tests {
             429,
             "You have temporarily exceeded your Sumo Logic quota. Please try again at a later time",
         );
-        r.headers
-            .insert(reqwest::header::RETRY_AFTER, "30".parse().unwrap());
+        r.headers.insert(reqwest::header::RETRY_AFTER, "30".parse().unwrap());
         let v = s.interpret(&evs(2), &r);
         assert!(
             matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::RateLimited && f.retry_after.is_some() && f.message.contains("quota")),
@@ -315,24 +295,12 @@ mod tests {
         );
         for code in [503, 504] {
             let v = s.interpret(&evs(2), &resp(code, ""));
-            assert!(
-                matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::ServerError),
-                "{v:?}"
-            );
+            assert!(matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::ServerError), "{v:?}");
         }
         let v = s.interpret(&evs(2), &resp(408, ""));
-        assert!(
-            matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::RequestTimeout),
-            "{v:?}"
-        );
-        assert!(matches!(
-            s.interpret(&evs(2), &resp(413, "")),
-            Verdict::TooLarge(_)
-        ));
-        assert!(matches!(
-            s.interpret(&evs(2), &resp(400, "bad")),
-            Verdict::Rejected(_)
-        ));
+        assert!(matches!(&v, Verdict::Retry(f) if f.kind == FailureKind::RequestTimeout), "{v:?}");
+        assert!(matches!(s.interpret(&evs(2), &resp(413, "")), Verdict::TooLarge(_)));
+        assert!(matches!(s.interpret(&evs(2), &resp(400, "bad")), Verdict::Rejected(_)));
     }
 
     #[test]
@@ -345,19 +313,14 @@ mod tests {
             assert!(!text.contains("ZaVnC4dhaV2ZsecretTOKEN"), "{code}: {text}");
         }
         let mut r = resp(301, "");
-        r.headers.insert(
-            reqwest::header::LOCATION,
-            format!("{URL}x").parse().unwrap(),
-        );
+        r.headers.insert(reqwest::header::LOCATION, format!("{URL}x").parse().unwrap());
         let text = format!("{:?}", s.interpret(&evs(1), &r));
         assert!(!text.contains("ZaVnC4dhaV2Z"), "{text}");
     }
 
     /// The config problems for a `siem:` section (YAML lines, indented two spaces), joined.
     fn config_errors(siem: &str) -> String {
-        let yaml = format!(
-            "siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n"
-        );
+        let yaml = format!("siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n");
         crate::config::Config::parse_with_env(&yaml, &|_| None)
             .err()
             .map(|e| e.to_string())
@@ -375,19 +338,11 @@ mod tests {
         let e = config_errors(&format!(
             "{url}  sumo_logic: {{ category: \"prod/\u{e9}\", fields: {{ env: \"a\\tb\" }} }}\n"
         ));
-        assert!(
-            e.contains("siem.sumo_logic.category: is sent as the X-Sumo-Category header"),
-            "{e}"
-        );
-        assert!(
-            e.contains("siem.sumo_logic.fields.env: is sent in the X-Sumo-Fields header"),
-            "{e}"
-        );
+        assert!(e.contains("siem.sumo_logic.category: is sent as the X-Sumo-Category header"), "{e}");
+        assert!(e.contains("siem.sumo_logic.fields.env: is sent in the X-Sumo-Fields header"), "{e}");
         assert!(!e.contains("ZaVnC4dhaV2Zsecret"), "{e}");
         assert_eq!(
-            config_errors(&format!(
-                "{url}  sumo_logic: {{ category: prod/sendauth, max_batch_bytes: 1MB }}\n"
-            )),
+            config_errors(&format!("{url}  sumo_logic: {{ category: prod/sendauth, max_batch_bytes: 1MB }}\n")),
             ""
         );
     }

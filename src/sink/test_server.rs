@@ -18,10 +18,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
     }
 }
 
@@ -69,48 +66,32 @@ where
             let answer = answer.clone();
             let recorded = recorded.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let answer = answer.clone();
-                        let recorded = recorded.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|c| c.to_bytes())
-                                .unwrap_or_default();
-                            let rec = Recorded {
-                                method: parts.method.to_string(),
-                                path: parts
-                                    .uri
-                                    .path_and_query()
-                                    .map(|p| p.to_string())
-                                    .unwrap_or_default(),
-                                headers: parts.headers,
-                                body,
-                            };
-                            let (status, text) = answer(&rec);
-                            recorded.lock().unwrap().push(rec);
-                            let resp = hyper::Response::builder()
-                                .status(status)
-                                .header("Content-Type", "application/json")
-                                .body(Full::new(Bytes::from(text)))
-                                .unwrap();
-                            Ok::<_, Infallible>(resp)
-                        }
-                    },
-                );
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    let recorded = recorded.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let rec = Recorded {
+                            method: parts.method.to_string(),
+                            path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                            headers: parts.headers,
+                            body,
+                        };
+                        let (status, text) = answer(&rec);
+                        recorded.lock().unwrap().push(rec);
+                        let resp = hyper::Response::builder()
+                            .status(status)
+                            .header("Content-Type", "application/json")
+                            .body(Full::new(Bytes::from(text)))
+                            .unwrap();
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await;
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
             });
         }
     });
-    TestServer {
-        addr,
-        requests,
-        task,
-    }
+    TestServer { addr, requests, task }
 }

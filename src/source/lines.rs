@@ -187,7 +187,13 @@ mod tests {
         let mut f = LineFramer::new(100, 0);
         let mut out = vec![];
         f.push(b"a\nb", &mut out);
-        assert_eq!(f.finish(), Some(Frame::Line { data: Bytes::from_static(b"b"), end: 3 }));
+        assert_eq!(
+            f.finish(),
+            Some(Frame::Line {
+                data: Bytes::from_static(b"b"),
+                end: 3
+            })
+        );
         assert_eq!(f.finish(), None);
     }
 }

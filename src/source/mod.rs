@@ -28,7 +28,12 @@ pub struct Chunk {
 
 /// Validates frames. `origin(i, frame)` describes where frame `i` came from, for the
 /// quarantine and the log ("events.jsonl:12 (byte 402113)").
-pub fn validate_frames(frames: Vec<Frame>, max_event_bytes: usize, metrics: &Metrics, origin: &mut dyn FnMut(usize, &Frame) -> String) -> Chunk {
+pub fn validate_frames(
+    frames: Vec<Frame>,
+    max_event_bytes: usize,
+    metrics: &Metrics,
+    origin: &mut dyn FnMut(usize, &Frame) -> String,
+) -> Chunk {
     let mut chunk = Chunk::default();
     for (i, f) in frames.into_iter().enumerate() {
         let (rej, kept, len) = match &f {

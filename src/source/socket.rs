@@ -73,7 +73,14 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
 
 /// Serves the socket until shutdown. Connections in progress finish their current chunk and
 /// get their answer line before the function returns.
-pub async fn serve(listener: UnixListener, cfg: SocketSourceConfig, max_event_bytes: usize, queue: Queue, status: Arc<StatusHub>, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: UnixListener,
+    cfg: SocketSourceConfig,
+    max_event_bytes: usize,
+    queue: Queue,
+    status: Arc<StatusHub>,
+    mut shutdown: Shutdown,
+) {
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let mut conns = JoinSet::new();
     let mut next_id: u64 = 0;
@@ -257,7 +264,10 @@ impl Conn {
                     QueueError::Full { .. } => {
                         self.status.metrics.queue_full_refusals.fetch_add(1, Ordering::Relaxed);
                         self.status.set_queue_full(true);
-                        ("queue full", "the SIEM is not keeping up or is unreachable; these lines were not accepted: resend them later")
+                        (
+                            "queue full",
+                            "the SIEM is not keeping up or is unreachable; these lines were not accepted: resend them later",
+                        )
                     }
                     _ => ("storage error", "these lines were not accepted: resend them later"),
                 };

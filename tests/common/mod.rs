@@ -21,7 +21,12 @@ pub fn bin() -> &'static str {
 
 /// A valid SendAuth event with `transaction_id` `tx-{i}` (types rotate through all four).
 pub fn event(i: usize) -> String {
-    let types = ["transaction.created", "transaction.verified", "transaction.denied", "transaction.expired"];
+    let types = [
+        "transaction.created",
+        "transaction.verified",
+        "transaction.denied",
+        "transaction.expired",
+    ];
     format!(
         r#"{{"event_type":"{}","timestamp":"2025-01-28T10:30:{:02}.{:03}Z","transaction_id":"tx-{i}","subject":"user{}@company.com","ip_address":"203.0.113.{}","org_id":"org-1"}}"#,
         types[i % 4],
@@ -120,7 +125,11 @@ impl TestEnv {
         let mut s = format!("siem:\n  url: {}\n{}", c.url, c.siem);
         s.push_str("sources:\n");
         if c.file {
-            s.push_str(&format!("  file:\n    path: {}\n    poll_interval: 50ms\n{}", self.events.display(), c.file_extra));
+            s.push_str(&format!(
+                "  file:\n    path: {}\n    poll_interval: 50ms\n{}",
+                self.events.display(),
+                c.file_extra
+            ));
         }
         if c.socket {
             s.push_str(&format!("  socket:\n    path: {}\n", self.socket.display()));
@@ -175,7 +184,13 @@ impl AgentProc {
     }
 
     pub async fn start_with_env(env: &TestEnv, vars: &[(&str, &str)]) -> AgentProc {
-        let log = env.dir.path().join(format!("agent-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let log = env.dir.path().join(format!(
+            "agent-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(bin());
         cmd.arg("run")
@@ -194,7 +209,10 @@ impl AgentProc {
             port: env.port,
             log,
         };
-        let ok = wait_until_async(DEADLINE, || async { get(a.port, "/health").await.map(|(c, _)| c == 200).unwrap_or(false) }).await;
+        let ok = wait_until_async(DEADLINE, || async {
+            get(a.port, "/health").await.map(|(c, _)| c == 200).unwrap_or(false)
+        })
+        .await;
         if !ok {
             let status = a.child.as_mut().unwrap().try_wait().ok().flatten();
             panic!("agent did not become healthy (exit: {status:?}); log:\n{}", a.logs());
@@ -220,7 +238,10 @@ impl AgentProc {
                 return s;
             }
             if tokio::time::Instant::now() >= end {
-                panic!("status condition not met within {timeout:?}; last status:\n{s:#}\nlog:\n{}", self.logs());
+                panic!(
+                    "status condition not met within {timeout:?}; last status:\n{s:#}\nlog:\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

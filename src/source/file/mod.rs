@@ -87,10 +87,7 @@ impl FileSource {
             paused: None,
             old_quiet_since: None,
         };
-        let thread = std::thread::Builder::new()
-            .name("file-source".into())
-            .spawn(move || t.run())
-            .ok();
+        let thread = std::thread::Builder::new().name("file-source".into()).spawn(move || t.run()).ok();
         FileSource {
             stop,
             wake: wake_tx,
