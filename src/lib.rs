@@ -3,6 +3,7 @@
 //! Data flows one way: sources -> validate -> queue -> sink -> SIEM. See ARCHITECTURE.md.
 
 pub mod config;
+pub mod emulator;
 pub mod event;
 pub mod queue;
 pub mod sink;
