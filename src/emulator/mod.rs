@@ -33,6 +33,7 @@
 //! Not reproduced anywhere: TLS (tests use plain http on loopback), HTTP/2, and timing
 //! behaviour such as server-side idle timeouts.
 
+mod elasticsearch;
 mod generic;
 mod splunk_hec;
 
@@ -277,6 +278,17 @@ impl Emulator {
         self.shared.lock().splunk.envelopes.clone()
     }
 
+    /// Documents stored now, in first-write order: `(_index, _id, _source)`. `_index` is the
+    /// target the client named (the data stream name in data-stream mode).
+    pub fn es_documents(&self) -> Vec<(String, String, Value)> {
+        self.shared.lock().es.documents()
+    }
+
+    /// Every `PUT _index_template/<name>`, in order: `(name, body)`.
+    pub fn es_templates(&self) -> Vec<(String, Value)> {
+        self.shared.lock().es.templates.clone()
+    }
+
     /// Queues a one-shot fault (FIFO, one per ingest request).
     pub fn push_fault(&self, f: Fault) {
         self.shared.lock().faults.push_back(f);
@@ -358,6 +370,7 @@ pub(crate) struct State {
     pub faults: VecDeque<Fault>,
     pub sticky: Option<Fault>,
     pub splunk: splunk_hec::SplunkState,
+    pub es: elasticsearch::EsState,
 }
 
 impl State {
@@ -369,6 +382,7 @@ impl State {
             faults: VecDeque::new(),
             sticky: None,
             splunk: Default::default(),
+            es: Default::default(),
         }
     }
 }
@@ -412,7 +426,6 @@ pub(crate) struct Body {
 
 /// A request as platforms see it.
 pub(crate) struct Req<'a> {
-    #[allow(dead_code)] // no platform needs it yet
     pub method: &'a Method,
     /// Path without the query.
     pub path: &'a str,
@@ -776,7 +789,7 @@ async fn handle(
     let route = match kind {
         Kind::Generic => generic::route(&parts.method, &path),
         Kind::SplunkHec => splunk_hec::route(&parts.method, &path),
-        Kind::Elasticsearch => Route::Reject(Reply::text(501, "not implemented yet")),
+        Kind::Elasticsearch => elasticsearch::route(&parts.method, &path),
         Kind::SumoLogic => Route::Reject(Reply::text(501, "not implemented yet")),
     };
 
@@ -844,7 +857,9 @@ async fn handle(
                 let h = match kind {
                     Kind::Generic => generic::handle(&mut st, &req),
                     Kind::SplunkHec => splunk_hec::handle(cfg, &mut st, &req, platform_fault),
-                    Kind::Elasticsearch => Reply::empty(501).into(),
+                    Kind::Elasticsearch => {
+                        elasticsearch::handle(cfg, &mut st, &req, platform_fault)
+                    }
                     Kind::SumoLogic => Reply::empty(501).into(),
                 };
                 if let Some((f, one_shot)) = taken {
@@ -889,7 +904,7 @@ fn finish(shared: &Shared, mut rec: RecordedRequest, reply: Reply) -> Response<R
 fn too_large(kind: Kind, len: u64, max: usize) -> Reply {
     match kind {
         Kind::SplunkHec => splunk_hec::too_large(len, max),
-        Kind::Elasticsearch => Reply::empty(413),
+        Kind::Elasticsearch => elasticsearch::too_large(),
         Kind::SumoLogic => Reply::empty(413),
         Kind::Generic => generic::too_large(len, max),
     }
@@ -911,9 +926,13 @@ fn fits(kind: Kind, f: &Fault) -> bool {
     }
 }
 
-/// Headers the vendor puts on every answer (none so far).
-fn vendor_headers(_kind: Kind, r: Reply) -> Reply {
-    r
+/// Headers the vendor puts on its answers: ES sends `X-elastic-product` on every one but 401
+/// (§2.9).
+fn vendor_headers(kind: Kind, r: Reply) -> Reply {
+    match kind {
+        Kind::Elasticsearch if r.status != 401 => elasticsearch::with_product_header(r),
+        _ => r,
+    }
 }
 
 /// The answer for a fault that does not depend on the request; `None` for platform faults.
@@ -1439,7 +1458,7 @@ mod tests {
     #[tokio::test]
     async fn junk_input_never_takes_a_server_down() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
-        for kind in [Kind::Generic, Kind::SplunkHec] {
+        for kind in [Kind::Generic, Kind::SplunkHec, Kind::Elasticsearch] {
             let emu = start(EmulatorConfig::new(kind)).await;
             // Not HTTP at all.
             let mut s = TcpStream::connect(emu.addr()).await.unwrap();
