@@ -36,6 +36,7 @@
 mod elasticsearch;
 mod generic;
 mod splunk_hec;
+mod sumo_logic;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -790,7 +791,7 @@ async fn handle(
         Kind::Generic => generic::route(&parts.method, &path),
         Kind::SplunkHec => splunk_hec::route(&parts.method, &path),
         Kind::Elasticsearch => elasticsearch::route(&parts.method, &path),
-        Kind::SumoLogic => Route::Reject(Reply::text(501, "not implemented yet")),
+        Kind::SumoLogic => sumo_logic::route(&parts.method, &path),
     };
 
     let declared = parts
@@ -860,7 +861,7 @@ async fn handle(
                     Kind::Elasticsearch => {
                         elasticsearch::handle(cfg, &mut st, &req, platform_fault)
                     }
-                    Kind::SumoLogic => Reply::empty(501).into(),
+                    Kind::SumoLogic => sumo_logic::handle(cfg, &mut st, &req),
                 };
                 if let Some((f, one_shot)) = taken {
                     if !fits(kind, &f) {
@@ -905,7 +906,7 @@ fn too_large(kind: Kind, len: u64, max: usize) -> Reply {
     match kind {
         Kind::SplunkHec => splunk_hec::too_large(len, max),
         Kind::Elasticsearch => elasticsearch::too_large(),
-        Kind::SumoLogic => Reply::empty(413),
+        Kind::SumoLogic => sumo_logic::too_large(len, max),
         Kind::Generic => generic::too_large(len, max),
     }
 }
@@ -1458,7 +1459,12 @@ mod tests {
     #[tokio::test]
     async fn junk_input_never_takes_a_server_down() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
-        for kind in [Kind::Generic, Kind::SplunkHec, Kind::Elasticsearch] {
+        for kind in [
+            Kind::Generic,
+            Kind::SplunkHec,
+            Kind::Elasticsearch,
+            Kind::SumoLogic,
+        ] {
             let emu = start(EmulatorConfig::new(kind)).await;
             // Not HTTP at all.
             let mut s = TcpStream::connect(emu.addr()).await.unwrap();
