@@ -1267,6 +1267,8 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.is_timeout(), "{err}");
+        // Under load the client may give up before the server has even read the request.
+        assert!(emu.wait_for_requests(1, LONG).await);
         assert_eq!(
             emu.requests()[0].status,
             503,
