@@ -25,10 +25,27 @@ pub fn sample_event(i: usize) -> String {
     let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let tx = format!("tx-{:08}", i);
     match i % 4 {
-        0 => format!(r#"{{"event_type":"{}","timestamp":"{ts}","transaction_id":"{tx}","requestor":"admin@company.com","subject":"user{}@company.com","context":"AWS Console Access","org_id":"org-demo"}}"#, TYPES[0], i % 7),
-        1 => format!(r#"{{"event_type":"{}","timestamp":"{ts}","transaction_id":"{tx}","subject":"user{}@company.com","ip_address":"203.0.113.{}","location":{{"city":"San Francisco","region":"California","country":"US"}},"org_id":"org-demo"}}"#, TYPES[1], i % 7, i % 250),
-        2 => format!(r#"{{"event_type":"{}","timestamp":"{ts}","transaction_id":"{tx}","subject":"user{}@company.com","ip_address":"198.51.100.{}","org_id":"org-demo"}}"#, TYPES[2], i % 7, i % 250),
-        _ => format!(r#"{{"event_type":"{}","timestamp":"{ts}","transaction_id":"{tx}","org_id":"org-demo"}}"#, TYPES[3]),
+        0 => format!(
+            r#"{{"event_type":"{}","timestamp":"{ts}","transaction_id":"{tx}","requestor":"admin@company.com","subject":"user{}@company.com","context":"AWS Console Access","org_id":"org-demo"}}"#,
+            TYPES[0],
+            i % 7
+        ),
+        1 => format!(
+            r#"{{"event_type":"{}","timestamp":"{ts}","transaction_id":"{tx}","subject":"user{}@company.com","ip_address":"203.0.113.{}","location":{{"city":"San Francisco","region":"California","country":"US"}},"org_id":"org-demo"}}"#,
+            TYPES[1],
+            i % 7,
+            i % 250
+        ),
+        2 => format!(
+            r#"{{"event_type":"{}","timestamp":"{ts}","transaction_id":"{tx}","subject":"user{}@company.com","ip_address":"198.51.100.{}","org_id":"org-demo"}}"#,
+            TYPES[2],
+            i % 7,
+            i % 250
+        ),
+        _ => format!(
+            r#"{{"event_type":"{}","timestamp":"{ts}","transaction_id":"{tx}","org_id":"org-demo"}}"#,
+            TYPES[3]
+        ),
     }
 }
 
@@ -127,7 +144,10 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     })
     .await;
     let s = agent.status.snapshot();
-    println!("\nStatus: state={} pending={} quarantine={} dead_letter={}", s["state"], s["queue"]["pending"], s["quarantine"]["count"], s["dead_letter"]["count"]);
+    println!(
+        "\nStatus: state={} pending={} quarantine={} dead_letter={}",
+        s["state"], s["queue"]["pending"], s["quarantine"]["count"], s["dead_letter"]["count"]
+    );
     if let Ok(q) = agent.status.queue().list_quarantine(5) {
         for e in q {
             println!("  quarantined: {} — {}", e.meta.origin, e.meta.reason);

@@ -6,6 +6,8 @@ pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod connection_test;
+pub mod demo;
+pub mod emulator;
 pub mod event;
 pub mod metrics;
 pub mod queue;

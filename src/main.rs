@@ -229,8 +229,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Demo { events } => {
             init_logging(LogFormat::Text, "warn");
             let rt = runtime()?;
-            let _ = (rt, events);
-            bail!("TEMP-DEMO"); // rt.block_on(sendauth_siem::demo::run(events))?;
+            rt.block_on(sendauth_siem::demo::run(events))?;
             Ok(ExitCode::SUCCESS)
         }
     }
