@@ -227,7 +227,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Cmd::Demo { events } => {
-            init_logging(LogFormat::Text, "warn");
+            init_logging(LogFormat::Text, "error");
             let rt = runtime()?;
             rt.block_on(sendauth_siem::demo::run(events))?;
             Ok(ExitCode::SUCCESS)

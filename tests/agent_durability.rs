@@ -145,17 +145,30 @@ async fn rename_rotation_under_load_loses_nothing() {
     let agent = AgentProc::start(&env).await;
     const N: usize = 2000;
     let path = env.events.clone();
+    // Writes never pause while files are renamed away. Each rotation waits only until the agent
+    // has read from the current file: two rotations before the agent ever opens a file would be
+    // faster than any logrotate schedule (see source/file/mod.rs).
+    let read_so_far = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = read_so_far.clone();
     let writer = std::thread::spawn(move || {
         for (r, chunk) in (0..N).collect::<Vec<_>>().chunks(400).enumerate() {
             for small in chunk.chunks(20) {
                 append_to(&path, &small.iter().map(|i| event(*i)).collect::<Vec<_>>());
                 std::thread::sleep(Duration::from_millis(2));
             }
-            // logrotate "create" style: rename away, then a new file appears.
+            let end = std::time::Instant::now() + DEADLINE;
+            while seen.load(Ordering::Relaxed) <= chunk[0] && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // logrotate "create" style: rename away; the next append creates the new file.
             let rotated = path.with_extension(format!("jsonl.{}", r + 1));
             std::fs::rename(&path, &rotated).unwrap();
         }
     });
+    while !writer.is_finished() {
+        read_so_far.store(emu.event_count(), Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     writer.join().unwrap();
     assert!(
         emu.wait_for_events(N, DEADLINE).await,

@@ -10,8 +10,11 @@
 //!   missed events);
 //! - a file that does not exist yet is waited for;
 //! - rotation by rename: when the path names a new inode, the old file is drained to its end
-//!   (and given a grace period for late writes by the auth server) before the new file is
-//!   read from its start;
+//!   before the new file is read from its start. The switch happens once the new file has data
+//!   (the auth server has reopened, so the old file is complete; it is read once more to catch
+//!   writes we raced with) or the old file has been quiet for a grace period. A file that is
+//!   renamed away again before the agent ever opened it (two rotations within one poll) is not
+//!   read: rotate less often than `poll_interval`, which any logrotate schedule does;
 //! - copytruncate: a file that shrank below the checkpoint, or whose first bytes changed, is
 //!   re-read from offset 0 (lines written between the copy and the truncate can be lost or
 //!   duplicated; that window belongs to copytruncate itself; prefer rename rotation);
@@ -86,6 +89,7 @@ impl FileSource {
             open: None,
             paused: None,
             old_quiet_since: None,
+            switch_armed: false,
         };
         let thread = std::thread::Builder::new().name("file-source".into()).spawn(move || t.run()).ok();
         FileSource {
@@ -147,6 +151,8 @@ struct Tailer {
     open: Option<OpenFile>,
     paused: Option<String>,
     old_quiet_since: Option<Instant>,
+    /// Set when a rotation was seen; the old file gets one more read before the switch.
+    switch_armed: bool,
 }
 
 impl Tailer {
@@ -207,13 +213,23 @@ impl Tailer {
         if self.open.is_none() {
             return self.open_initial();
         }
+        // Read no more than the queue has room for, so a chunk can always be committed once
+        // the sink has made room (a chunk larger than queue.max_bytes would never fit).
+        let room = self.queue.max_bytes().saturating_sub(self.queue.counts().pending_bytes) as usize;
+        if room == 0 {
+            self.status.set_queue_full(true);
+            self.pause("queue full (queue.max_bytes); waiting for the SIEM to drain it".into());
+            return Ok(false);
+        }
+        let limit = CHUNK_BYTES.min(room);
         let mut buf = vec![0u8; 256 * 1024];
         let mut frames = Vec::new();
         let mut total = 0usize;
         let o = self.open.as_mut().expect("checked");
         let start = o.framer.committed_offset();
-        while total < CHUNK_BYTES {
-            match o.file.read(&mut buf) {
+        while total < limit {
+            let want = buf.len().min(limit - total);
+            match o.file.read(&mut buf[..want]) {
                 Ok(0) => break,
                 Ok(n) => {
                     o.framer.push(&buf[..n], &mut frames);
@@ -224,6 +240,7 @@ impl Tailer {
         }
         if !frames.is_empty() {
             self.old_quiet_since = None;
+            self.switch_armed = false;
             self.commit(frames, None, start)?;
             return Ok(true);
         }
@@ -390,6 +407,7 @@ impl Tailer {
             head,
         });
         self.old_quiet_since = None;
+        self.switch_armed = false;
         if self.paused.as_deref().is_some_and(|p| p.starts_with("waiting for")) {
             self.resume();
         }
@@ -416,15 +434,23 @@ impl Tailer {
             return Ok(false);
         }
         // The path now names another file (or nothing): ours was rotated away or deleted.
-        // Give the auth server a grace period to finish writing to the old file.
-        let quiet = *self.old_quiet_since.get_or_insert_with(Instant::now);
-        if quiet.elapsed() < ROTATION_GRACE {
-            return Ok(false);
-        }
-        let Some((new_fid, _)) = now_at_path else {
-            // Deleted and not (yet) recreated: keep the old one open and wait.
+        let Some((new_fid, new_size)) = now_at_path else {
+            // Renamed or deleted and not (yet) recreated: the auth server may still be writing
+            // to the old file; keep it open and wait.
             return Ok(false);
         };
+        // The auth server writes to the new file only after it stopped writing to the old one.
+        // So once the new file has data, or the old one has been quiet for a grace period, the
+        // old file is finished, except for writes we raced with: read it once more to its end
+        // (`switch_armed`) before switching.
+        let quiet = *self.old_quiet_since.get_or_insert_with(Instant::now);
+        if new_size == 0 && quiet.elapsed() < ROTATION_GRACE {
+            return Ok(false);
+        }
+        if !self.switch_armed {
+            self.switch_armed = true;
+            return Ok(true);
+        }
         // Finish the old file: an unterminated last line will never be completed.
         let leftover = {
             let o = self.open.as_mut().expect("open");
