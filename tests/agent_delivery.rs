@@ -249,7 +249,7 @@ async fn every_kind_of_bad_line_is_quarantined_with_its_reason() {
     env.write_config(&cfg);
     let agent = AgentProc::start(&env).await;
     let good = event(0);
-    let bad = vec![
+    let bad = [
         ("[1,2,3]".to_string(), "not a JSON object"),
         ("{\"event_type\":".to_string(), "invalid JSON"),
         (good.replace(",\"org_id\":\"org-1\"", ""), "missing \"org_id\""),

@@ -208,7 +208,7 @@ fn authenticate(cfg: &EmulatorConfig, st: &State, req: &Req) -> Result<(), Reply
             };
         }
     };
-    let valid = |t: &str| expected.as_deref().map_or(true, |e| e == t);
+    let valid = |t: &str| expected.as_deref().is_none_or(|e| e == t);
     match presented(req) {
         Presented::Token(t) if valid(&t) => disabled(cfg),
         Presented::Token(_) => Err(hec(4)),
