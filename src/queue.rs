@@ -160,6 +160,7 @@ struct Inner {
     appended: tokio::sync::Notify,
     incident: Mutex<Option<String>>,
     committer: Mutex<Option<mpsc::Sender<Job>>>,
+    committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     last_reclaim: Mutex<Instant>,
 }
 
@@ -360,7 +361,15 @@ impl Queue {
         let _ = std::fs::remove_dir_all(&old_dir);
 
         let mut incident = None;
-        let store = match open_sled(&store_dir) {
+        // Within one process, sled releases its file lock a moment after the last handle is
+        // dropped (its I/O thread pool may still hold the file): wait briefly for it.
+        let mut opened = open_sled(&store_dir);
+        let until = Instant::now() + Duration::from_secs(3);
+        while matches!(opened, Err(QueueError::Locked(_))) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+            opened = open_sled(&store_dir);
+        }
+        let store = match opened {
             Ok(s) => s,
             Err(QueueError::Locked(p)) => return Err(QueueError::Locked(p)),
             Err(e) => {
@@ -405,15 +414,17 @@ impl Queue {
             appended: tokio::sync::Notify::new(),
             incident: Mutex::new(incident),
             committer: Mutex::new(None),
+            committer_thread: Mutex::new(None),
             last_reclaim: Mutex::new(Instant::now() - Duration::from_secs(3600)),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         *inner.committer.lock().unwrap() = Some(tx);
         let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("queue-commit".into())
             .spawn(move || committer_loop(weak, rx))
             .map_err(|e| storage_err(root, e))?;
+        *inner.committer_thread.lock().unwrap() = Some(handle);
         Ok(Queue { inner })
     }
 
@@ -704,6 +715,11 @@ impl Queue {
     /// Flushes everything to disk (graceful shutdown) and stops the committer.
     pub fn close(&self) {
         self.inner.committer.lock().unwrap().take();
+        // Wait for the committer to finish its last group, so that once the last handle is
+        // dropped the database (and its file lock) is released at once.
+        if let Some(t) = self.inner.committer_thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
         let store = self.inner.store.read().unwrap();
         let _ = store.db.flush();
         let _ = store.log.sync_data();
