@@ -733,7 +733,7 @@ impl Queue {
 
     /// When the queue has drained after a large backlog, rewrite the database into a fresh
     /// directory so the disk space is given back (sled never shrinks its files).
-    fn maybe_reclaim(&self) {
+    pub fn maybe_reclaim(&self) {
         if self.counts().pending_events != 0 {
             return;
         }

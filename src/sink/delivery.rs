@@ -106,6 +106,9 @@ impl Delivery {
             match next {
                 Next::Continue => {}
                 Next::Idle => {
+                    // Nothing to send: a good moment to give disk space back after a backlog.
+                    let q = self.queue.clone();
+                    tokio::task::block_in_place(|| q.maybe_reclaim());
                     let mut sd = self.shutdown.clone();
                     tokio::select! {
                         _ = self.queue.wait_for_events(self.cursor, Duration::from_secs(1)) => {}
