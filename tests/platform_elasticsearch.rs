@@ -203,6 +203,19 @@ async fn item_409_counts_as_delivered_without_a_duplicate() {
         "the 409 stored nothing"
     );
     assert_eq!(metric(agent.port, "sendauth_siem_events_delivered_total").await, 5.0);
+
+    // The same through the emulator's fault: a 409 for a document stored by a lost attempt.
+    emu.push_fault(Fault::EsItems(vec![201, 409, 201]));
+    env.append(&(5..8).map(event).collect::<Vec<_>>());
+    agent
+        .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
+        .await;
+    assert_eq!(bulks(&emu).len(), 2, "a 409 is not retried");
+    assert_eq!(tx_ids(&emu.events())[5..], ["tx-5", "tx-6", "tx-7"]);
+    let ids = doc_ids(&emu);
+    assert_eq!(ids.len(), 8);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 8, "each document once");
+    assert_eq!(metric(agent.port, "sendauth_siem_events_delivered_total").await, 8.0);
     assert_eq!(agent.status().await["dead_letter"]["count"], 0);
 }
 

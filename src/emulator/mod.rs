@@ -160,8 +160,9 @@ pub enum Fault {
     /// The next HEC event request's ackId never turns true.
     SplunkAckNever,
     /// Per-item statuses for the next ES bulk request. 2xx means "process normally"; other
-    /// statuses get realistic error bodies and the item is not stored. Items past the end of
-    /// the list are processed normally.
+    /// statuses get realistic error bodies and the item is not stored, except 409 on `create`,
+    /// which means the document already exists: it is stored first if absent, as by an earlier
+    /// attempt whose answer was lost. Items past the end of the list are processed normally.
     EsItems(Vec<u16>),
 }
 
