@@ -207,6 +207,7 @@ async fn item_409_counts_as_delivered_without_a_duplicate() {
     // The same through the emulator's fault: a 409 for a document stored by a lost attempt.
     emu.push_fault(Fault::EsItems(vec![201, 409, 201]));
     env.append(&(5..8).map(event).collect::<Vec<_>>());
+    assert!(emu.wait_for_events(8, DEADLINE).await, "got {}", emu.event_count());
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
