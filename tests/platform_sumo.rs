@@ -116,7 +116,7 @@ async fn throttling_429_and_server_errors_503_are_retried_then_delivered_once() 
     let emu = sumo().await;
     emu.push_fault(Fault::Status {
         code: 429,
-        body: "Too Many Requests".into(),
+        body: "You have temporarily exceeded your Sumo Logic quota. Please try again at a later time".into(),
         headers: vec![],
     });
     emu.push_fault(Fault::Status {
@@ -138,7 +138,10 @@ async fn throttling_429_and_server_errors_503_are_retried_then_delivered_once() 
     assert!(statuses[2..].iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(metric(agent.port, "sendauth_siem_retries_total").await, 2.0);
     let logs = agent.logs();
-    assert!(logs.contains("throttling") && logs.contains("HTTP 429"), "{logs}");
+    assert!(
+        logs.contains("throttling") && logs.contains("HTTP 429") && logs.contains("exceeded your Sumo Logic quota"),
+        "{logs}"
+    );
     assert_eq!(agent.status().await["dead_letter"]["count"], 0);
 }
 

@@ -398,7 +398,7 @@ pub fn event_json(i: usize) -> Value {
     serde_json::from_str(&event(i)).unwrap()
 }
 
-/// The requests that carried events (`method` and a path starting with `prefix`).
+/// The POST requests whose path (with query) starts with `prefix`, in the order answered.
 pub fn ingest_requests(reqs: &[sendauth_siem::emulator::RecordedRequest], prefix: &str) -> Vec<sendauth_siem::emulator::RecordedRequest> {
     reqs.iter()
         .filter(|r| r.method == "POST" && r.path.starts_with(prefix))
