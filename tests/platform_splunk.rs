@@ -322,6 +322,40 @@ async fn batch_that_is_never_acknowledged_is_resent_after_the_ack_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_waiting_for_an_ack_stops_at_once_and_keeps_the_batch_queued() {
+    let mut c = hec_config();
+    c.splunk_indexer_ack = true;
+    let emu = hec(c).await;
+    emu.push_fault(Fault::SplunkAckNever);
+    let env = TestEnv::new();
+    // The default ack_timeout (60 s) is longer than Kubernetes' default grace period (30 s).
+    env.write_config(&agent_cfg(&emu, TOKEN, "    indexer_ack: true\n    ack_poll_interval: 100ms\n"));
+    env.append(&(0..5).map(event).collect::<Vec<_>>());
+    let mut agent = AgentProc::start(&env).await;
+    assert!(emu.wait_for_events(5, DEADLINE).await);
+    assert!(wait_until(DEADLINE, || !ingest_requests(&emu.requests(), "/services/collector/ack").is_empty()).await);
+    let t = std::time::Instant::now();
+    let st = agent.term();
+    assert!(st.success(), "{st:?}\n{}", agent.logs());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "a stop must not wait out the ack timeout: took {:?}",
+        t.elapsed()
+    );
+    assert!(agent.logs().contains("stopping before the SIEM confirmed"), "{}", agent.logs());
+
+    // Unconfirmed means still queued: the next start sends the batch again, and now it is acked.
+    let agent = AgentProc::start(&env).await;
+    assert!(emu.wait_for_events(10, DEADLINE).await, "got {}", emu.event_count());
+    agent
+        .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
+        .await;
+    let mut want = expected_ids(0..5);
+    want.extend(expected_ids(0..5));
+    assert_eq!(tx_ids(&emu.events()), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_command_diagnoses_each_hec_failure() {
     let emu = hec(hec_config()).await;
     let good = agent_cfg(&emu, TOKEN, "");
