@@ -71,10 +71,12 @@ impl Platform {
         }
     }
 
-    /// `platform: auto` infers the SIEM from the URL path (design.md).
+    /// `platform: auto` infers the SIEM from the URL path (design.md). `/services/collector` may
+    /// sit behind a path prefix (a reverse proxy), as `splunk_hec::Endpoints` accepts: taking such
+    /// a URL for generic would send bare events that HEC rejects one by one (code 12).
     pub fn infer_from_url(url: &reqwest::Url) -> Platform {
         let path = url.path();
-        if path.starts_with("/services/collector") {
+        if path.contains("/services/collector") {
             Platform::SplunkHec
         } else if path.contains("/_doc") || path.contains("/_bulk") || path.contains("/_create") {
             Platform::Elasticsearch
@@ -1406,6 +1408,7 @@ mod tests {
         let p = |u: &str| Platform::infer_from_url(&reqwest::Url::parse(u).unwrap());
         assert_eq!(p("https://s:8088/services/collector"), Platform::SplunkHec);
         assert_eq!(p("https://s:8088/services/collector/event"), Platform::SplunkHec);
+        assert_eq!(p("https://proxy.example.com/splunk/services/collector/event"), Platform::SplunkHec);
         assert_eq!(p("https://e:9200/sendauth/_doc"), Platform::Elasticsearch);
         assert_eq!(p("https://e:9200/_bulk"), Platform::Elasticsearch);
         assert_eq!(p("https://c.sumologic.com/receiver/v1/http/ZaVn"), Platform::SumoLogic);

@@ -22,8 +22,13 @@ pub fn test_event() -> bytes::Bytes {
     bytes::Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
 }
 
-fn hint(f: &Failure) -> &'static str {
+/// The next step for a failure. `platform` matters where the credential lives elsewhere: Sumo
+/// Logic has no `siem.auth`, its token is part of `siem.url`.
+fn hint(f: &Failure, platform: &str) -> &'static str {
     match f.kind {
+        FailureKind::Credentials if platform == "sumo_logic" => {
+            "Next: the token is part of the URL: copy the HTTP Source's current URL from Sumo Logic into siem.url (siem.auth is not used)."
+        }
         FailureKind::Dns => "Next: check the host name in siem.url and this machine's DNS resolver.",
         FailureKind::ConnectionRefused => "Next: check the port in siem.url and that the SIEM's HTTP collector is enabled and listening.",
         FailureKind::Network => "Next: check firewalls and proxies between this host and the SIEM.",
@@ -66,13 +71,18 @@ pub async fn run(cfg: &Config, out: &mut dyn Write) -> bool {
                 let _ = writeln!(out, "Health check: {line}");
             }
             Err(f) => {
-                let _ = writeln!(out, "Health check FAILED: {}\n{}", client.redact(&f.message), hint(&f));
+                let _ = writeln!(
+                    out,
+                    "Health check FAILED: {}\n{}",
+                    client.redact(&f.message),
+                    hint(&f, platform.name())
+                );
                 return false;
             }
         }
     }
     if let Err(f) = platform.prepare(&client).await {
-        let _ = writeln!(out, "Setup FAILED: {}\n{}", client.redact(&f.message), hint(&f));
+        let _ = writeln!(out, "Setup FAILED: {}\n{}", client.redact(&f.message), hint(&f, platform.name()));
         return false;
     }
     let ev = QueuedEvent {
@@ -120,7 +130,7 @@ pub async fn run(cfg: &Config, out: &mut dyn Write) -> bool {
         }
         Some(f) => {
             let status = f.http_status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
-            let _ = writeln!(out, "FAILED{status}: {}\n{}", client.redact(&f.message), hint(&f));
+            let _ = writeln!(out, "FAILED{status}: {}\n{}", client.redact(&f.message), hint(&f, platform.name()));
             false
         }
     }

@@ -516,6 +516,12 @@ fn write(
         })
     };
     if let Some(status) = injected.filter(|s| !(200..300).contains(s)) {
+        if status == 409 && op == WriteOp::Create {
+            // On `create`, 409 means the document is there: an earlier attempt, whose answer the
+            // client never got, stored it. Store it now if absent, so the emulator never answers
+            // 409 for a document it does not hold (a client trusting the 409 would lose it).
+            let _ = write(cfg, st, index, Some(id.clone()), op, source, None);
+        }
         return Err(injected_failure(status, index, &id, source, fail));
     }
     if cfg.es_data_stream && op == WriteOp::Index {
@@ -1017,15 +1023,20 @@ mod tests {
         assert!(err(2)["reason"].as_str().unwrap().starts_with("failed to parse field [event_type]"));
         assert_eq!(err(3)["type"], "unavailable_shards_exception");
         assert_eq!(err(4)["type"], "version_conflict_engine_exception");
-        assert_eq!(emu.events(), vec![json!({"event_type":"t0"}), json!({"event_type":"t5"})]);
-        // Only the failed items are resent, and now they land.
-        let resend: String = [1, 2, 3]
+        // A 409 on create means the document exists: e4 was stored "by an earlier attempt".
+        assert_eq!(
+            emu.events(),
+            vec![json!({"event_type":"t0"}), json!({"event_type":"t4"}), json!({"event_type":"t5"})]
+        );
+        // Only the failed items are resent, and now they land; e4 again is a real 409.
+        let resend: String = [1, 2, 3, 4]
             .iter()
             .map(|n| format!("{{\"create\":{{\"_index\":\"auth\",\"_id\":\"e{n}\"}}}}\n{{\"event_type\":\"t{n}\"}}\n"))
             .collect();
         let (_, v) = bulk(&emu, "/_bulk", &resend).await;
-        assert_eq!(statuses(&v), vec![201, 201, 201]);
-        assert_eq!(emu.event_count(), 5);
+        assert_eq!(statuses(&v), vec![201, 201, 201, 409]);
+        assert_eq!(emu.event_count(), 6);
+        assert_eq!(emu.es_documents().len(), 6);
     }
 
     #[tokio::test]

@@ -138,6 +138,10 @@ pub enum Fault {
     },
     /// Read the request, answer nothing for this long, then 503.
     Hang(Duration),
+    /// Process the request normally (its events are accepted and recorded), then hold the
+    /// answer this long: a SIEM that stored the data but whose answer is late, or never reaches
+    /// a client that times out or dies meanwhile.
+    SlowAnswer(Duration),
     /// Drop the connection without answering.
     CloseConnection,
     /// Answer with this status and `Location`.
@@ -156,8 +160,9 @@ pub enum Fault {
     /// The next HEC event request's ackId never turns true.
     SplunkAckNever,
     /// Per-item statuses for the next ES bulk request. 2xx means "process normally"; other
-    /// statuses get realistic error bodies and the item is not stored. Items past the end of
-    /// the list are processed normally.
+    /// statuses get realistic error bodies and the item is not stored, except 409 on `create`,
+    /// which means the document already exists: it is stored first if absent, as by an earlier
+    /// attempt whose answer was lost. Items past the end of the list are processed normally.
     EsItems(Vec<u16>),
 }
 
@@ -817,7 +822,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         let (reply, after) = match transport {
             Some(t) => t,
             None => {
-                let platform_fault = taken.as_ref().map(|(f, _)| f).filter(|f| fits(kind, f));
+                let slow = match &taken {
+                    Some((Fault::SlowAnswer(d), _)) => Some(*d),
+                    _ => None,
+                };
+                let platform_fault = taken.as_ref().map(|(f, _)| f).filter(|f| fits(kind, f) && slow.is_none());
                 let h = match kind {
                     Kind::Generic => generic::handle(&mut st, &req),
                     Kind::SplunkHec => splunk_hec::handle(cfg, &mut st, &req, platform_fault),
@@ -827,12 +836,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 if let Some((f, one_shot)) = taken {
                     if !fits(kind, &f) {
                         tracing::warn!(fault = ?f, ?kind, "SIEM emulator: fault does not apply to this kind; dropped");
-                    } else if one_shot && !h.used_fault {
+                    } else if one_shot && !h.used_fault && slow.is_none() {
                         // E.g. EsItems while the client sent a single `_doc`: keep it for the next request.
                         st.faults.push_front(f);
                     }
                 }
-                (h.reply, After::Answer)
+                (h.reply, slow.map_or(After::Answer, After::Hang))
             }
         };
         rec.status = match after {
@@ -934,7 +943,7 @@ fn transport_fault(kind: Kind, f: &Fault) -> Option<(Reply, After)> {
             vendor_headers(kind, r)
         }
         Fault::SplunkBusy => splunk_hec::hec(9),
-        Fault::SplunkInvalidEventNumber { .. } | Fault::SplunkAckNever | Fault::EsItems(_) => return None,
+        Fault::SlowAnswer(_) | Fault::SplunkInvalidEventNumber { .. } | Fault::SplunkAckNever | Fault::EsItems(_) => return None,
     };
     Some((reply, After::Answer))
 }
@@ -1195,6 +1204,44 @@ mod tests {
         tokio::time::timeout(LONG, emu.stop())
             .await
             .expect("stop closes hanging connections");
+    }
+
+    #[tokio::test]
+    async fn slow_answer_fault_accepts_the_events_and_answers_only_after_the_delay() {
+        let emu = start(EmulatorConfig::new(Kind::Generic)).await;
+        emu.push_fault(Fault::SlowAnswer(Duration::from_millis(300)));
+        let t = Instant::now();
+        assert_eq!(post_json(&emu, r#"{"n":1}"#).await.unwrap().status(), 200);
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        assert_eq!(emu.events(), vec![json!({"n":1})]);
+        assert_eq!(emu.requests()[0].status, 200);
+        // One-shot, and never put back for a later request.
+        assert_eq!(post_json(&emu, r#"{"n":2}"#).await.unwrap().status(), 200);
+        assert!(emu.shared.lock().faults.is_empty());
+        assert_eq!(emu.event_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn slow_answer_fault_records_the_events_before_the_client_gives_up() {
+        let emu = start(EmulatorConfig::new(Kind::Generic)).await;
+        emu.push_fault(Fault::SlowAnswer(Duration::from_secs(3600)));
+        let c = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let err = c
+            .post(emu.url())
+            .header("content-type", "application/json")
+            .body(r#"{"n":1}"#)
+            .send()
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        assert!(emu.wait_for_events(1, LONG).await, "stored although the answer never came");
+        tokio::time::timeout(LONG, emu.stop())
+            .await
+            .expect("stop closes the held connection");
     }
 
     #[tokio::test]

@@ -18,6 +18,9 @@
 //! permanent rejection of that event; it never re-sends an event the SIEM already acknowledged
 //! within this process; a config change is picked up between requests, so a fixed credential
 //! or URL applies to the very next attempt, and `enabled: false` stops new requests at once.
+//! A stop waits for the request in flight, but not for a confirmation still pending (Splunk
+//! indexer ack can take up to `ack_timeout`): that request's events stay queued and are sent
+//! again at the next start, which is the only way a graceful stop can resend.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -282,8 +285,22 @@ impl Delivery {
             Err(f) => Verdict::Retry(f.clone()),
         };
         if let (Ok(r), Verdict::Delivered | Verdict::PerEvent(_)) = (&resp, &verdict) {
-            if let Err(f) = platform.confirm(&client, r).await {
-                verdict = Verdict::Retry(f);
+            // Confirmation (Splunk indexer ack) can take up to its timeout, a minute by default:
+            // a stop does not wait for it. The request stays undone, so its events stay queued
+            // and go again at the next start. `biased`: a platform that confirms at once is
+            // always applied, so a graceful stop still resends nothing there.
+            let mut sd = self.shutdown.clone();
+            tokio::select! {
+                biased;
+                c = platform.confirm(&client, r) => {
+                    if let Err(f) = c {
+                        verdict = Verdict::Retry(f);
+                    }
+                }
+                _ = sd.wait() => {
+                    tracing::warn!(target: "sink", events = n, "stopping before the SIEM confirmed the last request; its events stay queued and are sent again at the next start, so they may be duplicated");
+                    return Next::Idle;
+                }
             }
         }
         self.apply(sent, verdict, &client)

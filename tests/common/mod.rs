@@ -349,3 +349,59 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs `sendauth-siem test` with a config rendered from `c`; returns (exit code, stdout+stderr).
+pub async fn run_test_command(c: &Cfg) -> (i32, String) {
+    let env = TestEnv::new();
+    env.write_config(c);
+    let conf = env.config.to_str().unwrap().to_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || cli(&["test", "--config", &conf]))
+        .await
+        .unwrap();
+    (code, format!("{out}{err}"))
+}
+
+/// `sendauth-siem dead-letter list --json`, one value per entry.
+pub fn dead_letters(env: &TestEnv) -> Vec<Value> {
+    let (code, out, err) = cli(&["dead-letter", "list", "--config", env.config.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "dead-letter list failed: {out}{err}");
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The value of an unlabelled Prometheus sample from `/metrics`.
+pub async fn metric(port: u16, name: &str) -> f64 {
+    let (_, text) = get(port, "/metrics").await.expect("metrics answer");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+/// Asserts that none of `secrets` shows up in the agent's log, status or metrics.
+pub async fn assert_no_secrets(agent: &AgentProc, secrets: &[&str]) {
+    let logs = agent.logs();
+    let status = agent.status().await.to_string();
+    let metrics = get(agent.port, "/metrics").await.unwrap().1;
+    for s in secrets {
+        assert!(!logs.contains(s), "secret {s:?} in the log:\n{logs}");
+        assert!(!status.contains(s), "secret {s:?} in the status: {status}");
+        assert!(!metrics.contains(s), "secret {s:?} in the metrics");
+    }
+}
+
+/// An RFC 3339 timestamp as epoch seconds (what Splunk's `time` must hold).
+pub fn epoch_seconds(ts: &str) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(ts).unwrap().timestamp_millis() as f64 / 1000.0
+}
+
+/// The event `event(i)` as JSON.
+pub fn event_json(i: usize) -> Value {
+    serde_json::from_str(&event(i)).unwrap()
+}
+
+/// The POST requests whose path (with query) starts with `prefix`, in the order answered.
+pub fn ingest_requests(reqs: &[sendauth_siem::emulator::RecordedRequest], prefix: &str) -> Vec<sendauth_siem::emulator::RecordedRequest> {
+    reqs.iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with(prefix))
+        .cloned()
+        .collect()
+}
