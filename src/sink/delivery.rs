@@ -36,6 +36,9 @@ use crate::sink::http::HttpClient;
 use crate::sink::platform::{EventOutcome, Failure, FailureKind, Platform, Verdict};
 use crate::status::{ConfigView, StatusHub};
 
+/// How long a stop waits for the request in flight before leaving it to the next start.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 enum ItemState {
     Pending,
     Delivered,
@@ -238,7 +241,11 @@ impl Delivery {
             }
             let linger = self.delivery_cfg().linger;
             if !linger.is_zero() && batch.len() < max_events {
-                tokio::time::sleep(linger).await;
+                let mut sd = self.shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(linger) => {}
+                    _ = sd.wait() => return Next::Idle,
+                }
                 if let Ok(b) = self.queue.read(self.cursor, max_events.max(1), max_bytes.max(1)) {
                     if b.len() > batch.len() {
                         batch = b;
@@ -274,7 +281,17 @@ impl Delivery {
         let n = req.events.clamp(1, limit);
         let sent = &pending[..n];
         let started = Instant::now();
-        let resp = client.send(&req).await;
+        // A stop lets the request in flight finish (so nothing is resent), but waits at most
+        // SHUTDOWN_GRACE for it: process supervisors (Kubernetes, systemd) kill after ~30 s,
+        // and a hanging SIEM must not turn a graceful stop into a SIGKILL.
+        let mut sd = self.shutdown.clone();
+        let resp = tokio::select! {
+            r = client.send(&req) => r,
+            _ = async { sd.wait().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                tracing::warn!(target: "sink", events = n, "stopping while a request is still unanswered after {SHUTDOWN_GRACE:?}; its events stay queued and are sent again at the next start, so they may be duplicated");
+                return Next::Idle;
+            }
+        };
         self.status.metrics.observe_latency(started.elapsed());
         self.status
             .metrics
