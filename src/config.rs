@@ -20,7 +20,10 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-/// A secret string (password, token, a Sumo Logic URL). Never printed.
+/// A secret string (password, token, a Sumo Logic URL, a pseudonymisation key). Never printed;
+/// its bytes, including spare capacity, are overwritten with zeros when it is dropped (through
+/// `zeroize`, whose volatile writes the optimiser cannot remove). Best effort: copies that
+/// libraries make (an HTTP header value, the YAML parser's tree) are outside its reach.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -41,13 +44,7 @@ impl fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        // Best-effort zeroize: overwrite the bytes before the allocation is freed.
-        // SAFETY: writing zero bytes keeps the string valid UTF-8.
-        unsafe {
-            for b in self.0.as_bytes_mut() {
-                std::ptr::write_volatile(b, 0);
-            }
-        }
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -291,6 +288,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub status: StatusConfig,
     pub log: LogConfig,
+    /// Dotted keys of the secrets written literally in the file, e.g. `siem.auth.header`.
+    pub inline_secrets: Vec<String>,
 }
 
 /// Every problem found in a config, each naming its dotted key.
@@ -336,15 +335,20 @@ impl Config {
             }
         };
         let errs = Rc::new(RefCell::new(Vec::new()));
+        let inline = Rc::new(RefCell::new(Vec::new()));
         let cfg = {
             let mut root = Node::root(root, errs.clone(), env);
+            root.inline = inline.clone();
             let cfg = parse_root(&mut root);
             root.finish();
             cfg
         };
         let mut errs = errs.take();
         match cfg {
-            Some(c) if errs.is_empty() => Ok(c),
+            Some(mut c) if errs.is_empty() => {
+                c.inline_secrets = inline.take();
+                Ok(c)
+            }
             _ => {
                 if errs.is_empty() {
                     errs.push("config is incomplete".into());
@@ -360,6 +364,8 @@ struct Node<'e> {
     path: String,
     map: BTreeMap<String, Value>,
     errs: Rc<RefCell<Vec<String>>>,
+    /// Dotted keys of secrets written literally in the file (not `${VAR}`, not `*_file`).
+    inline: Rc<RefCell<Vec<String>>>,
     env: &'e dyn Fn(&str) -> Option<String>,
 }
 
@@ -369,6 +375,7 @@ impl<'e> Node<'e> {
             path: String::new(),
             map: BTreeMap::new(),
             errs,
+            inline: Rc::default(),
             env,
         };
         match v {
@@ -423,6 +430,7 @@ impl<'e> Node<'e> {
                     path,
                     map,
                     errs: self.errs.clone(),
+                    inline: self.inline.clone(),
                     env: self.env,
                 })
             }
@@ -574,9 +582,21 @@ impl<'e> Node<'e> {
         default
     }
 
+    /// Records `k` as an inline secret when its raw value is a literal (no `${VAR}` in it), so
+    /// `run` can warn when such a file is readable by others.
+    fn note_if_literal(&mut self, k: &str) {
+        if let Some(Value::String(raw)) = self.map.get(k) {
+            if !raw.contains("${") {
+                let key = self.key(k);
+                self.inline.borrow_mut().push(key);
+            }
+        }
+    }
+
     /// A secret that may be given inline (`key`) or from a file (`key_file`).
     fn secret(&mut self, k: &str) -> Option<Secret> {
         let file_key = format!("{k}_file");
+        self.note_if_literal(k);
         let inline = self.string(k);
         let file = self.string(&file_key);
         match (inline, file) {
@@ -586,7 +606,10 @@ impl<'e> Node<'e> {
             }
             (Some(v), None) => Some(Secret::new(v)),
             (None, Some(path)) => match std::fs::read_to_string(&path) {
-                Ok(s) => Some(Secret::new(s.trim_end_matches(['\n', '\r']).to_string())),
+                Ok(s) => {
+                    let s = Secret::new(s);
+                    Some(Secret::new(s.expose().trim_end_matches(['\n', '\r'])))
+                }
                 Err(e) => {
                     self.err(&file_key, format!("cannot read secret file {path}: {e}"));
                     None
@@ -833,11 +856,13 @@ fn parse_root(root: &mut Node) -> Option<Config> {
         delivery: delivery?,
         status,
         log,
+        inline_secrets: Vec::new(),
     })
 }
 
 fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     let enabled = n.bool("enabled", true);
+    let url_literal = matches!(n.map.get("url"), Some(Value::String(s)) if !s.contains("${"));
     let url = n
         .required_string("url", "set siem.url to your SIEM's HTTP(S) endpoint")
         .and_then(|s| match reqwest::Url::parse(s.trim()) {
@@ -1105,6 +1130,12 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     }
     if let Some(u) = &url {
         check_platform(n, u, platform, &splunk_hec, &elasticsearch, &sumo_logic);
+        // A Sumo Logic HTTP Source URL is its credential.
+        let sumo = platform == Platform::SumoLogic || (platform == Platform::Auto && Platform::infer_from_url(u) == Platform::SumoLogic);
+        if sumo && url_literal {
+            let key = n.key("url");
+            n.inline.borrow_mut().push(key);
+        }
     }
     Some(SiemConfig {
         enabled,
@@ -1437,6 +1468,47 @@ mod tests {
         let text = MINIMAL.replace("{ path: /tmp/x.sock }", "{ path: /tmp/x.sock, mode: 0600 }");
         let c = Config::parse_with_env(&text, &env).unwrap();
         assert_eq!(c.sources.socket.unwrap().mode, 0o600);
+    }
+
+    #[test]
+    fn literal_secrets_are_listed_but_env_and_file_secrets_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\n").unwrap();
+        let text = MINIMAL.replace(
+            "  url: https://siem.example.com/collector\n",
+            &format!(
+                "  url: https://siem.example.com/collector\n  auth:\n    basic: {{ username: u, password_file: {} }}\n",
+                pw.display()
+            ),
+        );
+        let c = Config::parse_with_env(&text, &env).unwrap();
+        assert!(c.inline_secrets.is_empty(), "{:?}", c.inline_secrets);
+        assert_eq!(
+            c.siem.auth,
+            Auth::Basic {
+                username: "u".into(),
+                password: Secret::new("from-file")
+            }
+        );
+        let text = MINIMAL.replace(
+            "  url: https://siem.example.com/collector\n",
+            "  url: https://siem.example.com/collector\n  auth:\n    header: \"Authorization: Bearer ${HEC_TOKEN}\"\n",
+        );
+        assert!(Config::parse_with_env(&text, &env).unwrap().inline_secrets.is_empty());
+        let text = MINIMAL.replace(
+            "  url: https://siem.example.com/collector\n",
+            "  url: https://siem.example.com/collector\n  auth:\n    basic: { username: u, password: hunter2 }\n",
+        );
+        assert_eq!(
+            Config::parse_with_env(&text, &env).unwrap().inline_secrets,
+            ["siem.auth.basic.password"]
+        );
+        let text = MINIMAL.replace(
+            "https://siem.example.com/collector",
+            "https://c.sumologic.com/receiver/v1/http/ZaVnC4tok",
+        );
+        assert_eq!(Config::parse_with_env(&text, &env).unwrap().inline_secrets, ["siem.url"]);
     }
 
     #[test]
