@@ -2,7 +2,8 @@
 //! config reloader, and stops them in order on SIGTERM/SIGINT.
 //!
 //! Config changes arrive on a `watch` channel; this module's supervisor restarts a source only
-//! when its own settings changed, and re-binds the status listener when `status.listen`
+//! when its own settings or the rules it applies to lines (`max_event_bytes`, `transform`)
+//! changed, and re-binds the status listener when `status.listen`
 //! changed. The sink watches the channel itself. Nothing restarts the process.
 //!
 //! Shutdown order: sources stop first (the file source finishes the chunk it is committing;
@@ -23,6 +24,7 @@ use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::sink::delivery::Delivery;
 use crate::source::file::FileSource;
 use crate::status::{ConfigView, StatusHub};
+use crate::transform::Transform;
 
 /// Called with `log.level` whenever it changes.
 pub type LogLevelHook = Box<dyn Fn(&str) + Send + Sync>;
@@ -129,9 +131,25 @@ impl Agent {
     }
 }
 
+/// What every source applies to its lines besides its own settings: a change restarts it.
+#[derive(Clone, PartialEq)]
+struct LineRules {
+    max_event_bytes: usize,
+    transform: Option<Arc<Transform>>,
+}
+
+impl LineRules {
+    fn of(cfg: &Config) -> LineRules {
+        LineRules {
+            max_event_bytes: cfg.sources.max_event_bytes,
+            transform: cfg.transform.clone().map(Arc::new),
+        }
+    }
+}
+
 struct SocketTask {
     cfg: SocketSourceConfig,
-    max_event_bytes: usize,
+    rules: LineRules,
     trigger: ShutdownTrigger,
     handle: JoinHandle<()>,
 }
@@ -141,7 +159,7 @@ struct Supervisor {
     status: Arc<StatusHub>,
     cfg: watch::Receiver<Arc<Config>>,
     shutdown: Shutdown,
-    file: Option<(crate::config::FileSourceConfig, usize, FileSource)>,
+    file: Option<(crate::config::FileSourceConfig, LineRules, FileSource)>,
     socket: Option<SocketTask>,
     log_hook: Option<LogLevelHook>,
 }
@@ -202,11 +220,11 @@ impl Supervisor {
     /// Starts, stops or restarts sources to match the current config.
     fn apply_sources(&mut self) -> Result<(), crate::source::socket::SocketError> {
         let cfg = self.cfg.borrow().clone();
-        let max = cfg.sources.max_event_bytes;
+        let rules = LineRules::of(&cfg);
         // File source.
         let want_file = cfg.sources.file.clone();
         let same_file = match (&self.file, &want_file) {
-            (Some((c, m, _)), Some(w)) => c == w && *m == max,
+            (Some((c, r, _)), Some(w)) => c == w && *r == rules,
             (None, None) => true,
             _ => false,
         };
@@ -218,18 +236,19 @@ impl Supervisor {
             if let Some(w) = want_file {
                 let f = FileSource::spawn(
                     w.clone(),
-                    max,
+                    rules.max_event_bytes,
+                    rules.transform.clone(),
                     self.queue.clone(),
                     self.status.clone(),
                     tokio::runtime::Handle::current(),
                 );
-                self.file = Some((w, max, f));
+                self.file = Some((w, rules.clone(), f));
             }
         }
         // Socket source.
         let want_sock = cfg.sources.socket.clone();
         let same_sock = match (&self.socket, &want_sock) {
-            (Some(s), Some(w)) => s.cfg == *w && s.max_event_bytes == max,
+            (Some(s), Some(w)) => s.cfg == *w && s.rules == rules,
             (None, None) => true,
             _ => false,
         };
@@ -252,14 +271,15 @@ impl Supervisor {
                 let handle = tokio::spawn(crate::source::socket::serve(
                     l,
                     w.clone(),
-                    max,
+                    rules.max_event_bytes,
+                    rules.transform.clone(),
                     self.queue.clone(),
                     self.status.clone(),
                     sd,
                 ));
                 self.socket = Some(SocketTask {
                     cfg: w,
-                    max_event_bytes: max,
+                    rules,
                     trigger,
                     handle,
                 });

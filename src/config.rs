@@ -20,7 +20,12 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-/// A secret string (password, token, a Sumo Logic URL). Never printed.
+use crate::transform::{FieldPath, HashRule, Transform, TruncateIp, COMMON_FIELDS};
+
+/// A secret string (password, token, a Sumo Logic URL, a pseudonymisation key). Never printed;
+/// its bytes, including spare capacity, are overwritten with zeros when it is dropped (through
+/// `zeroize`, whose volatile writes the optimiser cannot remove). Best effort: copies that
+/// libraries make (an HTTP header value, the YAML parser's tree) are outside its reach.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -41,13 +46,7 @@ impl fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        // Best-effort zeroize: overwrite the bytes before the allocation is freed.
-        // SAFETY: writing zero bytes keeps the string valid UTF-8.
-        unsafe {
-            for b in self.0.as_bytes_mut() {
-                std::ptr::write_volatile(b, 0);
-            }
-        }
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -293,6 +292,10 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub status: StatusConfig,
     pub log: LogConfig,
+    /// Privacy rules applied to each event before it is queued (`None`: events pass unchanged).
+    pub transform: Option<Transform>,
+    /// Dotted keys of the secrets written literally in the file, e.g. `siem.auth.header`.
+    pub inline_secrets: Vec<String>,
 }
 
 /// Every problem found in a config, each naming its dotted key.
@@ -338,15 +341,20 @@ impl Config {
             }
         };
         let errs = Rc::new(RefCell::new(Vec::new()));
+        let inline = Rc::new(RefCell::new(Vec::new()));
         let cfg = {
             let mut root = Node::root(root, errs.clone(), env);
+            root.inline = inline.clone();
             let cfg = parse_root(&mut root);
             root.finish();
             cfg
         };
         let mut errs = errs.take();
         match cfg {
-            Some(c) if errs.is_empty() => Ok(c),
+            Some(mut c) if errs.is_empty() => {
+                c.inline_secrets = inline.take();
+                Ok(c)
+            }
             _ => {
                 if errs.is_empty() {
                     errs.push("config is incomplete".into());
@@ -362,6 +370,8 @@ struct Node<'e> {
     path: String,
     map: BTreeMap<String, Value>,
     errs: Rc<RefCell<Vec<String>>>,
+    /// Dotted keys of secrets written literally in the file (not `${VAR}`, not `*_file`).
+    inline: Rc<RefCell<Vec<String>>>,
     env: &'e dyn Fn(&str) -> Option<String>,
 }
 
@@ -371,6 +381,7 @@ impl<'e> Node<'e> {
             path: String::new(),
             map: BTreeMap::new(),
             errs,
+            inline: Rc::default(),
             env,
         };
         match v {
@@ -425,6 +436,7 @@ impl<'e> Node<'e> {
                     path,
                     map,
                     errs: self.errs.clone(),
+                    inline: self.inline.clone(),
                     env: self.env,
                 })
             }
@@ -563,6 +575,39 @@ impl<'e> Node<'e> {
         }
     }
 
+    /// A list of dotted field paths (`[subject, location.city]`); `None` when absent.
+    fn field_paths(&mut self, k: &str) -> Option<Vec<FieldPath>> {
+        let v = self.map.remove(k)?;
+        let items = match v {
+            Value::Null => return None,
+            Value::Sequence(items) => items,
+            other => {
+                self.err(
+                    k,
+                    format!(
+                        "expected a list of field names like [subject, location.city], got {}",
+                        describe(&other)
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match item {
+                Value::String(s) => match FieldPath::parse(&s) {
+                    Some(p) => out.push(p),
+                    None => self.err(
+                        &format!("{k}[{i}]"),
+                        format!("{s:?} is not a field name; use names separated by dots, like location.city"),
+                    ),
+                },
+                other => self.err(&format!("{k}[{i}]"), format!("expected a field name, got {}", describe(&other))),
+            }
+        }
+        Some(out)
+    }
+
     /// One of a fixed set of words.
     fn choice<T: Copy>(&mut self, k: &str, default: T, options: &[(&str, T)]) -> T {
         let Some(s) = self.string(k) else { return default };
@@ -576,9 +621,21 @@ impl<'e> Node<'e> {
         default
     }
 
+    /// Records `k` as an inline secret when its raw value is a literal (no `${VAR}` in it), so
+    /// `run` can warn when such a file is readable by others.
+    fn note_if_literal(&mut self, k: &str) {
+        if let Some(Value::String(raw)) = self.map.get(k) {
+            if !raw.contains("${") {
+                let key = self.key(k);
+                self.inline.borrow_mut().push(key);
+            }
+        }
+    }
+
     /// A secret that may be given inline (`key`) or from a file (`key_file`).
     fn secret(&mut self, k: &str) -> Option<Secret> {
         let file_key = format!("{k}_file");
+        self.note_if_literal(k);
         let inline = self.string(k);
         let file = self.string(&file_key);
         match (inline, file) {
@@ -588,7 +645,10 @@ impl<'e> Node<'e> {
             }
             (Some(v), None) => Some(Secret::new(v)),
             (None, Some(path)) => match std::fs::read_to_string(&path) {
-                Ok(s) => Some(Secret::new(s.trim_end_matches(['\n', '\r']).to_string())),
+                Ok(s) => {
+                    let s = Secret::new(s);
+                    Some(Secret::new(s.expose().trim_end_matches(['\n', '\r'])))
+                }
                 Err(e) => {
                     self.err(&file_key, format!("cannot read secret file {path}: {e}"));
                     None
@@ -828,6 +888,11 @@ fn parse_root(root: &mut Node) -> Option<Config> {
         }
         LogConfig { format, level }
     };
+    let transform = root.child("transform").and_then(|mut n| {
+        let t = parse_transform(&mut n);
+        n.finish();
+        t
+    });
     Some(Config {
         siem: siem?,
         sources: sources?,
@@ -835,11 +900,109 @@ fn parse_root(root: &mut Node) -> Option<Config> {
         delivery: delivery?,
         status,
         log,
+        transform,
+        inline_secrets: Vec::new(),
     })
+}
+
+/// The `transform:` section (see `transform.rs` for what each rule does). Rules are checked
+/// against each other so that none silently does nothing.
+fn parse_transform(n: &mut Node) -> Option<Transform> {
+    let allow = n.field_paths("allow");
+    let drop = n.field_paths("drop").unwrap_or_default();
+    let truncate_ip = n.child("truncate_ip").map(|mut t| {
+        let fields = t
+            .field_paths("fields")
+            .unwrap_or_else(|| vec![FieldPath(vec!["ip_address".into()])]);
+        let ipv4_prefix = t.uint("ipv4_prefix", 24, 0, 32) as u8;
+        let ipv6_prefix = t.uint("ipv6_prefix", 48, 0, 128) as u8;
+        t.finish();
+        TruncateIp {
+            fields,
+            ipv4_prefix,
+            ipv6_prefix,
+        }
+    });
+    let hash = n.child("hash").and_then(|mut h| {
+        let fields = h.field_paths("fields");
+        let key = h.secret("key");
+        if fields.as_ref().is_none_or(|f| f.is_empty()) && !h.has_error_under("fields") {
+            h.err("fields", "required; list the fields to pseudonymise, e.g. [subject]");
+        }
+        match &key {
+            None if !h.has_error_under("key") => h.err(
+                "key",
+                "required; set key: \"${PSEUDONYM_KEY}\" or key_file (e.g. from `openssl rand -hex 32`)",
+            ),
+            Some(k) if k.expose().len() < 16 => h.err(
+                "key",
+                "is too short: use at least 16 random characters (e.g. `openssl rand -hex 32`), or pseudonyms can be reversed by guessing",
+            ),
+            _ => {}
+        }
+        h.finish();
+        Some(HashRule {
+            fields: fields?,
+            key: key?,
+        })
+    });
+    let is_common = |p: &FieldPath| COMMON_FIELDS.contains(&p.root());
+    for (i, p) in drop.iter().enumerate() {
+        if is_common(p) {
+            n.err(
+                &format!("drop[{i}]"),
+                format!("{p} is one of the four common fields (event_type, timestamp, org_id, transaction_id) that every event keeps"),
+            );
+        }
+    }
+    let truncated: Vec<&FieldPath> = truncate_ip.iter().flat_map(|t| &t.fields).collect();
+    let hashed: Vec<&FieldPath> = hash.iter().flat_map(|h| &h.fields).collect();
+    for (key, fields) in [("truncate_ip.fields", &truncated), ("hash.fields", &hashed)] {
+        for (i, p) in fields.iter().enumerate() {
+            let at = format!("{key}[{i}]");
+            if key == "truncate_ip.fields" && is_common(p) {
+                n.err(&at, format!("{p} is a common field, not an IP address"));
+            }
+            if key == "hash.fields" && (p.root() == "event_type" || p.root() == "timestamp") {
+                n.err(
+                    &at,
+                    format!("{p} cannot be hashed: the SIEM needs event_type and timestamp as they are (org_id and transaction_id may be hashed)"),
+                );
+            }
+            if let Some(d) = drop.iter().find(|d| d.covers(p)) {
+                n.err(
+                    &at,
+                    format!("{p} is removed by transform.drop ({d}), so this rule would never apply"),
+                );
+            }
+            if let Some(a) = &allow {
+                if !is_common(p) && !a.iter().any(|a| a.covers(p)) {
+                    n.err(&at, format!("{p} is not kept by transform.allow; add it there or remove this rule"));
+                }
+            }
+        }
+    }
+    for p in &truncated {
+        if hashed.iter().any(|h| h.covers(p) || p.covers(h)) {
+            n.err(
+                "hash.fields",
+                format!("{p} is also in transform.truncate_ip.fields; choose one rule per field"),
+            );
+        }
+    }
+    let t = Transform {
+        allow,
+        drop,
+        truncate_ip,
+        hash,
+    };
+    let empty = t.allow.is_none() && t.drop.is_empty() && t.truncate_ip.is_none() && t.hash.is_none();
+    (!empty).then_some(t)
 }
 
 fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     let enabled = n.bool("enabled", true);
+    let url_literal = matches!(n.map.get("url"), Some(Value::String(s)) if !s.contains("${"));
     let url = n
         .required_string("url", "set siem.url to your SIEM's HTTP(S) endpoint")
         .and_then(|s| match reqwest::Url::parse(s.trim()) {
@@ -1107,6 +1270,12 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     }
     if let Some(u) = &url {
         check_platform(n, u, platform, &splunk_hec, &elasticsearch, &sumo_logic);
+        // A Sumo Logic HTTP Source URL is its credential.
+        let sumo = platform == Platform::SumoLogic || (platform == Platform::Auto && Platform::infer_from_url(u) == Platform::SumoLogic);
+        if sumo && url_literal {
+            let key = n.key("url");
+            n.inline.borrow_mut().push(key);
+        }
     }
     Some(SiemConfig {
         enabled,
@@ -1440,6 +1609,104 @@ mod tests {
         let text = MINIMAL.replace("{ path: /tmp/x.sock }", "{ path: /tmp/x.sock, mode: 0600 }");
         let c = Config::parse_with_env(&text, &env).unwrap();
         assert_eq!(c.sources.socket.unwrap().mode, 0o600);
+    }
+
+    #[test]
+    fn literal_secrets_are_listed_but_env_and_file_secrets_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\n").unwrap();
+        let text = MINIMAL.replace(
+            "  url: https://siem.example.com/collector\n",
+            &format!(
+                "  url: https://siem.example.com/collector\n  auth:\n    basic: {{ username: u, password_file: {} }}\n",
+                pw.display()
+            ),
+        );
+        let c = Config::parse_with_env(&text, &env).unwrap();
+        assert!(c.inline_secrets.is_empty(), "{:?}", c.inline_secrets);
+        assert_eq!(
+            c.siem.auth,
+            Auth::Basic {
+                username: "u".into(),
+                password: Secret::new("from-file")
+            }
+        );
+        let text = MINIMAL.replace(
+            "  url: https://siem.example.com/collector\n",
+            "  url: https://siem.example.com/collector\n  auth:\n    header: \"Authorization: Bearer ${HEC_TOKEN}\"\n",
+        );
+        assert!(Config::parse_with_env(&text, &env).unwrap().inline_secrets.is_empty());
+        let text = MINIMAL.replace(
+            "  url: https://siem.example.com/collector\n",
+            "  url: https://siem.example.com/collector\n  auth:\n    basic: { username: u, password: hunter2 }\n",
+        );
+        assert_eq!(
+            Config::parse_with_env(&text, &env).unwrap().inline_secrets,
+            ["siem.auth.basic.password"]
+        );
+        let text = MINIMAL.replace(
+            "https://siem.example.com/collector",
+            "https://c.sumologic.com/receiver/v1/http/ZaVnC4tok",
+        );
+        assert_eq!(Config::parse_with_env(&text, &env).unwrap().inline_secrets, ["siem.url"]);
+    }
+
+    #[test]
+    fn transform_section_parses_with_defaults() {
+        let text = format!(
+            "{MINIMAL}transform:\n  drop: [location.city]\n  truncate_ip: {{}}\n  hash:\n    fields: [subject, org_id]\n    key: \"${{PSEUDONYM_KEY}}\"\n"
+        );
+        let env = |k: &str| (k == "PSEUDONYM_KEY").then(|| "k3y-0123456789abcdef".to_string());
+        let c = Config::parse_with_env(&text, &env).unwrap();
+        let t = c.transform.unwrap();
+        assert_eq!(t.drop, [FieldPath::parse("location.city").unwrap()]);
+        let ti = t.truncate_ip.unwrap();
+        assert_eq!(
+            (ti.fields[0].to_string(), ti.ipv4_prefix, ti.ipv6_prefix),
+            ("ip_address".into(), 24, 48)
+        );
+        let h = t.hash.unwrap();
+        assert_eq!(h.key.expose(), "k3y-0123456789abcdef");
+        assert_eq!(h.fields.len(), 2);
+        assert!(c.inline_secrets.is_empty());
+        // No section, or an empty one: no transform at all.
+        assert!(Config::parse_with_env(MINIMAL, &env).unwrap().transform.is_none());
+        assert!(Config::parse_with_env(&format!("{MINIMAL}transform: {{}}\n"), &env)
+            .unwrap()
+            .transform
+            .is_none());
+    }
+
+    #[test]
+    fn transform_rules_that_could_not_work_are_config_errors() {
+        let text = format!(
+            "{MINIMAL}transform:\n  allow: [subject, location.country]\n  drop: [org_id, location, 7, \"a..b\"]\n  truncate_ip:\n    fields: [timestamp, ip_address]\n    ipv4_prefix: 40\n  hash:\n    fields: [event_type, location.city, ip_address]\n    key: tiny-k3y\n    salt: x\n"
+        );
+        let e = Config::parse_with_env(&text, &env).unwrap_err();
+        let all = e.to_string();
+        for want in [
+            "transform.drop[0]: org_id is one of the four common fields",
+            "transform.drop[2]: expected a field name, got the number 7",
+            "transform.drop[3]: \"a..b\" is not a field name",
+            "transform.truncate_ip.ipv4_prefix: 40 is out of range",
+            "transform.truncate_ip.fields[0]: timestamp is a common field, not an IP address",
+            "transform.truncate_ip.fields[1]: ip_address is not kept by transform.allow",
+            "transform.hash.fields[0]: event_type cannot be hashed",
+            "transform.hash.fields[1]: location.city is removed by transform.drop (location)",
+            "transform.hash.key: is too short",
+            "transform.hash.salt: unknown key",
+            "transform.hash.fields: ip_address is also in transform.truncate_ip.fields",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        assert!(!all.contains("tiny-k3y"), "the key leaked: {all}");
+        let text = format!("{MINIMAL}transform:\n  hash:\n    fields: [subject]\n");
+        let e = Config::parse_with_env(&text, &env).unwrap_err().to_string();
+        assert!(e.contains("transform.hash.key: required"), "{e}");
+        let text = format!("{MINIMAL}transform:\n  drop: subject\n");
+        let e = Config::parse_with_env(&text, &env).unwrap_err().to_string();
+        assert!(e.contains("transform.drop: expected a list of field names"), "{e}");
     }
 
     #[test]

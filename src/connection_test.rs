@@ -32,7 +32,7 @@ fn hint(f: &Failure, platform: &str) -> &'static str {
         FailureKind::Dns => "Next: check the host name in siem.url and this machine's DNS resolver.",
         FailureKind::ConnectionRefused => "Next: check the port in siem.url and that the SIEM's HTTP collector is enabled and listening.",
         FailureKind::Network => "Next: check firewalls and proxies between this host and the SIEM.",
-        FailureKind::Tls => "Next: fix the certificate chain (siem.tls.ca_file for a private CA) or use the host name the certificate names.",
+        FailureKind::Tls => "Next: follow the TLS advice above; `openssl s_client -connect HOST:PORT -showcerts` shows the certificates the SIEM presents.",
         FailureKind::Timeout => "Next: check that the SIEM is reachable from this host; raise siem.timeout if it is just slow.",
         FailureKind::Credentials => "Next: check siem.auth (token or password); it may be wrong, expired or disabled.",
         FailureKind::NotFound => "Next: check the path in siem.url (for Splunk: /services/collector/event; Elasticsearch: /<index>/_doc; Sumo Logic: the full HTTP Source URL).",
@@ -56,6 +56,12 @@ pub async fn run(cfg: &Config, out: &mut dyn Write) -> bool {
         let _ = writeln!(
             out,
             "Note: siem.enabled is false; the agent would not forward events now. Testing anyway."
+        );
+    }
+    if siem.tls.insecure_skip_verify {
+        let _ = writeln!(
+            out,
+            "WARNING: siem.tls.insecure_skip_verify is true: the SIEM's certificate is NOT checked, so anyone on the network path can read and alter events and credentials. Use siem.tls.ca_file instead."
         );
     }
     let client = match HttpClient::new(siem) {

@@ -44,6 +44,8 @@ pub enum Rejection {
     Empty,
     #[error("unterminated last line of a rotated or removed file (its newline never arrived)")]
     Unterminated,
+    #[error("the privacy transform could not be applied: {0}")]
+    Transform(String),
 }
 
 /// What validation learned about an accepted event.

@@ -18,3 +18,4 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod status_page;
+pub mod transform;

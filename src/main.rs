@@ -175,7 +175,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run(a) => {
             let cfg = load(&a.config)?;
             let handle = init_logging(cfg.log.format, &cfg.log.level);
-            warn_loose_permissions(&a.config);
+            warn_loose_permissions(&a.config, &cfg.inline_secrets);
             let rt = runtime()?;
             rt.block_on(async move {
                 let hook: Option<sendauth_siem::agent::LogLevelHook> = handle.map(|h| {
@@ -235,26 +235,25 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Warns when a config holding inline secrets is readable by group or others.
-fn warn_loose_permissions(path: &Path) {
+/// Warns when a config holding inline secrets (see `Config::inline_secrets`) is readable by
+/// group or others. Secrets from `${VAR}` or `*_file` keys are not in the file, so they do not
+/// count.
+fn warn_loose_permissions(path: &Path, inline_secrets: &[String]) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::metadata(path) else { return };
-    if meta.permissions().mode() & 0o077 == 0 {
+    if inline_secrets.is_empty() {
         return;
     }
-    let Ok(text) = std::fs::read_to_string(path) else { return };
-    let inline_secret = text.lines().any(|l| {
-        let t = l.trim_start();
-        (t.starts_with("password:") || t.starts_with("header:")) && !t.contains("${")
-    });
-    if inline_secret {
-        tracing::warn!(
-            "{} holds an inline secret and is readable by group or others (mode {:o}); run `chmod 600 {}` or use ${{VAR}} / *_file",
-            path.display(),
-            meta.permissions().mode() & 0o777,
-            path.display()
-        );
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return;
     }
+    tracing::warn!(
+        "{} holds secrets inline ({}) and is readable by group or others (mode {mode:o}); run `chmod 600 {}`, or move the secrets to ${{VAR}} references or *_file keys",
+        path.display(),
+        inline_secrets.join(", "),
+        path.display()
+    );
 }
 
 fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyhow::Result<ExitCode> {

@@ -13,7 +13,7 @@ use crate::queue::Counts;
 /// Upper bounds (seconds) of the request-latency histogram buckets.
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
-pub const REJECT_REASONS: [&str; 10] = [
+pub const REJECT_REASONS: [&str; 11] = [
     "too_large",
     "invalid_utf8",
     "not_an_object",
@@ -24,6 +24,7 @@ pub const REJECT_REASONS: [&str; 10] = [
     "too_deep",
     "empty",
     "unterminated",
+    "transform",
 ];
 
 pub fn reject_reason_label(r: &Rejection) -> &'static str {
@@ -38,6 +39,7 @@ pub fn reject_reason_label(r: &Rejection) -> &'static str {
         Rejection::TooDeep => "too_deep",
         Rejection::Empty => "empty",
         Rejection::Unterminated => "unterminated",
+        Rejection::Transform(_) => "transform",
     }
 }
 
@@ -46,7 +48,7 @@ pub struct Metrics {
     pub received_file: AtomicU64,
     pub received_socket: AtomicU64,
     pub unknown_type: AtomicU64,
-    rejected: [AtomicU64; 10],
+    rejected: [AtomicU64; 11],
     pub delivered: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub retries: AtomicU64,

@@ -333,6 +333,23 @@ fn open_sled(dir: &Path) -> Result<Store, QueueError> {
     })
 }
 
+/// How long `open` waits for a held database lock before reporting `Locked`.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// `open_sled`, waiting briefly while the lock is held. A queue this process has just closed
+/// keeps its lock until sled's background threads finish, a moment after `close` returns (the
+/// restart tests reopen at once and saw `Locked` on a loaded machine); another running agent
+/// holds it for good and is still reported after `LOCK_WAIT`.
+fn open_sled_waiting(dir: &Path) -> Result<Store, QueueError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match open_sled(dir) {
+            Err(QueueError::Locked(_)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            r => return r,
+        }
+    }
+}
+
 fn fsync_dir(dir: &Path) {
     if let Ok(f) = File::open(dir) {
         let _ = f.sync_all();
@@ -361,15 +378,7 @@ impl Queue {
         let _ = std::fs::remove_dir_all(&old_dir);
 
         let mut incident = None;
-        // Within one process, sled releases its file lock a moment after the last handle is
-        // dropped (its I/O thread pool may still hold the file): wait briefly for it.
-        let mut opened = open_sled(&store_dir);
-        let until = Instant::now() + Duration::from_secs(3);
-        while matches!(opened, Err(QueueError::Locked(_))) && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-            opened = open_sled(&store_dir);
-        }
-        let store = match opened {
+        let store = match open_sled_waiting(&store_dir) {
             Ok(s) => s,
             Err(QueueError::Locked(p)) => return Err(QueueError::Locked(p)),
             Err(e) => {

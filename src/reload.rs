@@ -151,6 +151,13 @@ fn changed_sections(a: &Config, b: &Config) -> Vec<&'static str> {
     if a.log != b.log {
         v.push("log");
     }
+    if a.transform != b.transform {
+        v.push("transform");
+    }
+    // A section added to Config but not listed above must still be applied.
+    if v.is_empty() && a != b {
+        v.push("other settings");
+    }
     v
 }
 

@@ -30,8 +30,8 @@
 //!   recovered rather than propagated;
 //! - `stop()` returns only once the listener and every connection are closed.
 //!
-//! Not reproduced anywhere: TLS (tests use plain http on loopback), HTTP/2, and timing
-//! behaviour such as server-side idle timeouts.
+//! Not reproduced here: TLS (the TLS tests put a rustls front, `tests/common/tls.rs`, before
+//! an emulator), HTTP/2, and timing behaviour such as server-side idle timeouts.
 
 mod elasticsearch;
 mod generic;

@@ -14,8 +14,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderName, HeaderValue};
 
-use crate::config::{Auth, SiemConfig};
+use zeroize::Zeroizing;
+
+use crate::config::{Auth, Secret, SiemConfig};
 use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Response};
+use crate::sink::tls_probe::{self, ProbeIdentity};
 
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
@@ -23,8 +26,13 @@ pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 pub struct HttpClient {
     client: reqwest::Client,
     auth: Option<(HeaderName, HeaderValue)>,
-    secrets: Vec<String>,
+    /// Every string that must never appear in a message, longest first (zeroized on drop).
+    secrets: Vec<Secret>,
     timeout: Duration,
+    connect_timeout: Duration,
+    min_tls: Option<String>,
+    /// The client certificate for the diagnostic handshake (`tls_probe`), when mTLS is set up.
+    probe_identity: Option<ProbeIdentity>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,13 +61,19 @@ impl HttpClient {
                 b = b.add_root_certificate(c);
             }
         }
+        let mut probe_identity = None;
         if let (Some(cert), Some(key)) = (&cfg.tls.client_cert, &cfg.tls.client_key) {
-            let mut pem =
+            let cert_pem =
                 std::fs::read(cert).map_err(|e| ClientBuildError(format!("siem.tls.client_cert: cannot read {}: {e}", cert.display())))?;
-            pem.push(b'\n');
-            pem.extend(
+            // The private key is zeroed when these buffers are dropped.
+            let key_pem = Zeroizing::new(
                 std::fs::read(key).map_err(|e| ClientBuildError(format!("siem.tls.client_key: cannot read {}: {e}", key.display())))?,
             );
+            let mut pem = Zeroizing::new(Vec::with_capacity(cert_pem.len() + key_pem.len() + 1));
+            pem.extend_from_slice(&cert_pem);
+            pem.push(b'\n');
+            pem.extend_from_slice(&key_pem);
+            probe_identity = ProbeIdentity::from_pem(&cert_pem, &key_pem);
             let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
                 ClientBuildError(format!(
                     "siem.tls.client_cert/client_key: not a usable PEM certificate and key: {e}"
@@ -83,11 +97,13 @@ impl HttpClient {
             Auth::None => None,
             Auth::Basic { username, password } => {
                 use base64::Engine;
-                let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
-                secrets.push(password.expose().to_string());
-                secrets.push(token.clone());
-                let mut v = HeaderValue::from_str(&format!("Basic {token}"))
-                    .map_err(|_| ClientBuildError("siem.auth.basic: invalid characters".into()))?;
+                let pair = Secret::new(format!("{username}:{}", password.expose()));
+                let token = Secret::new(base64::engine::general_purpose::STANDARD.encode(pair.expose()));
+                let header = Secret::new(format!("Basic {}", token.expose()));
+                secrets.push(password.clone());
+                secrets.push(token);
+                let mut v =
+                    HeaderValue::from_str(header.expose()).map_err(|_| ClientBuildError("siem.auth.basic: invalid characters".into()))?;
                 v.set_sensitive(true);
                 Some((reqwest::header::AUTHORIZATION, v))
             }
@@ -97,11 +113,11 @@ impl HttpClient {
                 let mut v = HeaderValue::from_str(value.expose())
                     .map_err(|_| ClientBuildError("siem.auth.header: invalid characters in the value".into()))?;
                 v.set_sensitive(true);
-                secrets.push(value.expose().to_string());
+                secrets.push(value.clone());
                 // Also the bare token after a scheme word ("Splunk abc" -> "abc").
                 if let Some((_, tok)) = value.expose().split_once(' ') {
                     if tok.len() >= 6 {
-                        secrets.push(tok.trim().to_string());
+                        secrets.push(Secret::new(tok.trim()));
                     }
                 }
                 Some((n, v))
@@ -109,30 +125,33 @@ impl HttpClient {
         };
         // The URL may carry secrets too (Sumo Logic token, user:pass@, ?token=).
         if let Some(p) = cfg.url.password() {
-            secrets.push(p.to_string());
+            secrets.push(Secret::new(p));
         }
         if let Some(q) = cfg.url.query() {
             for (_, v) in url::form_urlencoded::parse(q.as_bytes()) {
                 if v.len() >= 6 {
-                    secrets.push(v.into_owned());
+                    secrets.push(Secret::new(v.into_owned()));
                 }
             }
         }
         if cfg.effective_platform() == crate::config::Platform::SumoLogic {
             if let Some(last) = cfg.url.path_segments().and_then(|mut s| s.next_back()) {
                 if last.len() >= 6 {
-                    secrets.push(last.to_string());
+                    secrets.push(Secret::new(last));
                 }
             }
-            secrets.push(cfg.url.to_string());
+            secrets.push(Secret::new(cfg.url.to_string()));
         }
-        secrets.retain(|s| !s.is_empty());
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.retain(|s| !s.expose().is_empty());
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
         Ok(HttpClient {
             client,
             auth,
             secrets,
             timeout: cfg.timeout,
+            connect_timeout: cfg.connect_timeout,
+            min_tls: cfg.tls.min_version.clone(),
+            probe_identity,
         })
     }
 
@@ -140,8 +159,8 @@ impl HttpClient {
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "<redacted>");
+            if out.contains(s.expose()) {
+                out = out.replace(s.expose(), "<redacted>");
             }
         }
         out
@@ -154,6 +173,7 @@ impl HttpClient {
     /// Sends a request with auth; returns the response (any status) or a classified
     /// transport failure.
     pub async fn send(&self, req: &EncodedRequest) -> Result<Response, Failure> {
+        let url = req.url.clone();
         let mut rb = self.client.request(req.method.clone(), req.url.clone());
         for (k, v) in &req.headers {
             rb = rb.header(k.as_str(), v.as_str());
@@ -162,23 +182,29 @@ impl HttpClient {
             rb = rb.header(n.clone(), v.clone());
         }
         rb = rb.body(req.body.clone());
-        self.execute(rb).await
+        self.execute(rb, &url).await
     }
 
     /// Sends a request without a body (health checks, ack polling).
     pub async fn get(&self, url: reqwest::Url, headers: &[(String, String)]) -> Result<Response, Failure> {
-        let mut rb = self.client.get(url);
+        let mut rb = self.client.get(url.clone());
         for (k, v) in headers {
             rb = rb.header(k.as_str(), v.as_str());
         }
         if let Some((n, v)) = &self.auth {
             rb = rb.header(n.clone(), v.clone());
         }
-        self.execute(rb).await
+        self.execute(rb, &url).await
     }
 
-    async fn execute(&self, rb: reqwest::RequestBuilder) -> Result<Response, Failure> {
-        let mut resp = rb.send().await.map_err(|e| self.classify_error(&e))?;
+    async fn execute(&self, rb: reqwest::RequestBuilder, url: &reqwest::Url) -> Result<Response, Failure> {
+        let mut resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let f = self.classify_error(&e);
+                return Err(self.explain_hidden_tls_failure(f, &e, url).await);
+            }
+        };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let mut body = BytesMut::new();
@@ -249,6 +275,14 @@ impl HttpClient {
                 FailureKind::Tls,
                 "TLS: the SIEM's certificate has expired; renew it on the SIEM side".to_string(),
             )
+        } else if lower.contains("alert: protocolversion") || lower.contains("no tls version in common") {
+            let msg = match self.min_tls.as_deref() {
+                Some("1.3") => "TLS: the SIEM does not offer TLS 1.3, the minimum version set by siem.tls.min_version: \"1.3\"; lower it to \"1.2\" or enable TLS 1.3 on the SIEM".to_string(),
+                _ => "TLS: the SIEM offers no TLS version this agent accepts (1.2 or newer); enable TLS 1.2 or 1.3 on the SIEM".to_string(),
+            };
+            (FailureKind::Tls, msg)
+        } else if lower.contains("alert: certificaterequired") {
+            (FailureKind::Tls, self.client_cert_message("CertificateRequired"))
         } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") || lower.contains("alert") {
             (
                 FailureKind::Tls,
@@ -259,6 +293,62 @@ impl HttpClient {
         };
         Failure::new(kind, None, self.redact(&msg))
     }
+}
+
+impl HttpClient {
+    /// The message for a SIEM that refused the TLS connection over the client certificate.
+    fn client_cert_message(&self, alert: &str) -> String {
+        if self.probe_identity.is_none() {
+            format!(
+                "TLS handshake failed: the SIEM requires a client certificate (mTLS) and none was sent (alert {alert}); set siem.tls.client_cert and siem.tls.client_key"
+            )
+        } else {
+            format!(
+                "TLS handshake failed: the SIEM refused the client certificate in siem.tls.client_cert (alert {alert}); check that the SIEM trusts the CA that issued it and that it has not expired"
+            )
+        }
+    }
+
+    /// Some TLS failures reach the HTTP client only as "connection was not ready" or a bare
+    /// alert (TLS 1.3 checks the client certificate after the client's side of the handshake
+    /// is done). For those, a diagnostic handshake (`tls_probe`) finds out what the server
+    /// wanted. Anything else is returned unchanged.
+    async fn explain_hidden_tls_failure(&self, f: Failure, e: &reqwest::Error, url: &reqwest::Url) -> Failure {
+        let lower = error_chain(e).to_lowercase();
+        let hidden = lower.contains("connection was not ready")
+            || lower.contains("connection closed before message completed")
+            || (f.kind == FailureKind::Tls && f.message.starts_with("TLS handshake with the SIEM failed"));
+        if url.scheme() != "https" || !hidden {
+            return f;
+        }
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return f;
+        };
+        match tls_probe::probe(host, port, self.probe_identity.as_ref(), self.connect_timeout).await {
+            Some(p) if p.client_cert_requested && p.alert.as_deref().is_some_and(is_client_cert_alert) => Failure::new(
+                FailureKind::Tls,
+                None,
+                self.redact(&self.client_cert_message(p.alert.as_deref().unwrap_or("?"))),
+            ),
+            _ => f,
+        }
+    }
+}
+
+/// TLS alerts a server sends when it does not accept the client certificate (RFC 8446 §6.2).
+fn is_client_cert_alert(alert: &str) -> bool {
+    [
+        "CertificateRequired",
+        "BadCertificate",
+        "UnsupportedCertificate",
+        "CertificateRevoked",
+        "CertificateExpired",
+        "CertificateUnknown",
+        "UnknownCA",
+        "AccessDenied",
+        "HandshakeFailure",
+    ]
+    .contains(&alert)
 }
 
 /// The error and its sources, joined, without the URL (which may hold secrets).

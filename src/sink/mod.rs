@@ -11,6 +11,7 @@ pub mod splunk_hec;
 pub mod sumo_logic;
 #[cfg(test)]
 mod test_server;
+pub mod tls_probe;
 
 use std::sync::Arc;
 

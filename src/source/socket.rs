@@ -35,6 +35,7 @@ use crate::shutdown::Shutdown;
 use crate::source::lines::{Frame, LineFramer};
 use crate::source::validate_frames;
 use crate::status::StatusHub;
+use crate::transform::Transform;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -77,6 +78,7 @@ pub async fn serve(
     listener: UnixListener,
     cfg: SocketSourceConfig,
     max_event_bytes: usize,
+    transform: Option<Arc<Transform>>,
     queue: Queue,
     status: Arc<StatusHub>,
     mut shutdown: Shutdown,
@@ -114,6 +116,7 @@ pub async fn serve(
                     id: next_id,
                     peer: peer_name(&stream, &shown),
                     max_event_bytes,
+                    transform: transform.clone(),
                     cfg: cfg.clone(),
                     queue: queue.clone(),
                     status: status.clone(),
@@ -160,6 +163,7 @@ struct Conn {
     id: u64,
     peer: String,
     max_event_bytes: usize,
+    transform: Option<Arc<Transform>>,
     cfg: SocketSourceConfig,
     queue: Queue,
     status: Arc<StatusHub>,
@@ -239,7 +243,13 @@ impl Conn {
         let n = frames.len() as u64;
         let peer = self.peer.clone();
         let mut origin = |i: usize, _f: &Frame| format!("{peer} conn #{} line {}", self.id, first_line + i as u64);
-        let chunk = validate_frames(frames, self.max_event_bytes, &self.status.metrics, &mut origin);
+        let chunk = validate_frames(
+            frames,
+            self.max_event_bytes,
+            self.transform.as_deref(),
+            &self.status.metrics,
+            &mut origin,
+        );
         tally.lines += n;
         let n_events = chunk.events.len() as u64;
         let n_rejected = chunk.quarantine.len() as u64;

@@ -49,6 +49,7 @@ use crate::queue::{now_rfc3339, AppendRequest, QuarantineMeta, Queue, QueueError
 use crate::source::lines::{Frame, LineFramer};
 use crate::source::validate_frames;
 use crate::status::StatusHub;
+use crate::transform::Transform;
 pub use checkpoint::{source_id, Checkpoint};
 use identity::{find_rotated, head_hash, stat_path, FileId, HEAD_LEN};
 
@@ -69,6 +70,7 @@ impl FileSource {
     pub fn spawn(
         cfg: FileSourceConfig,
         max_event_bytes: usize,
+        transform: Option<Arc<Transform>>,
         queue: Queue,
         status: Arc<StatusHub>,
         rt: tokio::runtime::Handle,
@@ -81,6 +83,7 @@ impl FileSource {
             shown: cfg.path.display().to_string(),
             cfg,
             max_event_bytes,
+            transform,
             queue,
             status,
             rt,
@@ -143,6 +146,7 @@ struct Tailer {
     id: Vec<u8>,
     shown: String,
     max_event_bytes: usize,
+    transform: Option<Arc<Transform>>,
     queue: Queue,
     status: Arc<StatusHub>,
     rt: tokio::runtime::Handle,
@@ -267,7 +271,13 @@ impl Tailer {
         }
         let n_frames = frames.len() as u64;
         let mut origin = |i: usize, _f: &Frame| format!("{name}:{} (byte {})", first_line + i as u64 + 1, starts[i]);
-        let mut chunk = validate_frames(frames, self.max_event_bytes, &self.status.metrics, &mut origin);
+        let mut chunk = validate_frames(
+            frames,
+            self.max_event_bytes,
+            self.transform.as_deref(),
+            &self.status.metrics,
+            &mut origin,
+        );
         if let Some(q) = extra {
             chunk.quarantine.push(q);
         }
