@@ -48,7 +48,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ElasticConfig;
 use crate::event::parse_timestamp_millis;
 use crate::queue::QueuedEvent;
-use crate::sink::generic::{clip, gzip, one_line};
+use crate::sink::generic::{clip, one_line};
 use crate::sink::http::{classify_status, HttpClient, MAX_RESPONSE_BYTES};
 use crate::sink::platform::{BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
 
@@ -558,26 +558,12 @@ impl Platform for Elasticsearch {
             n += 1;
         }
         let raw = raw.freeze();
-        let mut headers = vec![("Content-Type".to_string(), "application/x-ndjson".to_string())];
-        let raw_bytes = raw.len();
-        let body = if self.cfg.gzip {
-            headers.push(("Content-Encoding".into(), "gzip".into()));
-            gzip(&raw)
-        } else {
-            raw
-        };
+        let headers = vec![("Content-Type".to_string(), "application/x-ndjson".to_string())];
         let url = match &self.target {
             Ok(t) => t.bulk_url(),
             Err(_) => "http://invalid.invalid/_bulk".parse().expect("a valid URL"),
         };
-        EncodedRequest {
-            method: reqwest::Method::POST,
-            url,
-            headers,
-            body,
-            events: n,
-            raw_bytes,
-        }
+        EncodedRequest::post(url, headers, raw, n, self.cfg.gzip)
     }
 
     fn interpret(&self, events: &[QueuedEvent], resp: &Response) -> Verdict {

@@ -109,22 +109,8 @@ impl Platform for Generic {
                 ("application/json", n, b.freeze())
             }
         };
-        let mut headers = vec![("Content-Type".to_string(), content_type.to_string())];
-        let raw_bytes = raw.len();
-        let body = if self.cfg.gzip {
-            headers.push(("Content-Encoding".into(), "gzip".into()));
-            gzip(&raw)
-        } else {
-            raw
-        };
-        EncodedRequest {
-            method: reqwest::Method::POST,
-            url: self.url.clone(),
-            headers,
-            body,
-            events: n,
-            raw_bytes,
-        }
+        let headers = vec![("Content-Type".to_string(), content_type.to_string())];
+        EncodedRequest::post(self.url.clone(), headers, raw, n, self.cfg.gzip)
     }
 
     fn interpret(&self, _events: &[QueuedEvent], resp: &Response) -> Verdict {

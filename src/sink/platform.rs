@@ -32,6 +32,28 @@ pub struct EncodedRequest {
     pub raw_bytes: usize,
 }
 
+impl EncodedRequest {
+    /// A POST of `raw` carrying `events` events, gzipped (with `Content-Encoding: gzip`) when
+    /// `gzip` is set. `headers` are the platform's own (content type, channel, ...).
+    pub fn post(url: reqwest::Url, mut headers: Vec<(String, String)>, raw: Bytes, events: usize, gzip: bool) -> EncodedRequest {
+        let raw_bytes = raw.len();
+        let body = if gzip {
+            headers.push(("Content-Encoding".into(), "gzip".into()));
+            crate::sink::generic::gzip(&raw)
+        } else {
+            raw
+        };
+        EncodedRequest {
+            method: reqwest::Method::POST,
+            url,
+            headers,
+            body,
+            events,
+            raw_bytes,
+        }
+    }
+}
+
 /// The SIEM's answer, with the body read up to a cap (1 MiB).
 #[derive(Debug, Clone)]
 pub struct Response {

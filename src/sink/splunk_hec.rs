@@ -39,7 +39,7 @@ use serde_json::Value;
 use crate::config::SplunkConfig;
 use crate::event::timestamp_millis;
 use crate::queue::QueuedEvent;
-use crate::sink::generic::{clip, gzip};
+use crate::sink::generic::clip;
 use crate::sink::http::{classify_status, HttpClient};
 use crate::sink::platform::{BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
 
@@ -282,25 +282,11 @@ impl Platform for SplunkHec {
             n += 1;
         }
         let raw: Bytes = raw.freeze();
-        let mut headers = vec![
+        let headers = vec![
             ("Content-Type".to_string(), "application/json".to_string()),
             (CHANNEL_HEADER.to_string(), self.channel.clone()),
         ];
-        let raw_bytes = raw.len();
-        let body = if self.cfg.gzip {
-            headers.push(("Content-Encoding".into(), "gzip".into()));
-            gzip(&raw)
-        } else {
-            raw
-        };
-        EncodedRequest {
-            method: reqwest::Method::POST,
-            url: self.endpoints.event.clone(),
-            headers,
-            body,
-            events: n,
-            raw_bytes,
-        }
+        EncodedRequest::post(self.endpoints.event.clone(), headers, raw, n, self.cfg.gzip)
     }
 
     fn interpret(&self, events: &[QueuedEvent], resp: &Response) -> Verdict {

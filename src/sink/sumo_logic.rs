@@ -21,7 +21,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::config::SumoConfig;
 use crate::queue::QueuedEvent;
-use crate::sink::generic::{gzip, one_line};
+use crate::sink::generic::one_line;
 use crate::sink::http::classify_status;
 use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
 
@@ -101,22 +101,7 @@ impl Platform for SumoLogic {
             n += 1;
         }
         let raw = raw.freeze();
-        let mut headers = self.headers.clone();
-        let raw_bytes = raw.len();
-        let body = if self.cfg.gzip {
-            headers.push(("Content-Encoding".into(), "gzip".into()));
-            gzip(&raw)
-        } else {
-            raw
-        };
-        EncodedRequest {
-            method: reqwest::Method::POST,
-            url: self.url.clone(),
-            headers,
-            body,
-            events: n,
-            raw_bytes,
-        }
+        EncodedRequest::post(self.url.clone(), self.headers.clone(), raw, n, self.cfg.gzip)
     }
 
     fn interpret(&self, _events: &[QueuedEvent], resp: &Response) -> Verdict {
