@@ -51,6 +51,8 @@ use identity::{find_rotated, head_hash, stat_path, FileId, HEAD_LEN};
 
 /// Bytes read per commit at most (a burst is committed in chunks of this size).
 const CHUNK_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes per read() call.
+const READ_BYTES: usize = 256 * 1024;
 /// How long a rotated-away file must stay quiet before we switch to the new one.
 const ROTATION_GRACE: Duration = Duration::from_secs(1);
 
@@ -86,6 +88,7 @@ impl FileSource {
             open: None,
             paused: None,
             old_quiet_since: None,
+            buf: vec![0u8; READ_BYTES],
         };
         let thread = std::thread::Builder::new().name("file-source".into()).spawn(move || t.run()).ok();
         FileSource {
@@ -147,6 +150,8 @@ struct Tailer {
     open: Option<OpenFile>,
     paused: Option<String>,
     old_quiet_since: Option<Instant>,
+    /// The read buffer, reused (lines are framed out of a copy they share).
+    buf: Vec<u8>,
 }
 
 impl Tailer {
@@ -207,13 +212,13 @@ impl Tailer {
         if self.open.is_none() {
             return self.open_initial();
         }
-        let mut buf = vec![0u8; 256 * 1024];
         let mut frames = Vec::new();
         let mut total = 0usize;
+        let buf = &mut self.buf;
         let o = self.open.as_mut().expect("checked");
         let start = o.framer.committed_offset();
         while total < CHUNK_BYTES {
-            match o.file.read(&mut buf) {
+            match o.file.read(buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     o.framer.push(&buf[..n], &mut frames);
