@@ -36,6 +36,9 @@ use crate::source::lines::{Frame, LineFramer};
 use crate::source::validate_frames;
 use crate::status::StatusHub;
 
+/// Most bytes of one connection committed together (what was already waiting in the socket).
+const READ_AHEAD_BYTES: usize = 256 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     #[error("sources.socket.path: {path}: another process is listening on this socket (a second agent?); stop it or choose another path")]
@@ -201,12 +204,33 @@ impl Conn {
             };
             let mut frames = Vec::new();
             framer.push(&buf[..n], &mut frames);
+            // Take what the writer has already sent too (up to READ_AHEAD_BYTES), so one
+            // commit, and one fdatasync, covers it: a streaming writer needs fewer of them.
+            let mut taken = n;
+            let mut at_eof = false;
+            while taken < READ_AHEAD_BYTES {
+                match rd.try_read(&mut buf) {
+                    Ok(0) => {
+                        at_eof = true;
+                        break;
+                    }
+                    Ok(m) => {
+                        framer.push(&buf[..m], &mut frames);
+                        taken += m;
+                    }
+                    // WouldBlock: nothing more yet; another error: the next read reports it.
+                    Err(_) => break,
+                }
+            }
             if !frames.is_empty() {
                 if let Some(err_line) = self.commit(frames, &mut tally).await {
                     if wr.write_all(err_line.as_bytes()).await.is_err() {
                         return;
                     }
                 }
+            }
+            if at_eof {
+                break;
             }
         }
         if reason_closed == "end of stream" {
