@@ -440,6 +440,49 @@ pub fn proc_stats(pid: u32) -> anyhow::Result<ProcStats> {
     })
 }
 
+/// CPU seconds per thread name of a process (digits stripped: `sled-io-3` counts as `sled-io`).
+pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut out = std::collections::BTreeMap::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in rd.flatten() {
+            let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let name = stat[open + 1..close]
+                .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+                .to_string();
+            let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) as f64 / hz;
+        }
+    }
+    out
+}
+
+fn thread_cpu_delta(before: &std::collections::BTreeMap<String, f64>, after: &std::collections::BTreeMap<String, f64>, secs: f64) -> Value {
+    let mut v = serde_json::Map::new();
+    for (k, a) in after {
+        let d = a - before.get(k).copied().unwrap_or(0.0);
+        if d > 0.0 {
+            v.insert(k.clone(), json!((d / secs * 1000.0).round() / 10.0));
+        }
+    }
+    Value::Object(v)
+}
+
+/// The 1-minute load average, to spot runs disturbed by other work on the machine.
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -693,6 +736,7 @@ fn run_file(o: &Options, n: u64) -> anyhow::Result<Value> {
         "requests": rx.tally.requests.load(Ordering::Relaxed),
         "reordered": rx.tally.reordered.load(Ordering::Relaxed),
         "drained": drained,
+        "loadavg": loadavg(),
     }))
 }
 
@@ -762,6 +806,7 @@ fn run_socket(o: &Options, n: u64) -> anyhow::Result<Value> {
         "peak_rss_mib": mib(st.vm_hwm_kib),
         "requests": rx.tally.requests.load(Ordering::Relaxed),
         "drained": drained,
+        "loadavg": loadavg(),
     }))
 }
 
@@ -826,9 +871,11 @@ fn run_latency(o: &Options, secs: u64) -> anyhow::Result<Value> {
         let n = rate * secs;
         let range = id..id + n;
         let before = agent.stats()?;
+        let threads_before = thread_cpu(agent.proc.pid);
         let t0 = Instant::now();
         let written = paced_append(&mut f, range.clone(), rate)?;
         let wall = t0.elapsed().as_secs_f64();
+        let threads = thread_cpu_delta(&threads_before, &thread_cpu(agent.proc.pid), wall);
         if !rx.wait_for(range.end, Duration::from_secs(60), || agent.proc.alive()) {
             bail!(
                 "latency at {rate}/s: only {} of {} events arrived:\n{}",
@@ -854,6 +901,9 @@ fn run_latency(o: &Options, secs: u64) -> anyhow::Result<Value> {
             "max_ms": lat.last().copied().unwrap_or(f64::NAN),
             "mean_ms": mean,
             "cpu_percent": (after.cpu_s - before.cpu_s) / wall * 100.0,
+            "cpu_percent_by_thread": threads,
+            "wakeups_per_s": (after.ctx_switches - before.ctx_switches) as f64 / wall,
+            "loadavg": loadavg(),
         }));
         id = range.end;
     }
@@ -879,8 +929,10 @@ fn run_idle(o: &Options, secs: u64) -> anyhow::Result<Value> {
     // Let start-up work (opening the file, the first checkpoint) finish.
     std::thread::sleep(Duration::from_secs(1));
     let before = agent.stats()?;
+    let threads_before = thread_cpu(agent.proc.pid);
     std::thread::sleep(Duration::from_secs(secs));
     let after = agent.stats()?;
+    let threads = thread_cpu_delta(&threads_before, &thread_cpu(agent.proc.pid), secs as f64);
     agent.proc.stop(Duration::from_secs(15));
     let cpu = after.cpu_s - before.cpu_s;
     Ok(json!({
@@ -890,6 +942,8 @@ fn run_idle(o: &Options, secs: u64) -> anyhow::Result<Value> {
         "wakeups_per_s": (after.ctx_switches - before.ctx_switches) as f64 / secs as f64,
         "rss_mib": mib(after.vm_rss_kib),
         "peak_rss_mib": mib(after.vm_hwm_kib),
+        "cpu_percent_by_thread": threads,
+        "loadavg": loadavg(),
     }))
 }
 
