@@ -1171,7 +1171,11 @@ fn open_placeholder(root: &Path) -> Result<Store, QueueError> {
         .open()
         .map_err(|e| storage_err(&dir, e))?;
     let log = File::open("/dev/null").map_err(|e| storage_err(&dir, e))?;
-    let ack_file = File::options().read(true).write(true).open("/dev/null").map_err(|e| storage_err(&dir, e))?;
+    let ack_file = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| storage_err(&dir, e))?;
     Ok(Store { db, log, ack_file, dir })
 }
 
