@@ -915,11 +915,13 @@ impl Queue {
             // sled's copy is older. The batch itself reaches sled's log with the next commit,
             // sled's 200 ms flusher, or `close`. (A sled `flush` here was a disk wait and a
             // wake-up of sled's 7 IO threads per request.)
-            write_ack_file(&store, upto)?;
             st.acked = upto;
             st.counts = counts;
             st.d_next = d_next;
+            // Under the state lock, so ack files are written in the order of the acks.
+            let written = write_ack_file(&store, upto);
             drop(st);
+            written?;
             if !dead.is_empty() {
                 // Dead letters are the only copy of a rejected event: durable now.
                 store.db.flush().map_err(|e| storage_err(&store.dir, e))?;
