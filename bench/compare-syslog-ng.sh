@@ -4,6 +4,7 @@
 #
 #   bench/compare-syslog-ng.sh                 # 1M events, 3 runs each
 #   EVENTS=200000 RUNS=1 bench/compare-syslog-ng.sh
+#   BASELINE_BIN=/tmp/old/sendauth-siem bench/compare-syslog-ng.sh   # also an older build
 #
 # Each run: `sendauth-siem bench-receiver` listens on 127.0.0.1 (a free port, given to the agent
 # as BENCH_PORT), starts the agent on a pre-written events file, and stops it when the last event
@@ -43,8 +44,9 @@ echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d:
 echo "== $("$SYSLOG_NG" --version | head -1); sendauth-siem $("$BIN" --version | awk '{print $2}')"
 echo "== $EVENTS events x $RUNS runs each; results: $OUT"
 
-run_sendauth() {
-  local d=$WORK/sendauth-$1
+run_sendauth() { # run-number [binary label]
+  local bin=${2:-$BIN} label=${3:-sendauth-siem}
+  local d=$WORK/$label-$1
   mkdir -p "$d"
   cat >"$d/config.yaml" <<EOF
 siem:
@@ -64,8 +66,8 @@ status:
 log:
   level: warn
 EOF
-  "$BIN" bench-receiver --expect "$EVENTS" --label sendauth-siem --json-out "$OUT" --log "$d/agent.log" \
-    -- "$BIN" run --config "$d/config.yaml"
+  "$BIN" bench-receiver --expect "$EVENTS" --label "$label" --json-out "$OUT" --log "$d/agent.log" \
+    -- "$bin" run --config "$d/config.yaml"
 }
 
 run_syslog_ng() {
@@ -79,6 +81,9 @@ run_syslog_ng() {
 
 for i in $(seq 1 "$RUNS"); do
   run_sendauth "$i"
+  if [[ -n ${BASELINE_BIN:-} ]]; then
+    run_sendauth "$i" "$BASELINE_BIN" baseline
+  fi
   run_syslog_ng "$i"
 done
 

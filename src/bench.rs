@@ -970,8 +970,12 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         m["nproc"],
         m["cpu_model"].as_str().unwrap_or("")
     );
+    if cfg!(debug_assertions) {
+        eprintln!("note: this is a debug build; its figures say nothing about a release build (cargo build --release)");
+    }
     let mut report = json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "debug_build": cfg!(debug_assertions),
         "machine": m,
         "events": n,
         "quick": o.quick,
