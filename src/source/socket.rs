@@ -38,6 +38,8 @@ use crate::status::StatusHub;
 
 /// Most bytes of one connection committed together (what was already waiting in the socket).
 const READ_AHEAD_BYTES: usize = 256 * 1024;
+/// Read-ahead is used while at most this many clients are connected (bounds its memory).
+const READ_AHEAD_MAX_CONNECTIONS: u64 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -206,9 +208,16 @@ impl Conn {
             framer.push(&buf[..n], &mut frames);
             // Take what the writer has already sent too (up to READ_AHEAD_BYTES), so one
             // commit, and one fdatasync, covers it: a streaming writer needs fewer of them.
+            // Only while few clients are connected: with many, their chunks are group-committed
+            // together anyway, and memory stays at one read buffer per connection.
+            let read_ahead = if self.status.metrics.socket_connections.load(Ordering::Relaxed) <= READ_AHEAD_MAX_CONNECTIONS {
+                READ_AHEAD_BYTES
+            } else {
+                0
+            };
             let mut taken = n;
             let mut at_eof = false;
-            while taken < READ_AHEAD_BYTES {
+            while taken < read_ahead {
                 match rd.try_read(&mut buf) {
                     Ok(0) => {
                         at_eof = true;
