@@ -49,16 +49,16 @@ pub mod targets {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
-    /// Events for the throughput phases.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub events: u64,
+    /// Events for the throughput phases [default: 1000000; 20000 with --quick].
+    #[arg(long)]
+    pub events: Option<u64>,
     /// CI-sized smoke run: 20k events, 2 s per latency rate, 5 s idle (explicit flags win).
     #[arg(long)]
     pub quick: bool,
-    /// Seconds of the idle phase.
+    /// Seconds of the idle phase [default: 60; 5 with --quick].
     #[arg(long)]
     pub idle_seconds: Option<u64>,
-    /// Seconds per latency rate.
+    /// Seconds per latency rate [default: 10; 2 with --quick].
     #[arg(long)]
     pub latency_seconds: Option<u64>,
     /// Steady rates (events/s) of the latency phase.
@@ -952,7 +952,7 @@ fn run_idle(o: &Options, secs: u64) -> anyhow::Result<Value> {
 
 /// `sendauth-siem bench`. Prints a table; writes JSON with `--json-out`.
 pub fn run(o: &Options) -> anyhow::Result<Value> {
-    let n = if o.quick && o.events == 1_000_000 { 20_000 } else { o.events };
+    let n = o.events.unwrap_or(if o.quick { 20_000 } else { 1_000_000 });
     anyhow::ensure!(n > 0, "--events must be at least 1");
     let lat_secs = o.latency_seconds.unwrap_or(if o.quick { 2 } else { 10 });
     let idle_secs = o.idle_seconds.unwrap_or(if o.quick { 5 } else { 60 });
