@@ -107,6 +107,11 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Whether `{`/`[` nesting (outside strings) goes deeper than `max`.
 fn nesting_depth_exceeds(line: &[u8], max: usize) -> bool {
+    // The depth can only pass `max` if the line has more than `max` opening brackets (strings
+    // included): a SIMD search for them settles the common case without the byte-by-byte scan.
+    if memchr::memchr2_iter(b'{', b'[', line).take(max + 1).count() <= max {
+        return false;
+    }
     let mut depth = 0usize;
     let mut in_str = false;
     let mut escaped = false;

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod bench;
 pub mod config;
 pub mod connection_test;
 pub mod demo;

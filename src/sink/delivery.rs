@@ -323,9 +323,11 @@ impl Delivery {
         self.apply(sent, verdict, &client)
     }
 
+    /// Sets the state of the item `seq`. Items are in queue order (ascending `seq`), so this
+    /// is a binary search: marking a whole batch stays O(n log n), not O(n^2).
     fn mark(&mut self, seq: u64, state: ItemState) {
-        if let Some(item) = self.items.iter_mut().find(|i| i.ev.seq == seq) {
-            item.state = state;
+        if let Ok(i) = self.items.binary_search_by_key(&seq, |i| i.ev.seq) {
+            self.items[i].state = state;
         }
     }
 

@@ -46,11 +46,22 @@ impl LineFramer {
         self.buf.len() + self.skipping.as_ref().map(|s| s.1).unwrap_or(0)
     }
 
-    /// Feeds bytes; complete lines are appended to `out`.
-    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Frame>) {
-        while !data.is_empty() {
+    /// Feeds bytes; complete lines are appended to `out`. The bytes are copied once, as one
+    /// chunk that the lines share (see [`LineFramer::push_bytes`]).
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<Frame>) {
+        if !data.is_empty() {
+            self.push_bytes(Bytes::copy_from_slice(data), out);
+        }
+    }
+
+    /// Feeds a chunk; complete lines are appended to `out`. A line that lies within the chunk
+    /// is a slice of it (no copy, no allocation); only a line split across chunks is copied.
+    pub fn push_bytes(&mut self, data: Bytes, out: &mut Vec<Frame>) {
+        let mut pos = 0;
+        while pos < data.len() {
+            let rest = &data[pos..];
             if let Some((prefix, len)) = self.skipping.as_mut() {
-                match memchr(b'\n', data) {
+                match memchr::memchr(b'\n', rest) {
                     Some(i) => {
                         *len += i;
                         let end = self.base + (*len as u64) + 1;
@@ -61,22 +72,22 @@ impl LineFramer {
                         });
                         self.base = end;
                         self.skipping = None;
-                        data = &data[i + 1..];
+                        pos += i + 1;
                     }
                     None => {
-                        *len += data.len();
+                        *len += rest.len();
                         return;
                     }
                 }
                 continue;
             }
-            match memchr(b'\n', data) {
+            match memchr::memchr(b'\n', rest) {
                 Some(i) => {
                     let line_len = self.buf.len() + i;
                     if line_len > self.max {
                         let mut prefix = std::mem::take(&mut self.buf);
                         let room = self.max.saturating_sub(prefix.len());
-                        prefix.extend_from_slice(&data[..i.min(room)]);
+                        prefix.extend_from_slice(&rest[..i.min(room)]);
                         let end = self.base + line_len as u64 + 1;
                         out.push(Frame::Oversize {
                             prefix: prefix.freeze(),
@@ -86,9 +97,9 @@ impl LineFramer {
                         self.base = end;
                     } else {
                         let mut line = if self.buf.is_empty() {
-                            Bytes::copy_from_slice(&data[..i])
+                            data.slice(pos..pos + i)
                         } else {
-                            self.buf.extend_from_slice(&data[..i]);
+                            self.buf.extend_from_slice(&rest[..i]);
                             std::mem::take(&mut self.buf).freeze()
                         };
                         let end = self.base + line_len as u64 + 1;
@@ -98,17 +109,17 @@ impl LineFramer {
                         out.push(Frame::Line { data: line, end });
                         self.base = end;
                     }
-                    data = &data[i + 1..];
+                    pos += i + 1;
                 }
                 None => {
-                    if self.buf.len() + data.len() > self.max {
+                    if self.buf.len() + rest.len() > self.max {
                         let mut prefix = std::mem::take(&mut self.buf);
                         let room = self.max.saturating_sub(prefix.len());
-                        prefix.extend_from_slice(&data[..data.len().min(room)]);
-                        let len = prefix.len() + data.len().saturating_sub(room);
+                        prefix.extend_from_slice(&rest[..rest.len().min(room)]);
+                        let len = prefix.len() + rest.len().saturating_sub(room);
                         self.skipping = Some((prefix.freeze(), len));
                     } else {
-                        self.buf.extend_from_slice(data);
+                        self.buf.extend_from_slice(rest);
                     }
                     return;
                 }
@@ -134,10 +145,6 @@ impl LineFramer {
         }
         Some(Frame::Line { data: line, end })
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
 }
 
 #[cfg(test)]
@@ -180,6 +187,18 @@ mod tests {
         let mut out = vec![];
         f.push(b"abcdef\nx\n", &mut out);
         assert_eq!(lines(&out), vec!["OVER(abcd,6)@7", "x@9"]);
+    }
+
+    #[test]
+    fn lines_within_a_chunk_share_it_and_split_lines_are_joined() {
+        let mut f = LineFramer::new(100, 0);
+        let mut out = vec![];
+        let chunk = Bytes::from_static(b"one\ntwo\nthr");
+        f.push_bytes(chunk.clone(), &mut out);
+        f.push_bytes(Bytes::from_static(b"ee\n"), &mut out);
+        assert_eq!(lines(&out), vec!["one@4", "two@8", "three@14"]);
+        let Frame::Line { data, .. } = &out[1] else { panic!() };
+        assert_eq!(data.as_ptr(), chunk[4..].as_ptr(), "no copy of a line inside the chunk");
     }
 
     #[test]

@@ -37,6 +37,11 @@ use crate::source::validate_frames;
 use crate::status::StatusHub;
 use crate::transform::Transform;
 
+/// Most bytes of one connection committed together (what was already waiting in the socket).
+const READ_AHEAD_BYTES: usize = 256 * 1024;
+/// Read-ahead is used while at most this many clients are connected (bounds its memory).
+const READ_AHEAD_MAX_CONNECTIONS: u64 = 16;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     #[error("sources.socket.path: {path}: another process is listening on this socket (a second agent?); stop it or choose another path")]
@@ -205,12 +210,40 @@ impl Conn {
             };
             let mut frames = Vec::new();
             framer.push(&buf[..n], &mut frames);
+            // Take what the writer has already sent too (up to READ_AHEAD_BYTES), so one
+            // commit, and one fdatasync, covers it: a streaming writer needs fewer of them.
+            // Only while few clients are connected: with many, their chunks are group-committed
+            // together anyway, and memory stays at one read buffer per connection.
+            let read_ahead = if self.status.metrics.socket_connections.load(Ordering::Relaxed) <= READ_AHEAD_MAX_CONNECTIONS {
+                READ_AHEAD_BYTES
+            } else {
+                0
+            };
+            let mut taken = n;
+            let mut at_eof = false;
+            while taken < read_ahead {
+                match rd.try_read(&mut buf) {
+                    Ok(0) => {
+                        at_eof = true;
+                        break;
+                    }
+                    Ok(m) => {
+                        framer.push(&buf[..m], &mut frames);
+                        taken += m;
+                    }
+                    // WouldBlock: nothing more yet; another error: the next read reports it.
+                    Err(_) => break,
+                }
+            }
             if !frames.is_empty() {
                 if let Some(err_line) = self.commit(frames, &mut tally).await {
                     if wr.write_all(err_line.as_bytes()).await.is_err() {
                         return;
                     }
                 }
+            }
+            if at_eof {
+                break;
             }
         }
         if reason_closed == "end of stream" {

@@ -55,6 +55,8 @@ use identity::{find_rotated, head_hash, stat_path, FileId, HEAD_LEN};
 
 /// Bytes read per commit at most (a burst is committed in chunks of this size).
 const CHUNK_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes per read() call.
+const READ_BYTES: usize = 256 * 1024;
 /// How long a rotated-away file must stay quiet before we switch to the new one.
 const ROTATION_GRACE: Duration = Duration::from_secs(1);
 
@@ -93,6 +95,7 @@ impl FileSource {
             paused: None,
             old_quiet_since: None,
             switch_armed: false,
+            buf: vec![0u8; READ_BYTES],
         };
         let thread = std::thread::Builder::new().name("file-source".into()).spawn(move || t.run()).ok();
         FileSource {
@@ -157,6 +160,8 @@ struct Tailer {
     old_quiet_since: Option<Instant>,
     /// Set when a rotation was seen; the old file gets one more read before the switch.
     switch_armed: bool,
+    /// The read buffer, reused (lines are framed out of a copy they share).
+    buf: Vec<u8>,
 }
 
 impl Tailer {
@@ -226,9 +231,9 @@ impl Tailer {
             return Ok(false);
         }
         let limit = CHUNK_BYTES.min(room);
-        let mut buf = vec![0u8; 256 * 1024];
         let mut frames = Vec::new();
         let mut total = 0usize;
+        let buf = &mut self.buf;
         let o = self.open.as_mut().expect("checked");
         let start = o.framer.committed_offset();
         while total < limit {
