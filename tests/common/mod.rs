@@ -405,3 +405,4 @@ pub fn ingest_requests(reqs: &[sendauth_siem::emulator::RecordedRequest], prefix
         .cloned()
         .collect()
 }
+pub mod campaign;
