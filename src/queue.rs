@@ -53,7 +53,18 @@
 //! - when the queue drains after a large backlog, the database is rewritten into a fresh
 //!   directory (sled never returns disk space) and swapped in;
 //! - a database that fails to open is an incident, not a crash loop: it is moved aside (with
-//!   its segment files), a new one is started, and the incident is reported in status and the log.
+//!   its segment files), a new one is started, and the incident is reported in status and the log;
+//! - the disk never fills under sled: an append is refused (like a full queue, with a clear
+//!   "disk is full" error) when the filesystem would keep less than `queue.min_free_bytes`
+//!   free, and accepted again as soon as there is room. Acks and dead letters may use that
+//!   reserve, so the queue can always drain;
+//! - an I/O error inside sled is fatal for this process: sled 0.34 fails every later write
+//!   once one failed, and dropping or reopening the poisoned handle in-process can hang or let
+//!   its background threads write over the reopened store (found by the disk campaign). The
+//!   queue stops writing, reports the error, and [`Queue::fatal`] resolves so the agent exits
+//!   for its service manager to restart it; a restart reopens what was fsynced, like after a
+//!   crash. (A failed write to our own segment file is not fatal: that commit is refused and
+//!   the next one starts a new segment.)
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -75,6 +86,8 @@ const RECLAIM_THRESHOLD_BYTES: u64 = 64 * 1024 * 1024;
 pub const QUARANTINE_KEEP_BYTES: usize = 64 * 1024;
 const RECORD_HEADER: usize = 1 + 8 + 4;
 const SLED_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+/// Default `queue.min_free_bytes`: free space kept on the queue's filesystem.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 /// A segment file is closed for appends once it holds this much.
 const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 const POINTER_LEN: usize = 1 + 8 + 4 + 8 + 8 + 4 + 8;
@@ -82,7 +95,7 @@ const POINTER_LEN: usize = 1 + 8 + 4 + 8 + 8 + 4 + 8;
 /// reads a batch, then acks it: both touch the same record).
 const RECORD_CACHE: usize = 4;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     #[error("queue full: {pending_bytes} bytes pending, queue.max_bytes is {max_bytes}; the SIEM is not keeping up or is unreachable (see `sendauth-siem status`)")]
     Full { pending_bytes: u64, max_bytes: u64 },
@@ -423,6 +436,13 @@ struct Inner {
     max_quarantine: AtomicU64,
     appended: tokio::sync::Notify,
     incident: Mutex<Option<String>>,
+    /// Set by an I/O error inside sled; never cleared (see the module docs).
+    failed: Mutex<Option<QueueError>>,
+    fatal: tokio::sync::Notify,
+    /// Appends are refused when the filesystem would keep less than this free.
+    min_free: AtomicU64,
+    /// The last "disk is full" refusal, shown in status until an append succeeds.
+    disk_full: Mutex<Option<String>>,
     committer: Mutex<Option<mpsc::Sender<Job>>>,
     committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     last_reclaim: Mutex<Instant>,
@@ -626,6 +646,69 @@ fn syncfs(store: &Store) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// Records an I/O error inside sled: no more writes through this handle (see the module docs).
+fn note_failure(inner: &Inner, e: &QueueError) {
+    let mut f = inner.failed.lock().unwrap();
+    if f.is_none() {
+        tracing::error!(target: "queue", "{e}; sled cannot write again after an I/O error: nothing more is accepted, and the agent exits so that its service manager restarts it (the queue reopens with everything that was committed)");
+        *f = Some(e.clone());
+        inner.fatal.notify_waiters();
+        inner.fatal.notify_one();
+    }
+}
+
+/// Refuses writes once the store has failed.
+fn check_failed(inner: &Inner) -> Result<(), QueueError> {
+    match &*inner.failed.lock().unwrap() {
+        Some(e) => Err(e.clone()),
+        None => Ok(()),
+    }
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct; the path is a valid NUL-terminated string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Refuses an append of `bytes` when it would leave less than `queue.min_free_bytes` free.
+fn check_disk_room(inner: &Inner, dir: &Path, bytes: u64) -> Result<(), QueueError> {
+    let min_free = inner.min_free.load(Ordering::Relaxed);
+    if min_free == 0 {
+        return Ok(());
+    }
+    let Some(free) = free_bytes(dir) else { return Ok(()) };
+    // Records go to a segment file and a pointer to sled (whose log costs about as much again
+    // until it is cleaned). Once refused, wait for some slack before accepting again, so
+    // writers do not flap at the threshold.
+    let slack = if inner.disk_full.lock().unwrap().is_some() {
+        (min_free / 4).max(1024 * 1024)
+    } else {
+        0
+    };
+    if free < min_free.saturating_add(bytes.saturating_mul(2)).saturating_add(slack) {
+        let e = QueueError::Storage {
+            path: dir.to_path_buf(),
+            message: format!(
+                "the disk is full: {} MiB free, and queue.min_free_bytes keeps {} MiB in reserve; free some space (events resume by themselves) or move queue.path",
+                free / (1024 * 1024),
+                min_free / (1024 * 1024)
+            ),
+        };
+        let mut df = inner.disk_full.lock().unwrap();
+        if df.is_none() {
+            tracing::error!(target: "queue", "{e}; the file source pauses and socket writers are refused until there is room");
+        }
+        *df = Some(e.to_string());
+        return Err(e);
+    }
+    Ok(())
+}
+
 fn fsync_dir(dir: &Path) {
     if let Ok(f) = File::open(dir) {
         let _ = f.sync_all();
@@ -712,6 +795,10 @@ impl Queue {
             max_quarantine: AtomicU64::new(max_quarantine),
             appended: tokio::sync::Notify::new(),
             incident: Mutex::new(incident),
+            failed: Mutex::new(None),
+            fatal: tokio::sync::Notify::new(),
+            min_free: AtomicU64::new(DEFAULT_MIN_FREE_BYTES),
+            disk_full: Mutex::new(None),
             committer: Mutex::new(None),
             committer_thread: Mutex::new(None),
             last_reclaim: Mutex::new(Instant::now() - Duration::from_secs(3600)),
@@ -751,6 +838,32 @@ impl Queue {
     /// The incident found at open, if the database had to be moved aside.
     pub fn incident(&self) -> Option<String> {
         self.inner.incident.lock().unwrap().clone()
+    }
+
+    /// Why appends are refused for want of storage: the disk is full, or sled failed (then the
+    /// agent is exiting), if so.
+    pub fn storage_error(&self) -> Option<String> {
+        if let Some(e) = &*self.inner.failed.lock().unwrap() {
+            return Some(e.to_string());
+        }
+        self.inner.disk_full.lock().unwrap().clone()
+    }
+
+    /// Resolves once the store has failed for good (an I/O error inside sled); the caller should
+    /// exit so that the process is restarted. See the module docs.
+    pub async fn fatal(&self) -> String {
+        loop {
+            let notified = self.inner.fatal.notified();
+            if let Some(e) = &*self.inner.failed.lock().unwrap() {
+                return e.to_string();
+            }
+            notified.await;
+        }
+    }
+
+    /// Sets `queue.min_free_bytes` (0: no reserve).
+    pub fn set_min_free(&self, bytes: u64) {
+        self.inner.min_free.store(bytes, Ordering::Relaxed);
     }
 
     pub fn set_limits(&self, max_bytes: u64, max_quarantine: u64) {
@@ -855,6 +968,18 @@ impl Queue {
     /// new `acked` is in the OS page cache (the ack file), so a process crash after it does not
     /// resend these events; dead letters are `fdatasync`ed.
     pub fn ack(&self, upto: u64, dead: Vec<(DeadLetterMeta, Bytes)>) -> Result<(), QueueError> {
+        check_failed(&self.inner)?;
+        self.ack_inner(upto, dead)?;
+        self.maybe_reclaim();
+        Ok(())
+    }
+
+    /// A write through sled failed: fatal for this process (see the module docs).
+    fn sled_failed(&self, e: impl std::fmt::Display) -> QueueError {
+        sled_err(&self.inner, &self.inner.root.join("store"), e)
+    }
+
+    fn ack_inner(&self, upto: u64, dead: Vec<(DeadLetterMeta, Bytes)>) -> Result<(), QueueError> {
         {
             let store = self.inner.store.read().unwrap();
             let mut st = self.inner.state.lock().unwrap();
@@ -912,7 +1037,7 @@ impl Queue {
             batch.insert(meta_key("pending_bytes"), &counts.pending_bytes.to_be_bytes());
             batch.insert(meta_key("dl_count"), &counts.dead_letter.to_be_bytes());
             batch.insert(meta_key("d_next"), &d_next.to_be_bytes());
-            store.db.apply_batch(batch).map_err(|e| storage_err(&store.dir, e))?;
+            store.db.apply_batch(batch).map_err(|e| self.sled_failed(e))?;
             // Before the next request goes out, `acked` must survive a process crash: it is
             // written to the OS (one pwrite of 16 bytes, no sync) and re-applied at open if
             // sled's copy is older. The batch itself reaches sled's log with the next commit,
@@ -927,8 +1052,8 @@ impl Queue {
             written?;
             if !dead.is_empty() {
                 // Dead letters are the only copy of a rejected event: durable now.
-                store.db.flush().map_err(|e| storage_err(&store.dir, e))?;
-                store.log.sync_data().map_err(|e| storage_err(&store.dir, e))?;
+                store.db.flush().map_err(|e| self.sled_failed(e))?;
+                store.log.sync_data().map_err(|e| self.sled_failed(e))?;
                 if dead.iter().any(|(_, d)| d.len() + 4096 > INLINE_LIMIT) {
                     // A value over sled's inline limit lives in a blob file, which sled does
                     // not fsync: sync the filesystem holding the queue.
@@ -939,13 +1064,12 @@ impl Queue {
             // committer holds the lock, it deletes them after its own fdatasync instead.
             if let Ok(mut seg) = self.inner.segments.try_lock() {
                 if seg.has_acked(upto) {
-                    store.db.flush().map_err(|e| storage_err(&store.dir, e))?;
-                    store.log.sync_data().map_err(|e| storage_err(&store.dir, e))?;
+                    store.db.flush().map_err(|e| self.sled_failed(e))?;
+                    store.log.sync_data().map_err(|e| self.sled_failed(e))?;
                     seg.delete_acked(upto, Some(&self.inner.readers));
                 }
             }
         }
-        self.maybe_reclaim();
         Ok(())
     }
 
@@ -1021,6 +1145,7 @@ impl Queue {
     }
 
     fn take_dead_letter(&self, ids: Option<&[u64]>, requeue: bool) -> Result<u64, QueueError> {
+        check_failed(&self.inner)?;
         let entries = self.list_dead_letter(usize::MAX)?;
         let chosen: Vec<_> = entries.into_iter().filter(|e| ids.is_none_or(|ids| ids.contains(&e.id))).collect();
         if chosen.is_empty() {
@@ -1064,8 +1189,8 @@ impl Queue {
                 .db
                 .apply_batch(batch)
                 .and_then(|_| store.db.flush().map(|_| ()))
-                .map_err(|e| storage_err(&store.dir, e))
-                .and_then(|_| store.log.sync_data().map_err(|e| storage_err(&store.dir, e)));
+                .map_err(|e| self.sled_failed(e))
+                .and_then(|_| store.log.sync_data().map_err(|e| self.sled_failed(e)));
             if let Err(e) = durable {
                 seg.abandon();
                 return Err(e);
@@ -1246,12 +1371,26 @@ fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// A sled write failed: fatal for this process (see the module docs).
+fn sled_err(inner: &Inner, dir: &Path, e: impl std::fmt::Display) -> QueueError {
+    let e = storage_err(dir, e);
+    note_failure(inner, &e);
+    e
+}
+
 /// Commits a group of requests: their records into the current segment file (`fdatasync`ed),
 /// then one sled batch with the records' pointers, quarantine entries, checkpoints and counters
 /// (flushed and `fdatasync`ed). Requests that do not fit under `queue.max_bytes` are refused
 /// individually.
 fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended, QueueError>> {
+    if let Err(e) = check_failed(inner) {
+        return reqs.iter().map(|_| Err(e.clone())).collect();
+    }
     let store = inner.store.read().unwrap();
+    let group_bytes: u64 = reqs.iter().flat_map(|r| r.events.iter()).map(|e| e.len() as u64).sum();
+    if let Err(e) = check_disk_room(inner, &store.dir, group_bytes) {
+        return reqs.iter().map(|_| Err(e.clone())).collect();
+    }
     // The one appender from here on: sequence numbers and quarantine ids are ours to give out.
     let mut seg = inner.segments.lock().unwrap();
     let (start_seq, pending_bytes) = {
@@ -1348,17 +1487,20 @@ fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended,
                 st.q_next = q_next;
                 Ok(st.acked)
             }
-            Err(e) => Err(storage_err(&store.dir, e)),
+            Err(e) => Err(sled_err(inner, &store.dir, e)),
         }
     });
     // 3. Durable. This also makes every ack applied before it durable.
     let durable = applied.and_then(|acked| {
-        store.db.flush().map_err(|e| storage_err(&store.dir, e))?;
-        store.log.sync_data().map_err(|e| storage_err(&store.dir, e))?;
+        store.db.flush().map_err(|e| sled_err(inner, &store.dir, e))?;
+        store.log.sync_data().map_err(|e| sled_err(inner, &store.dir, e))?;
         Ok(acked)
     });
     match durable {
         Ok(acked) => {
+            if results.iter().any(|r| r.is_ok()) {
+                inner.disk_full.lock().unwrap().take();
+            }
             inner.durable_next.store(next_seq, Ordering::Release);
             inner.appended.notify_waiters();
             seg.delete_acked(acked, Some(&inner.readers));
