@@ -33,7 +33,17 @@
 //! - when the queue drains after a large backlog, the database is rewritten into a fresh
 //!   directory (sled never returns disk space) and swapped in;
 //! - a database that fails to open is an incident, not a crash loop: it is moved aside, a new one
-//!   is started, and the incident is reported in status and the log.
+//!   is started, and the incident is reported in status and the log;
+//! - the disk never fills under sled: an append is refused (like a full queue, with a clear
+//!   "disk is full" error) when the filesystem would keep less than `queue.min_free_bytes`
+//!   free, and accepted again as soon as there is room. Acks and dead letters may use that
+//!   reserve, so the queue can always drain;
+//! - an I/O error inside sled is fatal for this process: sled 0.34 fails every later write
+//!   once one failed, and dropping or reopening the poisoned handle in-process can hang or let
+//!   its background threads write over the reopened store (found by the disk campaign). The
+//!   queue stops writing, reports the error, and [`Queue::fatal`] resolves so the agent exits
+//!   for its service manager to restart it; a restart reopens what was fsynced, like after a
+//!   crash (invariant 1).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -55,8 +65,10 @@ const RECLAIM_THRESHOLD_BYTES: u64 = 64 * 1024 * 1024;
 pub const QUARANTINE_KEEP_BYTES: usize = 64 * 1024;
 const RECORD_HEADER: usize = 1 + 8 + 4;
 const SLED_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+/// Default `queue.min_free_bytes`: free space kept on the queue's filesystem.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     #[error("queue full: {pending_bytes} bytes pending, queue.max_bytes is {max_bytes}; the SIEM is not keeping up or is unreachable (see `sendauth-siem status`)")]
     Full { pending_bytes: u64, max_bytes: u64 },
@@ -159,6 +171,13 @@ struct Inner {
     max_quarantine: AtomicU64,
     appended: tokio::sync::Notify,
     incident: Mutex<Option<String>>,
+    /// Set by an I/O error inside sled; never cleared (see the module docs).
+    failed: Mutex<Option<QueueError>>,
+    fatal: tokio::sync::Notify,
+    /// Appends are refused when the filesystem would keep less than this free.
+    min_free: AtomicU64,
+    /// The last "disk is full" refusal, shown in status until an append succeeds.
+    disk_full: Mutex<Option<String>>,
     committer: Mutex<Option<mpsc::Sender<Job>>>,
     last_reclaim: Mutex<Instant>,
 }
@@ -332,6 +351,87 @@ fn open_sled(dir: &Path) -> Result<Store, QueueError> {
     })
 }
 
+/// The counters and sequence numbers as stored.
+fn read_state(store: &Store) -> Result<State, QueueError> {
+    let db = &store.db;
+    let g = |n: &str| db.get(meta_key(n)).map(u64_of).map_err(|e| storage_err(&store.dir, e));
+    Ok(State {
+        next_seq: g("next_seq")?.max(1),
+        acked: g("acked")?,
+        counts: Counts {
+            pending_events: g("pending_events")?,
+            pending_bytes: g("pending_bytes")?,
+            dead_letter: g("dl_count")?,
+            quarantine: g("q_count")?,
+            quarantine_evicted: g("q_evicted")?,
+        },
+        q_next: g("q_next")?.max(1),
+        d_next: g("d_next")?.max(1),
+    })
+}
+
+/// Records an I/O error inside sled: no more writes through this handle (see the module docs).
+fn note_failure(inner: &Inner, e: &QueueError) {
+    let mut f = inner.failed.lock().unwrap();
+    if f.is_none() {
+        tracing::error!(target: "queue", "{e}; sled cannot write again after an I/O error: nothing more is accepted, and the agent exits so that its service manager restarts it (the queue reopens with everything that was committed)");
+        *f = Some(e.clone());
+        inner.fatal.notify_waiters();
+        inner.fatal.notify_one();
+    }
+}
+
+/// Refuses writes once the store has failed.
+fn check_failed(inner: &Inner) -> Result<(), QueueError> {
+    match &*inner.failed.lock().unwrap() {
+        Some(e) => Err(e.clone()),
+        None => Ok(()),
+    }
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct; the path is a valid NUL-terminated string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Refuses an append of `bytes` when it would leave less than `queue.min_free_bytes` free.
+fn check_disk_room(inner: &Inner, dir: &Path, bytes: u64) -> Result<(), QueueError> {
+    let min_free = inner.min_free.load(Ordering::Relaxed);
+    if min_free == 0 {
+        return Ok(());
+    }
+    let Some(free) = free_bytes(dir) else { return Ok(()) };
+    // sled's log costs about twice the payload until its segments are cleaned. Once refused,
+    // wait for some slack before accepting again, so writers do not flap at the threshold.
+    let slack = if inner.disk_full.lock().unwrap().is_some() {
+        (min_free / 4).max(1024 * 1024)
+    } else {
+        0
+    };
+    if free < min_free.saturating_add(bytes.saturating_mul(2)).saturating_add(slack) {
+        let e = QueueError::Storage {
+            path: dir.to_path_buf(),
+            message: format!(
+                "the disk is full: {} MiB free, and queue.min_free_bytes keeps {} MiB in reserve; free some space (events resume by themselves) or move queue.path",
+                free / (1024 * 1024),
+                min_free / (1024 * 1024)
+            ),
+        };
+        let mut df = inner.disk_full.lock().unwrap();
+        if df.is_none() {
+            tracing::error!(target: "queue", "{e}; the file source pauses and socket writers are refused until there is room");
+        }
+        *df = Some(e.to_string());
+        return Err(e);
+    }
+    Ok(())
+}
+
 fn fsync_dir(dir: &Path) {
     if let Ok(f) = File::open(dir) {
         let _ = f.sync_all();
@@ -379,21 +479,7 @@ impl Queue {
                 open_sled(&store_dir)?
             }
         };
-        let db = &store.db;
-        let g = |n: &str| db.get(meta_key(n)).map(u64_of).map_err(|e| storage_err(&store_dir, e));
-        let state = State {
-            next_seq: g("next_seq")?.max(1),
-            acked: g("acked")?,
-            counts: Counts {
-                pending_events: g("pending_events")?,
-                pending_bytes: g("pending_bytes")?,
-                dead_letter: g("dl_count")?,
-                quarantine: g("q_count")?,
-                quarantine_evicted: g("q_evicted")?,
-            },
-            q_next: g("q_next")?.max(1),
-            d_next: g("d_next")?.max(1),
-        };
+        let state = read_state(&store)?;
         let durable_next = state.next_seq;
         let inner = Arc::new(Inner {
             root: root.to_path_buf(),
@@ -404,6 +490,10 @@ impl Queue {
             max_quarantine: AtomicU64::new(max_quarantine),
             appended: tokio::sync::Notify::new(),
             incident: Mutex::new(incident),
+            failed: Mutex::new(None),
+            fatal: tokio::sync::Notify::new(),
+            min_free: AtomicU64::new(DEFAULT_MIN_FREE_BYTES),
+            disk_full: Mutex::new(None),
             committer: Mutex::new(None),
             last_reclaim: Mutex::new(Instant::now() - Duration::from_secs(3600)),
         });
@@ -424,6 +514,32 @@ impl Queue {
     /// The incident found at open, if the database had to be moved aside.
     pub fn incident(&self) -> Option<String> {
         self.inner.incident.lock().unwrap().clone()
+    }
+
+    /// Why appends are refused for want of storage: the disk is full, or sled failed (then the
+    /// agent is exiting), if so.
+    pub fn storage_error(&self) -> Option<String> {
+        if let Some(e) = &*self.inner.failed.lock().unwrap() {
+            return Some(e.to_string());
+        }
+        self.inner.disk_full.lock().unwrap().clone()
+    }
+
+    /// Resolves once the store has failed for good (an I/O error inside sled); the caller should
+    /// exit so that the process is restarted. See the module docs.
+    pub async fn fatal(&self) -> String {
+        loop {
+            let notified = self.inner.fatal.notified();
+            if let Some(e) = &*self.inner.failed.lock().unwrap() {
+                return e.to_string();
+            }
+            notified.await;
+        }
+    }
+
+    /// Sets `queue.min_free_bytes` (0: no reserve).
+    pub fn set_min_free(&self, bytes: u64) {
+        self.inner.min_free.store(bytes, Ordering::Relaxed);
     }
 
     pub fn set_limits(&self, max_bytes: u64, max_quarantine: u64) {
@@ -526,6 +642,20 @@ impl Queue {
     /// or they move to the dead letter, given in `dead`), atomically, and makes that visible
     /// to a restart (sled flush) so a later crash does not resend them.
     pub fn ack(&self, upto: u64, dead: Vec<(DeadLetterMeta, Bytes)>) -> Result<(), QueueError> {
+        check_failed(&self.inner)?;
+        match self.ack_inner(upto, dead) {
+            Ok(()) => {
+                self.maybe_reclaim();
+                Ok(())
+            }
+            Err(e) => {
+                note_failure(&self.inner, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn ack_inner(&self, upto: u64, dead: Vec<(DeadLetterMeta, Bytes)>) -> Result<(), QueueError> {
         {
             let store = self.inner.store.read().unwrap();
             let mut st = self.inner.state.lock().unwrap();
@@ -584,7 +714,6 @@ impl Queue {
                 store.log.sync_data().map_err(|e| storage_err(&store.dir, e))?;
             }
         }
-        self.maybe_reclaim();
         Ok(())
     }
 
@@ -660,6 +789,15 @@ impl Queue {
     }
 
     fn take_dead_letter(&self, ids: Option<&[u64]>, requeue: bool) -> Result<u64, QueueError> {
+        check_failed(&self.inner)?;
+        let r = self.take_dead_letter_inner(ids, requeue);
+        if let Err(e) = &r {
+            note_failure(&self.inner, e);
+        }
+        r
+    }
+
+    fn take_dead_letter_inner(&self, ids: Option<&[u64]>, requeue: bool) -> Result<u64, QueueError> {
         let entries = self.list_dead_letter(usize::MAX)?;
         let chosen: Vec<_> = entries.into_iter().filter(|e| ids.is_none_or(|ids| ids.contains(&e.id))).collect();
         if chosen.is_empty() {
@@ -855,7 +993,14 @@ fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Job>) {
 /// Applies a group of requests in one sled batch, then makes it durable. Requests that do
 /// not fit under `queue.max_bytes` are refused individually.
 fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended, QueueError>> {
+    if let Err(e) = check_failed(inner) {
+        return reqs.iter().map(|_| Err(e.clone())).collect();
+    }
     let store = inner.store.read().unwrap();
+    let group_bytes: u64 = reqs.iter().flat_map(|r| r.events.iter()).map(|e| e.len() as u64).sum();
+    if let Err(e) = check_disk_room(inner, &store.dir, group_bytes) {
+        return reqs.iter().map(|_| Err(e.clone())).collect();
+    }
     let mut results = Vec::with_capacity(reqs.len());
     let mut big = false;
     let applied = {
@@ -949,19 +1094,21 @@ fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended,
         Ok(next_seq) => {
             inner.durable_next.store(next_seq, Ordering::Release);
             inner.appended.notify_waiters();
+            drop(store);
+            if !results.iter().all(|r| r.is_err()) {
+                inner.disk_full.lock().unwrap().take();
+            }
             results
         }
         Err(e) => {
-            tracing::error!(target: "queue", "commit failed: {e}");
-            // Nothing is acknowledged to the sources; they retry. The in-memory counters may
-            // now be ahead of disk; they are re-read at the next open.
+            // Nothing is acknowledged to the sources. The in-memory counters may now be ahead
+            // of disk; the process exits and they are re-read at the next open.
+            drop(store);
+            note_failure(inner, &e);
             results
                 .into_iter()
                 .map(|r| match r {
-                    Ok(_) => Err(QueueError::Storage {
-                        path: store.dir.clone(),
-                        message: e.to_string(),
-                    }),
+                    Ok(_) => Err(e.clone()),
                     Err(x) => Err(x),
                 })
                 .collect()
@@ -1116,6 +1263,25 @@ mod tests {
             .unwrap()
             .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("corrupt-")));
         q.append_blocking(req(&["b"])).unwrap();
+    }
+
+    #[test]
+    fn appends_are_refused_below_the_free_space_reserve_and_resume_by_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), 1 << 30, 100).unwrap();
+        q.append_blocking(req(&["a"])).unwrap();
+        // A reserve larger than any disk: the disk is "full".
+        q.set_min_free(u64::MAX / 4);
+        let e = q.append_blocking(req(&["b"])).unwrap_err();
+        assert!(e.to_string().contains("the disk is full"), "{e}");
+        assert!(q.storage_error().unwrap().contains("queue.min_free_bytes"));
+        // Acks may use the reserve, so the queue can still drain.
+        q.ack(1, vec![]).unwrap();
+        // Room again: appends resume and the error clears.
+        q.set_min_free(0);
+        let a = q.append_blocking(req(&["b"])).unwrap();
+        assert_eq!(a.first_seq, 2, "the refused append consumed no sequence number");
+        assert_eq!(q.storage_error(), None);
     }
 
     #[test]
