@@ -5,7 +5,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `e` + first seq (u64 BE) | a *record*: up to ~96 KiB of events committed together |
+//! | `e` + first seq (u64 BE) | a *record*: about 4 KiB of events committed together |
 //! | `c` + source id | a source checkpoint (opaque bytes), written in the same batch as its events |
 //! | `q` + id (u64 BE) | a quarantined line: header JSON + the line verbatim |
 //! | `d` + id (u64 BE) | a dead-lettered event: header JSON + the event verbatim |
@@ -19,6 +19,14 @@
 //! under sled's inline limit (~128 KiB with the default 512 KiB segments) so they live in the
 //! log file that we fsync; a single event larger than that is stored as a sled blob file, and
 //! that commit is made durable with `syncfs`.
+//!
+//! Why 4 KiB records, not bigger: memory. sled keeps a leaf page (up to 16 records) in memory
+//! until its lazy LRU gets round to it (it evicts a shard only after 64 accesses to it), which
+//! in practice is about a thousand pages whatever `cache_capacity` says. So the resident set is
+//! proportional to the record size: with 96 KiB records the agent's RSS climbed to ~150 MiB
+//! during an outage (over the 64Mi limit of the shipped Kubernetes manifest; found by the outage
+//! campaign), with 4 KiB records it stays near 30 MiB for sled, at a throughput still in the
+//! hundreds of thousands of events per second (docs/RELIABILITY.md).
 //!
 //! Invariants:
 //! - sequence numbers only grow; none is reused, even across restarts (`m next_seq`);
@@ -56,7 +64,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Records are cut at this many bytes of event payload (see the module docs).
-const RECORD_TARGET_BYTES: usize = 96 * 1024;
+const RECORD_TARGET_BYTES: usize = 4 * 1024;
 /// A record larger than this goes to a sled blob file (not covered by fsync of the log).
 const INLINE_LIMIT: usize = 120 * 1024;
 /// After a drain, rewrite the store when it occupies more than this on disk.
