@@ -46,6 +46,7 @@ impl Agent {
             .await
             .context("queue open task failed")?
             .with_context(|| format!("queue.path: cannot open the queue at {}", cfg.queue.path.display()))?;
+        queue.set_min_free(cfg.queue.min_free_bytes);
         let status = Arc::new(StatusHub::new(queue.clone()));
         status.set_config(ConfigView {
             url: cfg.siem.url_redacted(),
@@ -117,7 +118,9 @@ impl Agent {
         tracing::info!(target: "agent", "stopped; queue flushed to disk");
     }
 
-    /// Runs until SIGTERM or SIGINT, then stops gracefully.
+    /// Runs until SIGTERM or SIGINT, then stops gracefully. If the queue's storage fails for
+    /// good (see `queue.rs`), exits at once with status 74 (EX_IOERR) so the service manager
+    /// restarts the agent: what was committed is on disk, as after a crash.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
@@ -125,6 +128,10 @@ impl Agent {
         tokio::select! {
             _ = term.recv() => tracing::info!(target: "agent", "SIGTERM received"),
             _ = int.recv() => tracing::info!(target: "agent", "SIGINT received"),
+            e = self.queue.fatal() => {
+                tracing::error!(target: "agent", "exiting with status 74: the queue cannot be written any more ({e}); a restart reopens it with everything that was committed");
+                std::process::exit(74);
+            }
         }
         self.stop().await;
         Ok(())
@@ -178,6 +185,7 @@ impl Supervisor {
                     if r.is_err() { break; }
                     let cfg = self.cfg.borrow_and_update().clone();
                     self.queue.set_limits(cfg.queue.max_bytes, cfg.queue.max_quarantine_entries);
+                    self.queue.set_min_free(cfg.queue.min_free_bytes);
                     if let Err(e) = self.apply_sources() {
                         tracing::error!(target: "agent", "{e}");
                         self.status.set_reload_error(Some(e.to_string()));

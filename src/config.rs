@@ -248,6 +248,8 @@ pub struct QueueConfig {
     pub path: PathBuf,
     pub max_bytes: u64,
     pub max_quarantine_entries: u64,
+    /// Free space kept on the queue's filesystem: appends are refused below it (0: none).
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1456,10 +1458,12 @@ fn parse_queue(n: &mut Node) -> Option<QueueConfig> {
     let path = n.required_string("path", "set a directory for the durable queue, e.g. /var/lib/sendauth-siem");
     let max_bytes = n.size("max_bytes", 1024 * 1024 * 1024, 64 * 1024);
     let max_quarantine_entries = n.uint("max_quarantine_entries", 10_000, 1, 100_000_000);
+    let min_free_bytes = n.size("min_free_bytes", crate::queue::DEFAULT_MIN_FREE_BYTES, 0);
     Some(QueueConfig {
         path: PathBuf::from(path?),
         max_bytes,
         max_quarantine_entries,
+        min_free_bytes,
     })
 }
 

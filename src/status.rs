@@ -195,6 +195,7 @@ impl StatusHub {
                 "max_bytes": self.queue.max_bytes(),
                 "full": full,
                 "incident": self.queue.incident(),
+                "storage_error": self.queue.storage_error(),
             },
             "dead_letter": {"count": counts.dead_letter},
             "quarantine": {"count": counts.quarantine, "evicted": counts.quarantine_evicted},

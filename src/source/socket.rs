@@ -318,7 +318,7 @@ impl Conn {
                 tally.refused += n;
                 Some(format!(
                     "{}\n",
-                    json!({"error": kind, "refused": n, "first_line": first_line, "last_line": first_line + n - 1, "hint": hint})
+                    json!({"error": kind, "refused": n, "first_line": first_line, "last_line": first_line + n - 1, "reason": e.to_string(), "hint": hint})
                 ))
             }
         }

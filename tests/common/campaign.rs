@@ -283,3 +283,13 @@ pub async fn socket_try_send(path: &std::path::Path, lines: &[String], timeout: 
         None => (SockOutcome::NoAnswer, answers),
     }
 }
+
+/// [`crate::common::event`] with a `context` field of `pad` bytes (bigger events make a
+/// backlog that dwarfs any in-memory buffering).
+pub fn padded_event(i: usize, pad: usize) -> String {
+    let e = super::event(i);
+    if pad == 0 {
+        return e;
+    }
+    format!("{},\"context\":\"{}\"}}", &e[..e.len() - 1], "p".repeat(pad))
+}

@@ -279,6 +279,22 @@ impl AgentProc {
         }
     }
 
+    /// Waits for the process to exit by itself; its exit status, or None after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Some(s) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(s);
+            }
+            if std::time::Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe {
             libc::kill(self.pid() as i32, sig);

@@ -1,0 +1,335 @@
+//! Disk campaign (docs/RELIABILITY.md): the queue reaches `queue.max_bytes`, and the filesystem
+//! holding the queue fills up. The agent must say so, pause the file source, refuse socket lines
+//! with a clear error, never corrupt the queue, and recover by itself when room returns.
+//!
+//! The full-filesystem part mounts a small tmpfs and needs root (CAP_SYS_ADMIN); elsewhere it
+//! says so and is skipped.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::campaign::*;
+use common::*;
+use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+
+const SOCKET_BASE: usize = 50_000_000;
+
+fn down(emu: &Emulator) {
+    emu.set_fault(Some(Fault::Status {
+        code: 503,
+        body: String::new(),
+        headers: vec![],
+    }));
+}
+
+/// A tmpfs of `mib` MiB mounted at `dir`, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, mib: u64) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Appends to the file until `/status` satisfies `pred`; returns the number written and the
+/// status.
+async fn write_until(
+    env: &TestEnv,
+    agent: &AgentProc,
+    from: usize,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> (usize, serde_json::Value) {
+    let mut written = from;
+    let t = Instant::now();
+    loop {
+        env.append(&(written..written + 1000).map(event).collect::<Vec<_>>());
+        written += 1000;
+        let s = agent.status().await;
+        if pred(&s) {
+            return (written, s);
+        }
+        assert!(
+            t.elapsed() < DEADLINE * 2,
+            "condition never met; last status {s:#}\n{}",
+            agent.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_max_bytes_pauses_the_file_refuses_socket_lines_and_recovers_without_loss() {
+    let mut fig = Figures::new("disk_queue_max_bytes");
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    down(&emu);
+    let env = TestEnv::new();
+    let mut cfg = Cfg::new(&emu.url());
+    cfg.siem = "  generic:\n    batch: ndjson\n    max_batch_events: 500\n".into();
+    cfg.queue_extra = format!("  max_bytes: {}KiB\n", size("disk_max_kib", 512, 16 * 1024));
+    env.write_config(&cfg);
+    let agent = AgentProc::start(&env).await;
+    let (written, s) = write_until(&env, &agent, 0, |s| {
+        s["queue"]["full"] == true && s["sources"]["file"]["paused"].as_str().is_some_and(|p| p.contains("queue full"))
+    })
+    .await;
+    fig.set("file_events_written", written);
+    fig.set("pending_when_full", s["queue"]["pending"].clone());
+    fig.set("file_paused", s["sources"]["file"]["paused"].clone());
+    // Socket writers are refused with a clear error, for exactly the lines not taken.
+    let (o, answers) = socket_try_send(
+        &env.socket,
+        &(SOCKET_BASE..SOCKET_BASE + 10).map(event).collect::<Vec<_>>(),
+        DEADLINE,
+    )
+    .await;
+    assert!(
+        matches!(
+            o,
+            SockOutcome::Answered {
+                accepted: 0,
+                refused: 10,
+                ..
+            }
+        ),
+        "{o:?} {answers:?}"
+    );
+    assert_eq!(answers[0]["error"], "queue full", "{answers:?}");
+    assert!(answers[0]["reason"].as_str().unwrap().contains("queue.max_bytes"), "{answers:?}");
+    fig.set("socket_error_line", answers[0].clone());
+    // The file keeps growing while paused; nothing is read past the checkpoint.
+    env.append(&(written..written + 2000).map(event).collect::<Vec<_>>());
+    let written = written + 2000;
+    // The SIEM comes back: everything the file holds arrives, in order, once.
+    let t = Instant::now();
+    emu.set_fault(None);
+    assert!(
+        emu.wait_for_events(written, DEADLINE * 2).await,
+        "{} of {written}\n{}",
+        emu.event_count(),
+        agent.logs()
+    );
+    fig.secs("recovery_seconds", t.elapsed());
+    agent
+        .wait_status(DEADLINE, |s| {
+            s["queue"]["full"] == false && s["sources"]["file"]["paused"].is_null() && s["queue"]["pending"] == 0
+        })
+        .await;
+    let got = tx_ids(&emu.events());
+    assert_eq!(
+        got,
+        expected_ids(0..written),
+        "every file event once, in order; refused socket lines never"
+    );
+    let (o, _) = socket_try_send(&env.socket, &[event(SOCKET_BASE + 100)], DEADLINE).await;
+    assert!(matches!(o, SockOutcome::Answered { accepted: 1, .. }), "{o:?}");
+    fig.set("lost", 0);
+    fig.set("duplicates", 0);
+}
+
+/// A config whose queue lives on `qdir` (on the small filesystem).
+fn write_config_with_queue(env: &TestEnv, cfg: &Cfg, qdir: &Path) {
+    let text = env
+        .render(cfg)
+        .replace(&env.queue.display().to_string(), &qdir.display().to_string());
+    env.write_config_text(&text);
+}
+
+/// Mounts the small filesystem with ballast leaving about `free_mib` free; None (skipped) when
+/// not permitted.
+fn small_fs(env: &TestEnv, fs_mib: u64, free_mib: u64) -> Option<(Tmpfs, PathBuf)> {
+    let fs_dir = env.dir.path().join("qfs");
+    let fs = match Tmpfs::mount(&fs_dir, fs_mib) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED: the full-filesystem campaign mounts a tmpfs, which needs root: {e}");
+            return None;
+        }
+    };
+    let ballast = fs_dir.join("ballast");
+    std::fs::write(&ballast, vec![0u8; ((fs_mib - free_mib) * 1024 * 1024) as usize]).unwrap();
+    Some((fs, ballast))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_filesystem_is_reported_pauses_sources_and_recovers_when_space_returns() {
+    let mut fig = Figures::new("disk_full_filesystem");
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    down(&emu);
+    let env = TestEnv::new();
+    let Some((_fs, ballast)) = small_fs(&env, 32, 14) else { return };
+    let mut cfg = Cfg::new(&emu.url());
+    cfg.siem = "  generic:\n    batch: ndjson\n    max_batch_events: 500\n".into();
+    cfg.queue_extra = "  min_free_bytes: 8MiB\n".into();
+    let qdir = env.dir.path().join("qfs/queue");
+    write_config_with_queue(&env, &cfg, &qdir);
+    let agent = AgentProc::start(&env).await;
+
+    // Fill the disk through the file source.
+    let (written, _) = write_until(&env, &agent, 0, |s| s["queue"]["storage_error"].is_string()).await;
+    let s = agent.wait_status(DEADLINE, |s| s["sources"]["file"]["paused"].is_string()).await;
+    fig.set("file_events_written", written);
+    fig.set("pending_when_full", s["queue"]["pending"].clone());
+    fig.set("status_storage_error", s["queue"]["storage_error"].clone());
+    fig.set("file_paused", s["sources"]["file"]["paused"].clone());
+    assert!(s["queue"]["storage_error"].as_str().unwrap().contains("disk is full"), "{s:#}");
+    assert!(s["sources"]["file"]["paused"].as_str().unwrap().contains("disk is full"), "{s:#}");
+    // Socket writers get a clear error; their lines were not taken.
+    let (o, answers) = socket_try_send(&env.socket, &[event(SOCKET_BASE)], DEADLINE).await;
+    assert!(
+        matches!(
+            o,
+            SockOutcome::Answered {
+                accepted: 0,
+                refused: 1,
+                ..
+            }
+        ),
+        "{o:?} {answers:?}"
+    );
+    assert_eq!(answers[0]["error"], "storage error", "{answers:?}");
+    assert!(answers[0]["reason"].as_str().unwrap().contains("disk is full"), "{answers:?}");
+    fig.set("socket_error_line", answers[0].clone());
+    // Stay full for a while: the agent keeps running and does not flood its log.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let errors = agent.logs().lines().filter(|l| l.contains("ERROR") && !l.contains("sink")).count();
+    fig.set("error_log_lines_while_full", errors);
+    assert!(errors <= 2, "the log is flooded while the disk is full:\n{}", agent.logs());
+
+    // Space returns: the agent resumes by itself.
+    std::fs::remove_file(&ballast).unwrap();
+    let t = Instant::now();
+    agent
+        .wait_status(DEADLINE, |s| {
+            s["queue"]["storage_error"].is_null() && s["sources"]["file"]["paused"].is_null()
+        })
+        .await;
+    fig.secs("resume_after_space_returns_seconds", t.elapsed());
+    let (o, answers) = socket_try_send(&env.socket, &[event(SOCKET_BASE + 1)], DEADLINE).await;
+    assert!(matches!(o, SockOutcome::Answered { accepted: 1, .. }), "{o:?} {answers:?}");
+    emu.set_fault(None);
+    let mut ledger = Ledger::default();
+    ledger.must.extend(expected_ids(0..written));
+    ledger.must.push(format!("tx-{}", SOCKET_BASE + 1));
+    assert!(
+        emu.wait_for_events(written + 1, DEADLINE * 2).await,
+        "{} of {}\n{}",
+        emu.event_count(),
+        written + 1,
+        agent.logs()
+    );
+    agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
+    let got = tx_ids(&emu.events());
+    let v = ledger.judge(&got);
+    fig.set("lost", v.lost.len());
+    fig.set("duplicates", v.duplicate_copies);
+    assert!(
+        v.lost.is_empty() && v.unexpected.is_empty(),
+        "lost {:?} unexpected {:?}",
+        v.lost,
+        v.unexpected
+    );
+    assert_eq!(v.duplicate_copies, 0);
+    first_occurrences_in_order(&got, &expected_ids(0..written)).unwrap();
+}
+
+/// Without the reserve (`queue.min_free_bytes: 0`) the disk really fills. Usually our own
+/// segment file hits ENOSPC first: that commit is refused, the file source pauses with the
+/// reason, and everything resumes in-process when space returns. If sled's log hits it instead,
+/// sled cannot write again in this process, so the agent must say so and exit with status 74
+/// for its service manager to restart it. Either way a restart (if needed) and the SIEM's
+/// recovery must find every line the file holds, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enospc_without_the_reserve_pauses_or_exits_clearly_and_loses_nothing() {
+    let mut fig = Figures::new("disk_enospc");
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    down(&emu);
+    let env = TestEnv::new();
+    let Some((_fs, ballast)) = small_fs(&env, 16, 6) else { return };
+    let mut cfg = Cfg::new(&emu.url());
+    cfg.siem = "  generic:\n    batch: ndjson\n    max_batch_events: 500\n".into();
+    cfg.queue_extra = "  min_free_bytes: 0\n".into();
+    let qdir = env.dir.path().join("qfs/queue");
+    write_config_with_queue(&env, &cfg, &qdir);
+    let mut agent = AgentProc::start(&env).await;
+    let mut written = 0;
+    let enospc = |s: &serde_json::Value| {
+        s["sources"]["file"]["paused"]
+            .as_str()
+            .is_some_and(|p| p.contains("disk is full") || p.contains("No space left"))
+    };
+    // Fill until the agent either reports the full disk (and keeps running) or exits.
+    let exited = loop {
+        env.append(&(written..written + 1000).map(event).collect::<Vec<_>>());
+        written += 1000;
+        if let Some(st) = agent.wait_exit(Duration::from_millis(50)) {
+            break Some(st);
+        }
+        if let Some((200, body)) = get(agent.port, "/status").await {
+            if enospc(&serde_json::from_str(&body).unwrap()) {
+                break None;
+            }
+        }
+        assert!(written < 2_000_000, "the disk never filled");
+    };
+    fig.set("file_events_written", written);
+    let agent = match exited {
+        Some(st) => {
+            let logs = agent.logs();
+            fig.set("outcome", "exit");
+            fig.set("exit_code", st.code());
+            assert_eq!(st.code(), Some(74), "{logs}");
+            assert!(logs.contains("exiting with status 74") && logs.contains("disk is full"), "{logs}");
+            std::fs::remove_file(&ballast).unwrap();
+            let agent = AgentProc::start(&env).await;
+            let s = agent.status().await;
+            assert!(s["queue"]["incident"].is_null(), "{s:#}");
+            agent
+        }
+        None => {
+            fig.set("outcome", "paused");
+            // Space returns: the agent resumes by itself, no restart.
+            std::fs::remove_file(&ballast).unwrap();
+            agent.wait_status(DEADLINE, |s| s["sources"]["file"]["paused"].is_null()).await;
+            agent
+        }
+    };
+    emu.set_fault(None);
+    assert!(
+        emu.wait_for_events(written, DEADLINE * 2).await,
+        "{} of {written}\n{}",
+        emu.event_count(),
+        agent.logs()
+    );
+    agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
+    let got = tx_ids(&emu.events());
+    let mut ledger = Ledger::default();
+    ledger.must.extend(expected_ids(0..written));
+    let v = ledger.judge(&got);
+    fig.set("lost", v.lost.len());
+    fig.set("duplicates", v.duplicate_copies);
+    assert!(
+        v.lost.is_empty() && v.unexpected.is_empty(),
+        "lost {} e.g. {:?}",
+        v.lost.len(),
+        &v.lost[..v.lost.len().min(5)]
+    );
+    assert_eq!(v.duplicate_copies, 0);
+    first_occurrences_in_order(&got, &expected_ids(0..written)).unwrap();
+}
