@@ -436,6 +436,8 @@ struct Inner {
     max_quarantine: AtomicU64,
     appended: tokio::sync::Notify,
     incident: Mutex<Option<String>>,
+    /// How far the queue has got, kept beside the store (see [`Witness`]).
+    witness: Witness,
     /// Set by an I/O error inside sled; never cleared (see the module docs).
     failed: Mutex<Option<QueueError>>,
     fatal: tokio::sync::Notify,
@@ -778,6 +780,27 @@ impl Queue {
             q_next: g("q_next")?.max(1),
             d_next: g("d_next")?.max(1),
         };
+        // sled recovers a truncated or damaged log to its last readable point without an error
+        // (found by the corruption campaign): the witness says how far the queue had really got.
+        let witness = Witness::open(root).map_err(|e| storage_err(root, e))?;
+        let mut state = state;
+        if let Some(w) = witness.read() {
+            if w > state.next_seq {
+                let lost = w - state.next_seq;
+                let msg = format!(
+                    "the queue store at {} came back shorter than it was (damaged or truncated on disk): up to {lost} events with sequence numbers {}..{} were lost and cannot be forwarded; new events continue after them. Inspect the disk; the rest of the queue is intact",
+                    store_dir.display(),
+                    state.next_seq,
+                    w - 1
+                );
+                tracing::error!(target: "queue", "{msg}");
+                incident = Some(match incident {
+                    Some(prev) => format!("{prev}; {msg}"),
+                    None => msg,
+                });
+                state.next_seq = w;
+            }
+        }
         let durable_next = state.next_seq;
         let segments = SegmentWriter::open(&seg_dir, state.next_seq, state.acked).map_err(|e| storage_err(&seg_dir, e))?;
         let inner = Arc::new(Inner {
@@ -795,6 +818,7 @@ impl Queue {
             max_quarantine: AtomicU64::new(max_quarantine),
             appended: tokio::sync::Notify::new(),
             incident: Mutex::new(incident),
+            witness,
             failed: Mutex::new(None),
             fatal: tokio::sync::Notify::new(),
             min_free: AtomicU64::new(DEFAULT_MIN_FREE_BYTES),
@@ -1198,6 +1222,7 @@ impl Queue {
             st.counts = counts;
             st.next_seq = next_seq;
             self.inner.durable_next.store(next_seq, Ordering::Release);
+            self.inner.witness.write(next_seq);
         }
         self.inner.appended.notify_waiters();
         Ok(n)
@@ -1214,6 +1239,7 @@ impl Queue {
         let store = self.inner.store.read().unwrap();
         let _ = store.db.flush();
         let _ = store.log.sync_data();
+        let _ = self.inner.witness.file.sync_data();
     }
 
     /// Bytes the store and its segment files occupy on disk.
@@ -1371,6 +1397,58 @@ fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// `<queue.path>/witness`: the next sequence number after the last commit, outside sled.
+///
+/// sled opens a truncated or damaged log at its last readable point without any error, so a
+/// damaged store could silently lose its tail. The witness is rewritten (16 bytes, with a check
+/// word) after every commit and fsynced at most once a second; at open, a store that is behind
+/// it is reported as an incident naming the range lost, and sequence numbers continue after it
+/// so none is reused.
+struct Witness {
+    file: File,
+    last_sync: Mutex<Instant>,
+}
+
+const WITNESS_CHECK: u64 = 0x5EAD_0417_7E55_0002;
+
+impl Witness {
+    fn open(root: &Path) -> std::io::Result<Witness> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(root.join("witness"))?;
+        Ok(Witness {
+            file,
+            last_sync: Mutex::new(Instant::now()),
+        })
+    }
+
+    fn read(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 16];
+        self.file.read_exact_at(&mut b, 0).ok()?;
+        let v = u64::from_be_bytes(b[..8].try_into().ok()?);
+        (u64::from_be_bytes(b[8..].try_into().ok()?) == v ^ WITNESS_CHECK).then_some(v)
+    }
+
+    fn write(&self, next_seq: u64) {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&next_seq.to_be_bytes());
+        b[8..].copy_from_slice(&(next_seq ^ WITNESS_CHECK).to_be_bytes());
+        if self.file.write_all_at(&b, 0).is_err() {
+            return;
+        }
+        let mut last = self.last_sync.lock().unwrap();
+        if last.elapsed() >= Duration::from_secs(1) {
+            *last = Instant::now();
+            let _ = self.file.sync_data();
+        }
+    }
+}
+
 /// A sled write failed: fatal for this process (see the module docs).
 fn sled_err(inner: &Inner, dir: &Path, e: impl std::fmt::Display) -> QueueError {
     let e = storage_err(dir, e);
@@ -1502,6 +1580,7 @@ fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended,
                 inner.disk_full.lock().unwrap().take();
             }
             inner.durable_next.store(next_seq, Ordering::Release);
+            inner.witness.write(next_seq);
             inner.appended.notify_waiters();
             seg.delete_acked(acked, Some(&inner.readers));
             results
@@ -1652,6 +1731,22 @@ mod tests {
         let a = q.append_blocking(req(&["next"])).unwrap();
         assert_eq!(a.first_seq, 20_001);
         assert_eq!(&q.read(20_000, 10, 1 << 20).unwrap()[0].data[..], b"next");
+    }
+
+    #[test]
+    fn a_store_that_comes_back_shorter_is_an_incident_and_sequence_numbers_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = Queue::open(dir.path(), 1 << 30, 100).unwrap();
+            q.append_blocking(req(&["a", "b", "c"])).unwrap();
+            q.close();
+        }
+        // The store is lost (as sled does, silently, when its log is truncated).
+        std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+        let q = Queue::open(dir.path(), 1 << 30, 100).unwrap();
+        let inc = q.incident().expect("the loss is reported");
+        assert!(inc.contains("up to 3 events with sequence numbers 1..3 were lost"), "{inc}");
+        assert_eq!(q.append_blocking(req(&["d"])).unwrap().first_seq, 4, "no sequence number is reused");
     }
 
     #[test]
