@@ -859,6 +859,23 @@ impl Queue {
         &self.inner.root
     }
 
+    /// Reports (once per record) a record whose events cannot be read and are skipped.
+    fn skip_damaged(&self, first_seq: u64, why: &str) {
+        let mut inc = self.inner.incident.lock().unwrap();
+        let tag = format!("[record {first_seq}]");
+        if inc.as_deref().is_some_and(|i| i.contains(&tag)) {
+            return;
+        }
+        let msg = format!(
+            "{tag} the queue's segment data for the events from sequence {first_seq} is damaged ({why}); those events cannot be forwarded and were skipped, later events are delivered"
+        );
+        tracing::error!(target: "queue", "{msg}");
+        *inc = Some(match inc.take() {
+            Some(prev) => format!("{prev}; {msg}"),
+            None => msg,
+        });
+    }
+
     /// The incident found at open, if the database had to be moved aside.
     pub fn incident(&self) -> Option<String> {
         self.inner.incident.lock().unwrap().clone()
@@ -976,9 +993,20 @@ impl Queue {
             if first_seq >= before {
                 break;
             }
-            let rec = self.inner.readers.load(first_seq, &v).map_err(|e| storage_err(&store.dir, e))?;
+            // A record that cannot be read back (segment file truncated or overwritten) would
+            // block delivery forever: skip it, say so in the log and `queue.incident`.
+            let rec = match self.inner.readers.load(first_seq, &v) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    self.skip_damaged(first_seq, &e);
+                    continue;
+                }
+            };
+            let mark = out.len();
             if !decode_record(first_seq, &rec, &mut w, &mut out) {
-                return Err(storage_err(&store.dir, format!("record {first_seq} is damaged")));
+                out.truncate(mark);
+                self.skip_damaged(first_seq, &format!("record {first_seq} is damaged"));
+                continue;
             }
             if out.len() >= max_events || w.bytes >= max_bytes {
                 break;

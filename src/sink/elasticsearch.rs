@@ -310,7 +310,9 @@ impl Elasticsearch {
         let bad = |msg: String| Verdict::Retry(Failure::new(FailureKind::BadResponse, Some(status), msg));
         let v: Value = match serde_json::from_slice(&resp.body) {
             Ok(v @ Value::Object(_)) => v,
-            _ if resp.body.len() >= MAX_RESPONSE_BYTES => {
+            // Only a cut-off bulk answer means "too many items to read"; a huge body that is not
+            // JSON at all (a proxy, a wrong endpoint) is a bad answer, not a reason to split.
+            _ if resp.body.len() >= MAX_RESPONSE_BYTES && resp.body.trim_ascii_start().starts_with(b"{") => {
                 return Verdict::TooLarge(Failure::new(
                     FailureKind::TooLarge,
                     Some(status),
