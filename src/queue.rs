@@ -84,6 +84,8 @@ const INLINE_LIMIT: usize = 120 * 1024;
 const RECLAIM_THRESHOLD_BYTES: u64 = 64 * 1024 * 1024;
 /// Per quarantine entry, at most this much of the line is kept (the rest is counted).
 pub const QUARANTINE_KEEP_BYTES: usize = 64 * 1024;
+/// Quarantine entries are written at most this many to a sled batch (see `commit_group`).
+const QUARANTINE_KEYS_PER_BATCH: usize = 128;
 const RECORD_HEADER: usize = 1 + 8 + 4;
 const SLED_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 /// Default `queue.min_free_bytes`: free space kept on the queue's filesystem.
@@ -1554,10 +1556,12 @@ fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended,
         counts.pending_events += added_events;
         counts.pending_bytes += added_bytes;
         let mut q_next = st.q_next;
+        let q_start = q_next;
+        let mut new_entries: Vec<(u64, Vec<u8>)> = Vec::new();
         for (req, _) in reqs.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
             for (meta, line) in &req.quarantine {
                 let keep = &line[..line.len().min(QUARANTINE_KEEP_BYTES)];
-                batch.insert(key(b'q', q_next).to_vec(), encode_entry(meta, keep));
+                new_entries.push((q_next, encode_entry(meta, keep)));
                 q_next += 1;
                 counts.quarantine += 1;
             }
@@ -1569,16 +1573,39 @@ fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended,
         }
         // Keep the quarantine bounded: evict the oldest entries beyond the limit (counted).
         // Ids are consecutive, so the live ones are exactly the last `quarantine` ids before
-        // `q_next`: evict from the oldest live id on, whether committed or in this batch.
+        // `q_next`: evict from the oldest live id on (new entries that would be evicted at once
+        // are simply not written).
+        let mut evict = Vec::new();
         if counts.quarantine > max_q {
             let excess = counts.quarantine - max_q;
             let oldest = q_next - counts.quarantine;
-            for id in oldest..oldest + excess {
-                batch.remove(key(b'q', id).to_vec());
-            }
+            evict.extend((oldest..(oldest + excess).min(q_start)).map(|id| key(b'q', id)));
+            new_entries.retain(|(id, _)| *id >= oldest + excess);
             counts.quarantine -= excess;
             counts.quarantine_evicted += excess;
             tracing::warn!(target: "queue", evicted = excess, "quarantine is over queue.max_quarantine_entries; the oldest entries were dropped (counted in status as quarantine.evicted)");
+        }
+        // Quarantine entries go in small batches of their own, before the main one: sled's
+        // memory grows steeply with the number of keys in one batch (a flood of tiny bad lines
+        // took it to ~1 GiB), and these need no atomicity with the events: after a crash between
+        // the two, the lines are read again and their entries rewritten under the same ids.
+        for chunk in new_entries.chunks(QUARANTINE_KEYS_PER_BATCH) {
+            let mut qb = sled::Batch::default();
+            for (id, v) in chunk {
+                qb.insert(key(b'q', *id).to_vec(), v.as_slice());
+            }
+            if let Err(e) = store.db.apply_batch(qb) {
+                return Err(sled_err(inner, &store.dir, e));
+            }
+        }
+        for chunk in evict.chunks(QUARANTINE_KEYS_PER_BATCH) {
+            let mut qb = sled::Batch::default();
+            for k in chunk {
+                qb.remove(k.to_vec());
+            }
+            if let Err(e) = store.db.apply_batch(qb) {
+                return Err(sled_err(inner, &store.dir, e));
+            }
         }
         batch.insert(meta_key("next_seq"), &next_seq.to_be_bytes());
         batch.insert(meta_key("pending_events"), &counts.pending_events.to_be_bytes());

@@ -41,9 +41,9 @@ fn quarantine(env: &TestEnv) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_quarantined_and_the_agent_stays_up() {
-    let huge_mb = size("huge_mb", 8, 100);
-    let tiny_lines = size("tiny_lines", 200_000, 2_000_000);
-    let clients = size("clients", 200, 1000);
+    let huge_mb = size("huge_mb", 4, 100);
+    let tiny_lines = size("tiny_lines", 50_000, 2_000_000);
+    let clients = size("clients", 100, 1000);
     let mut fig = Figures::new("hostile");
     fig.set("huge_line_mb", huge_mb);
     fig.set("tiny_lines", tiny_lines);
@@ -51,7 +51,9 @@ async fn hostile_input_is_quarantined_and_the_agent_stays_up() {
 
     let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
     let env = TestEnv::new();
-    let cfg = Cfg::new(&emu.url());
+    let mut cfg = Cfg::new(&emu.url());
+    // Batched, so the campaign measures the input side rather than one request per event.
+    cfg.siem = "  generic:\n    batch: ndjson\n".into();
     env.write_config(&cfg);
     std::fs::write(&env.events, b"").unwrap();
     let agent = AgentProc::start(&env).await;

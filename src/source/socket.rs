@@ -42,6 +42,9 @@ const READ_AHEAD_BYTES: usize = 256 * 1024;
 /// Read-ahead is used while at most this many clients are connected (bounds its memory).
 const READ_AHEAD_MAX_CONNECTIONS: u64 = 16;
 
+/// Most lines validated and committed at once per connection.
+const MAX_LINES_PER_COMMIT: usize = 8192;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     #[error("sources.socket.path: {path}: another process is listening on this socket (a second agent?); stop it or choose another path")]
@@ -235,8 +238,10 @@ impl Conn {
                     Err(_) => break,
                 }
             }
-            if !frames.is_empty() {
-                if let Some(err_line) = self.commit(frames, &mut tally).await {
+            // Committed in slices: a flood of tiny lines must not build ~100k quarantine
+            // entries (or events) at once.
+            for slice in frames.chunks(MAX_LINES_PER_COMMIT) {
+                if let Some(err_line) = self.commit(slice.to_vec(), &mut tally).await {
                     if wr.write_all(err_line.as_bytes()).await.is_err() {
                         return;
                     }

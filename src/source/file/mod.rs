@@ -57,6 +57,8 @@ use identity::{find_rotated, head_hash, stat_path, FileId, HEAD_LEN};
 const CHUNK_BYTES: usize = 2 * 1024 * 1024;
 /// Bytes per read() call.
 const READ_BYTES: usize = 256 * 1024;
+/// Most lines validated and committed at once (bounds memory under a flood of tiny lines).
+const MAX_LINES_PER_COMMIT: usize = 8192;
 /// How long a rotated-away file must stay quiet before we switch to the new one.
 const ROTATION_GRACE: Duration = Duration::from_secs(1);
 
@@ -250,6 +252,17 @@ impl Tailer {
         if !frames.is_empty() {
             self.old_quiet_since = None;
             self.switch_armed = false;
+            // A flood of tiny lines (700k `{}` fit in one read) would build that many events or
+            // quarantine entries at once: commit a bounded number and read the rest again.
+            if frames.len() > MAX_LINES_PER_COMMIT {
+                frames.truncate(MAX_LINES_PER_COMMIT);
+                let end = frames.last().map(frame_end).unwrap_or(start);
+                let o = self.open.as_mut().expect("checked");
+                o.framer = LineFramer::new(self.max_event_bytes, end);
+                o.file
+                    .seek(SeekFrom::Start(end))
+                    .map_err(|e| format!("cannot seek in {}: {e}", o.opened_as.display()))?;
+            }
             self.commit(frames, None, start)?;
             return Ok(true);
         }
