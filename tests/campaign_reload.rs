@@ -229,8 +229,10 @@ async fn hundreds_of_config_rewrites_under_load_lose_and_duplicate_nothing() {
     file_thread.join().unwrap();
     let (sock_accepted, sock_maybe, resends) = sock_task.await.unwrap();
     let n = written.load(Ordering::Relaxed);
-    let mut ledger = Ledger::default();
-    ledger.must = expected_ids(0..n);
+    let mut ledger = Ledger {
+        must: expected_ids(0..n),
+        ..Default::default()
+    };
     ledger.must.extend(sock_accepted.iter().cloned());
     ledger.maybe.extend(sock_maybe.iter().cloned());
     let all = || {

@@ -101,8 +101,10 @@ async fn rename_rotation_at_a_high_rate_loses_and_duplicates_nothing() {
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     let elapsed = t.elapsed();
     let got = tx_ids(&emu.events());
-    let mut ledger = Ledger::default();
-    ledger.must = expected_ids(0..n);
+    let ledger = Ledger {
+        must: expected_ids(0..n),
+        ..Default::default()
+    };
     let v = ledger.judge(&got);
     fig.set("rotations", rotations);
     fig.set(
@@ -170,8 +172,10 @@ async fn copytruncate_at_a_high_rate_loses_and_duplicates_nothing_the_agent_had_
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     let elapsed = t.elapsed();
     let got = tx_ids(&emu.events());
-    let mut ledger = Ledger::default();
-    ledger.must = expected_ids(0..n);
+    let ledger = Ledger {
+        must: expected_ids(0..n),
+        ..Default::default()
+    };
     let v = ledger.judge(&got);
     let q = agent.status().await["quarantine"]["count"].clone();
     fig.set("rotations", rotations);
@@ -222,8 +226,10 @@ async fn copytruncate_unsynchronised_window_is_measured() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     let got = tx_ids(&emu.events());
-    let mut ledger = Ledger::default();
-    ledger.must = expected_ids(0..n);
+    let ledger = Ledger {
+        must: expected_ids(0..n),
+        ..Default::default()
+    };
     let v = ledger.judge(&got);
     let q = agent.status().await["quarantine"]["count"].clone();
     fig.set("rotations", rotations);
@@ -270,8 +276,10 @@ async fn rotation_while_the_agent_is_down_loses_nothing() {
     stop.store(true, Ordering::Relaxed);
     w.join().unwrap();
     let n = written.load(Ordering::Relaxed);
-    let mut ledger = Ledger::default();
-    ledger.must = expected_ids(0..n);
+    let ledger = Ledger {
+        must: expected_ids(0..n),
+        ..Default::default()
+    };
     let ok = wait_until(DEADLINE, || ledger.judge(&tx_ids(&emu.events())).lost.is_empty()).await;
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     let got = tx_ids(&emu.events());
