@@ -361,6 +361,23 @@ impl Config {
                 if errs.is_empty() {
                     errs.push("config is incomplete".into());
                 }
+                hide_env_values(&mut errs, text, env);
+                // One line per problem, whatever the values quoted in it hold (a CR/LF in a
+                // value made a problem span lines; found by the config fuzz target).
+                for p in errs.iter_mut() {
+                    if p.chars().any(char::is_control) {
+                        *p = p
+                            .chars()
+                            .map(|c| {
+                                if c.is_control() {
+                                    c.escape_default().to_string()
+                                } else {
+                                    c.to_string()
+                                }
+                            })
+                            .collect();
+                    }
+                }
                 Err(ConfigErrors { problems: errs })
             }
         }
@@ -724,6 +741,32 @@ pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Shows `${NAME}` instead of the value of every variable the text refers to: any value may be
+/// a secret (a token put in the wrong key, a Sumo Logic URL with a typo), and error messages
+/// quote what they got (found by the config fuzz target).
+fn hide_env_values(problems: &mut [String], text: &str, env: &dyn Fn(&str) -> Option<String>) {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        rest = &rest[i + 2..];
+        if let Some(end) = rest.find('}') {
+            let name = &rest[..end];
+            if let Some(v) = env(name).filter(|v| v.len() >= 3) {
+                vars.push((name.to_string(), v));
+            }
+        }
+    }
+    // Longest values first, so a value containing another is hidden whole.
+    vars.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    for p in problems.iter_mut() {
+        for (name, v) in &vars {
+            if p.contains(v.as_str()) {
+                *p = p.replace(v.as_str(), &format!("${{{name}}}"));
+            }
+        }
+    }
 }
 
 /// Parses human durations: `250ms`, `1s`, `2m`, `1h`, `1.5s`. A bare number means seconds.
@@ -1501,6 +1544,31 @@ fn parse_delivery(n: Option<&mut Node>) -> Option<DeliveryConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_never_show_the_value_of_an_environment_variable() {
+        let env = |k: &str| (k == "SUMO_URL").then(|| "htps://c.sumologic.com/receiver/v1/http/ZaVnC4secretTOKEN".to_string());
+        let yaml =
+            "siem:\n  url: ${SUMO_URL}\n  generic:\n    batch: ${SUMO_URL}\nsources:\n  socket: { path: /tmp/s }\nqueue:\n  path: /tmp/q\n";
+        let e = Config::parse_with_env(yaml, &env).unwrap_err();
+        assert!(e.problems.len() >= 2, "{:?}", e.problems);
+        for p in &e.problems {
+            assert!(!p.contains("ZaVnC4secretTOKEN"), "{p}");
+        }
+        assert!(e.problems.iter().any(|p| p.contains("${SUMO_URL}")), "{:?}", e.problems);
+    }
+
+    #[test]
+    fn each_problem_stays_on_one_line_whatever_the_value_holds() {
+        let yaml = "siem:\n  url: https://x.example.com/c\n  tls:\n    ca_file: \"a\\r\\nb\"\nsources:\n  socket: { path: /tmp/s }\nqueue:\n  path: /tmp/q\n";
+        let e = Config::parse_with_env(yaml, &|_| None).unwrap_err();
+        assert!(
+            e.problems.iter().all(|p| !p.contains('\n') && !p.contains('\r')),
+            "{:?}",
+            e.problems
+        );
+        assert!(e.problems.iter().any(|p| p.contains("a\\r\\nb")), "{:?}", e.problems);
+    }
 
     fn env(k: &str) -> Option<String> {
         match k {

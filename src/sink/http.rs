@@ -270,6 +270,19 @@ impl HttpClient {
                 "TLS: the SIEM's certificate does not match the host name in siem.url; use the name the certificate was issued for"
                     .to_string(),
             )
+        } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") || lower.contains("wrong version number") {
+            // The hostile-SIEM campaign found this reported as a plain "network error".
+            (
+                FailureKind::Tls,
+                format!(
+                    "TLS: the SIEM did not answer in TLS ({chain}); if that port serves plain HTTP, use http:// in siem.url, else check the port"
+                ),
+            )
+        } else if lower.contains("causedasendentity") {
+            (
+                FailureKind::Tls,
+                "TLS: the SIEM presents a CA certificate as its own (a self-signed certificate made without CA:FALSE?); give it a server certificate issued by a CA, and add that CA with siem.tls.ca_file".to_string(),
+            )
         } else if lower.contains("expired") {
             (
                 FailureKind::Tls,
@@ -419,5 +432,36 @@ pub fn classify_status(resp: &Response, what: &str) -> crate::sink::platform::Ve
         400..=499 => Verdict::Rejected(f(FailureKind::Rejected, format!("{what} rejected the data: HTTP {code}{detail}"))),
         500..=599 => Verdict::Retry(f(FailureKind::ServerError, format!("{what} had a server error: HTTP {code}{detail}; will retry"))),
         _ => Verdict::Retry(f(FailureKind::BadResponse, format!("{what} answered an unexpected HTTP {code}{detail}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_port_is_a_tls_failure_with_a_hint() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+            }
+        });
+        let yaml = format!("siem:\n  url: https://{addr}/collector\nsources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n");
+        let cfg = crate::config::Config::parse_with_env(&yaml, &|_| None).unwrap();
+        let client = HttpClient::new(&cfg.siem).unwrap();
+        let platform = crate::sink::build_platform(&cfg.siem);
+        let ev = crate::queue::QueuedEvent {
+            seq: 1,
+            data: Bytes::from_static(b"{}"),
+            accepted_at_ms: 0,
+        };
+        let f = client.send(&platform.encode(&[ev])).await.unwrap_err();
+        assert_eq!(f.kind, FailureKind::Tls, "{}", f.message);
+        assert!(f.message.contains("use http://"), "{}", f.message);
     }
 }

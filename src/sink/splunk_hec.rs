@@ -292,7 +292,29 @@ impl Platform for SplunkHec {
     fn interpret(&self, events: &[QueuedEvent], resp: &Response) -> Verdict {
         let status = resp.status;
         if (200..300).contains(&status) {
-            return Verdict::Delivered;
+            // HEC answers every request it accepted with `{"text":"Success","code":0}`. A 2xx
+            // with another body comes from something else on the path (a proxy's or a login
+            // page, a wrong URL): nothing is assumed delivered (the hostile-SIEM campaign found
+            // such answers taken as acceptance, and the events lost). An empty body is taken as
+            // acceptance, as some HEC-compatible collectors send none.
+            if resp.body.iter().all(|b| b.is_ascii_whitespace()) {
+                return Verdict::Delivered;
+            }
+            return match parse_reply(&resp.body) {
+                Some(r) if r.code == Some(0) => Verdict::Delivered,
+                _ => {
+                    let mut f = Failure::new(
+                        FailureKind::BadResponse,
+                        Some(status),
+                        format!(
+                            "Splunk HEC answered HTTP {status} but not with a HEC answer ({}): something other than HEC answers at siem.url (a proxy or login page?); events stay queued and are resent",
+                            resp.body_text(120)
+                        ),
+                    );
+                    f.retry_after = resp.retry_after();
+                    Verdict::Retry(f)
+                }
+            };
         }
         let reply = parse_reply(&resp.body);
         let code = reply.as_ref().and_then(|r| r.code);
@@ -907,6 +929,25 @@ mod tests {
             let v = h.interpret(&evs(events), &resp(status, &body));
             if let Verdict::PerEvent(out) = v {
                 proptest::prop_assert_eq!(out.len(), events);
+            }
+        }
+    }
+
+    #[test]
+    fn a_2xx_that_is_not_a_hec_answer_is_not_taken_as_delivered() {
+        let h = hec(cfg());
+        assert_eq!(
+            h.interpret(&evs(2), &resp(200, r#"{"text":"Success","code":0}"#)),
+            Verdict::Delivered
+        );
+        assert_eq!(h.interpret(&evs(2), &resp(200, "")), Verdict::Delivered);
+        for body in ["<html><body>Sign in</body></html>", "{\"status\":\"ok\"}", "xxxxxxxx"] {
+            match h.interpret(&evs(2), &resp(200, body)) {
+                Verdict::Retry(f) => {
+                    assert_eq!(f.kind, FailureKind::BadResponse);
+                    assert!(f.message.contains("not with a HEC answer"), "{}", f.message);
+                }
+                v => panic!("{body}: {v:?}"),
             }
         }
     }
