@@ -131,6 +131,15 @@ enum QuarantineCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::DeadLetter { .. } | Cmd::Quarantine { .. }) {
+        // Listings are meant for pipes (`quarantine list --json | head`): when the reader goes
+        // away, end quietly as other Unix tools do, instead of panicking in `println!` on EPIPE.
+        // Only these commands: the agent itself must survive a peer that closes its socket.
+        // SAFETY: called before any other thread exists; resets one signal disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -236,7 +245,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             QuarantineCmd::List { config, json, limit } => {
                 let cfg = load(&config.config)?;
                 let v = admin(&cfg, sendauth_siem::admin::Request::QuarantineList { limit: Some(limit) })?;
-                print_entries(&v, json, "line", &["origin", "reason"]);
+                print_entries(&v, json, "line", &["origin", "reason"])?;
                 Ok(ExitCode::SUCCESS)
             }
         },
@@ -400,17 +409,18 @@ fn admin(cfg: &Config, req: sendauth_siem::admin::Request) -> anyhow::Result<Val
     Ok(v)
 }
 
-fn print_entries(v: &Value, json: bool, body_key: &str, fields: &[&str]) {
+/// Prints a listing from the admin socket (or the queue opened directly). Fails when the agent
+/// answered an error, so a script sees a non-zero exit instead of an empty listing.
+fn print_entries(v: &Value, json: bool, body_key: &str, fields: &[&str]) -> anyhow::Result<()> {
     if v["ok"] != true {
-        eprintln!("error: {}", v["error"].as_str().unwrap_or("unknown"));
-        return;
+        bail!("{}", v["error"].as_str().unwrap_or("the listing failed"));
     }
     let entries = v["entries"].as_array().cloned().unwrap_or_default();
     if json {
         for e in &entries {
             println!("{}", serde_json::to_string(e).unwrap_or_default());
         }
-        return;
+        return Ok(());
     }
     println!("{} entries (of {})", entries.len(), v["total"]);
     for e in &entries {
@@ -421,6 +431,7 @@ fn print_entries(v: &Value, json: bool, body_key: &str, fields: &[&str]) {
         println!("{}", parts.join("  "));
         println!("    {}", e[body_key].as_str().unwrap_or(""));
     }
+    Ok(())
 }
 
 fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
@@ -436,7 +447,7 @@ fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
         DeadLetterCmd::List { config, json, limit } => {
             let cfg = load(&config.config)?;
             let v = admin(&cfg, Request::DeadLetterList { limit: Some(limit) })?;
-            print_entries(&v, json, "event", &["reason"]);
+            print_entries(&v, json, "event", &["reason"])?;
         }
         DeadLetterCmd::Replay { config, ids, all } => {
             let cfg = load(&config.config)?;

@@ -109,6 +109,13 @@ pub enum QueueError {
     Locked(PathBuf),
     #[error("the queue is shutting down")]
     Closed,
+    /// A dead-letter command named ids that are not in the dead letter; nothing was changed.
+    #[error("no dead-letter entry with id {}; nothing was changed (see `sendauth-siem dead-letter list` for the ids)", join_ids(.0))]
+    NoSuchDeadLetter(Vec<u64>),
+}
+
+fn join_ids(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// One queued event as the sink sees it.
@@ -1202,6 +1209,16 @@ impl Queue {
         check_failed(&self.inner)?;
         let entries = self.list_dead_letter(usize::MAX)?;
         let chosen: Vec<_> = entries.into_iter().filter(|e| ids.is_none_or(|ids| ids.contains(&e.id))).collect();
+        // Named ids must all exist: a typo must not look like success, and a partial replay
+        // would leave the operator guessing which ones moved.
+        if let Some(ids) = ids {
+            let mut missing: Vec<u64> = ids.iter().copied().filter(|id| !chosen.iter().any(|e| e.id == *id)).collect();
+            missing.sort_unstable();
+            missing.dedup();
+            if !missing.is_empty() {
+                return Err(QueueError::NoSuchDeadLetter(missing));
+            }
+        }
         if chosen.is_empty() {
             return Ok(0);
         }

@@ -371,6 +371,69 @@ async fn rejected_event_goes_to_the_dead_letter_and_can_be_replayed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_commands_fail_on_unknown_ids_and_listings_survive_a_closed_pipe() {
+    let emu = generic().await;
+    emu.push_fault(Fault::Status {
+        code: 400,
+        body: "{\"error\":\"field subject too long\"}".into(),
+        headers: vec![],
+    });
+    let env = TestEnv::new();
+    env.write_config(&Cfg::new(&emu.url()));
+    let agent = AgentProc::start(&env).await;
+    env.append(&(0..2).map(event).collect::<Vec<_>>());
+    agent.wait_status(DEADLINE, |s| s["dead_letter"]["count"] == 1).await;
+    let conf = env.config.to_str().unwrap();
+    // An id that is not in the dead letter is an error naming it, and nothing moves, not even
+    // the ids that do exist.
+    for action in ["replay", "purge"] {
+        let (code, out, err) = cli(&["dead-letter", action, "--config", conf, "--id", "99", "--id", "1"]);
+        assert_eq!(code, 1, "{action}: {out}{err}");
+        assert!(err.contains("no dead-letter entry with id 99;"), "{action}: {err}");
+        assert!(err.contains("nothing was changed"), "{action}: {err}");
+    }
+    agent.wait_status(DEADLINE, |s| s["dead_letter"]["count"] == 1).await;
+    // A listing whose reader has gone (`| head` that already exited) ends on SIGPIPE like other
+    // Unix tools: no panic, no exit 101.
+    for what in ["dead-letter", "quarantine"] {
+        let (code, signal, err) = cli_into_closed_pipe(&[what, "list", "--config", conf, "--json"]);
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert_ne!(code, Some(101), "{what}: {err}");
+        assert!(code.is_none() || signal.is_none(), "{what}");
+        if code.is_none() {
+            assert_eq!(signal, Some(libc::SIGPIPE), "{what}: {err}");
+        }
+    }
+    // The entry is still there and still replays.
+    let (code, out, err) = cli(&["dead-letter", "replay", "--config", conf, "--id", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(emu.wait_for_events(2, DEADLINE).await);
+    assert_eq!(tx_ids(&emu.events()), vec!["tx-1", "tx-0"]);
+}
+
+/// Runs the CLI with its stdout on a pipe whose read end is already closed; returns (exit code,
+/// terminating signal, stderr).
+fn cli_into_closed_pipe(args: &[&str]) -> (Option<i32>, Option<i32>, String) {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    let mut fds = [0i32; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    let write_end = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(write_end)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        out.status.signal(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_not_followed_and_hold_the_queue() {
     let emu = generic().await;
     emu.set_fault(Some(Fault::Redirect {
