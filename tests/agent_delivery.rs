@@ -371,6 +371,31 @@ async fn rejected_event_goes_to_the_dead_letter_and_can_be_replayed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_the_siem_echoes_in_another_case_is_redacted_too() {
+    let emu = generic().await;
+    emu.push_fault(Fault::Status {
+        code: 400,
+        body: "{\"error\":\"event refused for key SECRET-KEY-77AB\"}".into(),
+        headers: vec![],
+    });
+    let env = TestEnv::new();
+    let mut cfg = Cfg::new(&emu.url());
+    cfg.siem = "  auth:\n    header: \"X-API-Key: secret-key-77ab\"\n".into();
+    env.write_config(&cfg);
+    let agent = AgentProc::start(&env).await;
+    env.append(&(0..2).map(event).collect::<Vec<_>>());
+    agent.wait_status(DEADLINE, |s| s["dead_letter"]["count"] == 1).await;
+    assert!(emu.wait_for_events(1, DEADLINE).await);
+    let (code, out, err) = cli(&["dead-letter", "list", "--config", env.config.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("event refused for key <redacted>"), "{out}");
+    let status = agent.status().await.to_string();
+    for (what, text) in [("dead letter", out), ("status", status), ("log", agent.logs())] {
+        assert!(!text.to_ascii_lowercase().contains("secret-key-77ab"), "secret in {what}:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_commands_fail_on_unknown_ids_and_listings_survive_a_closed_pipe() {
     let emu = generic().await;
     emu.push_fault(Fault::Status {

@@ -156,12 +156,13 @@ impl HttpClient {
     }
 
     /// Replaces every configured secret in `text` with `<redacted>`.
+    /// Replaces every secret in `text` with `<redacted>`, ignoring ASCII case: a SIEM may echo a
+    /// credential lower-cased or upper-cased (hex tokens, header values), and that copy must
+    /// not reach the log or the status page either.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.secrets {
-            if out.contains(s.expose()) {
-                out = out.replace(s.expose(), "<redacted>");
-            }
+            out = replace_ignoring_ascii_case(&out, s.expose(), "<redacted>");
         }
         out
     }
@@ -435,9 +436,40 @@ pub fn classify_status(resp: &Response, what: &str) -> crate::sink::platform::Ve
     }
 }
 
+/// `text` with every occurrence of `needle` (ASCII case ignored) replaced by `with`.
+fn replace_ignoring_ascii_case(text: &str, needle: &str, with: &str) -> String {
+    if needle.is_empty() {
+        return text.to_string();
+    }
+    // ASCII lower-casing keeps every byte offset and char boundary, so offsets found in the
+    // lowered copy are valid in `text`.
+    let hay = text.to_ascii_lowercase();
+    let needle = needle.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (at, _) in hay.match_indices(&needle) {
+        out.push_str(&text[last..at]);
+        out.push_str(with);
+        last = at + needle.len();
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_ignores_the_case_a_siem_echoes_a_secret_in() {
+        let t = "token AbC-123-xyZ rejected; abc-123-XYZ again; ABC-123-XYZ. café";
+        assert_eq!(
+            replace_ignoring_ascii_case(t, "abc-123-xyz", "<redacted>"),
+            "token <redacted> rejected; <redacted> again; <redacted>. café"
+        );
+        assert_eq!(replace_ignoring_ascii_case("é x é", "X", "_"), "é _ é");
+        assert_eq!(replace_ignoring_ascii_case("abc", "", "_"), "abc");
+    }
 
     #[tokio::test]
     async fn https_to_a_plain_http_port_is_a_tls_failure_with_a_hint() {
