@@ -25,6 +25,11 @@ pub enum Request {
     QuarantineList { limit: Option<usize> },
 }
 
+/// The longest `queue.path` (in bytes) that leaves room for the admin socket's temporary name,
+/// `<queue.path>/.admin.<pid>.tmp`, within the 107 usable bytes of a Unix socket path
+/// (`sun_path` is 108 bytes with its NUL; Linux pids have at most 7 digits).
+pub const MAX_QUEUE_PATH_BYTES: usize = 107 - "/.admin.".len() - 7 - ".tmp".len();
+
 pub fn socket_path(queue_path: &Path) -> PathBuf {
     queue_path.join("admin.sock")
 }

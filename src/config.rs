@@ -1502,6 +1502,18 @@ fn parse_queue(n: &mut Node) -> Option<QueueConfig> {
     let max_bytes = n.size("max_bytes", 1024 * 1024 * 1024, 64 * 1024);
     let max_quarantine_entries = n.uint("max_quarantine_entries", 10_000, 1, 100_000_000);
     let min_free_bytes = n.size("min_free_bytes", crate::queue::DEFAULT_MIN_FREE_BYTES, 0);
+    if let Some(p) = &path {
+        let max = crate::admin::MAX_QUEUE_PATH_BYTES;
+        if p.len() > max {
+            n.err(
+                "path",
+                &format!(
+                    "is {} bytes long; the admin socket inside it needs queue.path to be at most {max} bytes (the Unix socket path limit); use a shorter directory",
+                    p.len()
+                ),
+            );
+        }
+    }
     Some(QueueConfig {
         path: PathBuf::from(path?),
         max_bytes,

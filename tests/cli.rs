@@ -27,6 +27,20 @@ fn check_config_names_every_bad_key_on_its_own_line() {
 }
 
 #[test]
+fn check_config_refuses_a_queue_path_too_long_for_the_admin_socket() {
+    let env = TestEnv::new();
+    let long = format!("/var/lib/{}", "q".repeat(90));
+    env.write_config_text(&format!(
+        "siem:\n  url: http://127.0.0.1:9/collector\nsources:\n  socket: {{ path: /tmp/s.sock }}\nqueue:\n  path: {long}\n"
+    ));
+    let (code, out, err) = cli(&["check-config", "--config", env.config.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("queue.path: is 99 bytes long"), "{out}");
+    assert!(out.contains("at most 88 bytes"), "{out}");
+}
+
+#[test]
 fn check_config_accepts_the_shipped_examples() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let mut n = 0;
