@@ -1507,7 +1507,7 @@ fn parse_queue(n: &mut Node) -> Option<QueueConfig> {
         if p.len() > max {
             n.err(
                 "path",
-                &format!(
+                format!(
                     "is {} bytes long; the admin socket inside it needs queue.path to be at most {max} bytes (the Unix socket path limit); use a shorter directory",
                     p.len()
                 ),
