@@ -155,7 +155,6 @@ impl HttpClient {
         })
     }
 
-    /// Replaces every configured secret in `text` with `<redacted>`.
     /// Replaces every secret in `text` with `<redacted>`, ignoring ASCII case: a SIEM may echo a
     /// credential lower-cased or upper-cased (hex tokens, header values), and that copy must
     /// not reach the log or the status page either.
