@@ -161,6 +161,11 @@ impl Metrics {
                 ("{result=\"rejected\"}".into(), g(&self.reloads_failed)),
             ],
         );
+        counter(
+            "sendauth_siem_queue_fdatasyncs_total",
+            "fdatasync/fsync calls made by the queue (the disk cost of durability).",
+            &[(String::new(), crate::queue::fdatasyncs())],
+        );
         let mut gauge = |name: &str, help: &str, v: String| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };

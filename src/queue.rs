@@ -245,6 +245,21 @@ struct SegmentReaders {
     records: Mutex<std::collections::VecDeque<(u64, Bytes)>>,
 }
 
+/// `fdatasync`/`fsync` calls made by the queue since the process started (exposed in /metrics:
+/// the cost of durability at a steady rate is counted in these).
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+
+/// Number of `fdatasync`/`fsync`/`syncfs` calls the queue has made in this process.
+pub fn fdatasyncs() -> u64 {
+    SYNCS.load(Ordering::Relaxed)
+}
+
+/// `fdatasync` of `file`, counted.
+fn sync_data(file: &File) -> std::io::Result<()> {
+    SYNCS.fetch_add(1, Ordering::Relaxed);
+    file.sync_data()
+}
+
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
 }
@@ -334,7 +349,7 @@ impl SegmentWriter {
 
     fn sync(&mut self) -> std::io::Result<()> {
         match &self.current {
-            Some(c) => c.file.sync_data(),
+            Some(c) => sync_data(&c.file),
             None => Ok(()),
         }
     }
@@ -650,6 +665,7 @@ fn open_sled_once(dir: &Path) -> Result<Store, QueueError> {
 fn syncfs(store: &Store) -> Result<(), QueueError> {
     use std::os::unix::io::AsRawFd;
     // SAFETY: plain syscall on a valid, open file descriptor.
+    SYNCS.fetch_add(1, Ordering::Relaxed);
     let rc = unsafe { libc::syncfs(store.log.as_raw_fd()) };
     if rc != 0 {
         return Err(storage_err(&store.dir, std::io::Error::last_os_error()));
@@ -722,6 +738,7 @@ fn check_disk_room(inner: &Inner, dir: &Path, bytes: u64) -> Result<(), QueueErr
 
 fn fsync_dir(dir: &Path) {
     if let Ok(f) = File::open(dir) {
+        SYNCS.fetch_add(1, Ordering::Relaxed);
         let _ = f.sync_all();
     }
 }
@@ -1114,7 +1131,7 @@ impl Queue {
             if !dead.is_empty() {
                 // Dead letters are the only copy of a rejected event: durable now.
                 store.db.flush().map_err(|e| self.sled_failed(e))?;
-                store.log.sync_data().map_err(|e| self.sled_failed(e))?;
+                sync_data(&store.log).map_err(|e| self.sled_failed(e))?;
                 if dead.iter().any(|(_, d)| d.len() + 4096 > INLINE_LIMIT) {
                     // A value over sled's inline limit lives in a blob file, which sled does
                     // not fsync: sync the filesystem holding the queue.
@@ -1126,7 +1143,7 @@ impl Queue {
             if let Ok(mut seg) = self.inner.segments.try_lock() {
                 if seg.has_acked(upto) {
                     store.db.flush().map_err(|e| self.sled_failed(e))?;
-                    store.log.sync_data().map_err(|e| self.sled_failed(e))?;
+                    sync_data(&store.log).map_err(|e| self.sled_failed(e))?;
                     seg.delete_acked(upto, Some(&self.inner.readers));
                 }
             }
@@ -1261,7 +1278,7 @@ impl Queue {
                 .apply_batch(batch)
                 .and_then(|_| store.db.flush().map(|_| ()))
                 .map_err(|e| self.sled_failed(e))
-                .and_then(|_| store.log.sync_data().map_err(|e| self.sled_failed(e)));
+                .and_then(|_| sync_data(&store.log).map_err(|e| self.sled_failed(e)));
             if let Err(e) = durable {
                 seg.abandon();
                 return Err(e);
@@ -1285,8 +1302,8 @@ impl Queue {
         }
         let store = self.inner.store.read().unwrap();
         let _ = store.db.flush();
-        let _ = store.log.sync_data();
-        let _ = self.inner.witness.file.sync_data();
+        let _ = sync_data(&store.log);
+        let _ = sync_data(&self.inner.witness.file);
     }
 
     /// Bytes the store and its segment files occupy on disk.
@@ -1335,7 +1352,7 @@ impl Queue {
         // Nothing is pending: no pointer needs a segment any more (the rewrite below drops
         // every `e` key; until it completes, a restart finds `acked` past all of them).
         store.db.flush().map_err(|e| storage_err(&store.dir, e))?;
-        store.log.sync_data().map_err(|e| storage_err(&store.dir, e))?;
+        sync_data(&store.log).map_err(|e| storage_err(&store.dir, e))?;
         seg.delete_all(&self.inner.readers);
         let _ = std::fs::remove_dir_all(&new_dir);
         {
@@ -1348,7 +1365,7 @@ impl Queue {
                 fresh.db.insert(k, v).map_err(|e| storage_err(&new_dir, e))?;
             }
             fresh.db.flush().map_err(|e| storage_err(&new_dir, e))?;
-            fresh.log.sync_data().map_err(|e| storage_err(&new_dir, e))?;
+            sync_data(&fresh.log).map_err(|e| storage_err(&new_dir, e))?;
             File::create(new_dir.join(".complete")).map_err(|e| storage_err(&new_dir, e))?;
             fsync_dir(&new_dir);
         }
@@ -1491,7 +1508,7 @@ impl Witness {
         let mut last = self.last_sync.lock().unwrap();
         if last.elapsed() >= Duration::from_secs(1) {
             *last = Instant::now();
-            let _ = self.file.sync_data();
+            let _ = sync_data(&self.file);
         }
     }
 }
@@ -1643,7 +1660,7 @@ fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended,
     // 3. Durable. This also makes every ack applied before it durable.
     let durable = applied.and_then(|acked| {
         store.db.flush().map_err(|e| sled_err(inner, &store.dir, e))?;
-        store.log.sync_data().map_err(|e| sled_err(inner, &store.dir, e))?;
+        sync_data(&store.log).map_err(|e| sled_err(inner, &store.dir, e))?;
         Ok(acked)
     });
     match durable {
