@@ -26,23 +26,51 @@
 //! in segment files cost sled 41 bytes each and are read back with `pread` (the OS page cache
 //! holds them, not our heap), and a single event of any size needs no sled blob file.
 //!
-//! Commit order (one group commit): records are appended to the current segment and the segment
-//! is `fdatasync`ed; *then* one sled batch with their pointers, the sources' checkpoints,
-//! quarantine entries and counters is applied, flushed and `fdatasync`ed. A crash in between
-//! leaves unreferenced bytes at a segment's end, never a pointer to bytes that are not durable.
-//! After a restart the writer starts a new segment, so those bytes are never referenced.
+//! Commit (one group commit, see [`wal`]): one frame with the records, their checkpoints,
+//! quarantine entries, counter deltas and the current `acked` is appended to the current
+//! segment in one `write`, and the segment is `fdatasync`ed: the only disk wait. The frame is
+//! then applied to sled (pointers, checkpoints, counters, `wal_pos`) *without* a sled flush;
+//! at open, frames after sled's `wal_pos` are replayed. A crash before the `fdatasync`
+//! completes leaves a torn frame at a segment's end, which replay ignores; after a restart the
+//! writer starts a new segment, so those bytes are never referenced.
+//!
+//! Which `fdatasync` covers which promise:
+//!
+//! | promise | covered by |
+//! |---|---|
+//! | an appended event (socket answer, file checkpoint) survives a power loss | the segment's `fdatasync` of its frame, before `append` returns |
+//! | a checkpoint never runs ahead of its events | same frame, same `fdatasync` |
+//! | an acknowledgement survives a process crash | the ack file's `pwrite` (OS page cache) before `ack` returns |
+//! | an acknowledgement survives a power loss | the next commit's frame (it carries `acked`), or the sled flush when the committer settles ([`SETTLE`] after the last change) |
+//! | a dead letter is never lost | sled flush + `fdatasync` of sled's log before `ack` returns |
+//! | a segment is deleted only when nothing needs it | sled flush + `fdatasync` (frames applied and `acked` durable) before the unlink |
+//! | a new segment file's name survives a power loss | `fsync` of `segments/` after creating it |
+//!
+//! sled is flushed (its `flush`, then `fdatasync` of its log) only: when the committer settles
+//! after activity, every [`FLUSH_EVERY`] under steady load, before a segment is deleted, for
+//! dead letters and operator commands, and at close. At idle nothing runs: the committer
+//! blocks in `recv`, and sled's own periodic flusher is off.
+//!
+//! Group commit adapts to the rate: a request after a quiet spell is committed at once; one
+//! that follows the previous commit within [`COMMIT_GAP`] waits out the gap while others join
+//! it, unless its group is already [`COMMIT_EAGER_BYTES`] (bulk), so at a trickle there are at
+//! most 1/[`COMMIT_GAP`] `fdatasync`s per second, and in bulk commits stay large.
+//!
 //! A segment file is deleted only once every sequence number in it is acknowledged *and* that
-//! acknowledgement has been `fdatasync`ed.
+//! acknowledgement is durable.
 //!
 //! Acks: an ack applies one sled batch (pointers removed, counters, `acked`) without a sled
 //! flush, and writes `acked` to `store/acked` (16 bytes, `pwrite`, no sync), which `open`
-//! re-applies when sled's copy is older: a killed process resends at most the request in
-//! flight; a power loss may resend what was acked since the last commit or the 200 ms flush.
+//! re-applies when sled's copy is older, as it does the `acked` of the newest replayed frame:
+//! a killed process resends at most the requests in flight; a power loss may resend what was
+//! acked since the last commit or settle.
 //!
 //! Invariants:
 //! - sequence numbers only grow; none is reused, even across restarts (`m next_seq`);
-//! - `append` returns only once its records *and* the batch that points to them are
-//!   `fdatasync`ed (sled's own `flush` is `sync_file_range`, which is not power-loss safe);
+//! - `append` returns only once the frame holding its records, checkpoint and quarantine
+//!   entries is `fdatasync`ed (sled's own `flush` is `sync_file_range`, which is not power-loss
+//!   safe, and is never what an append waits for);
+//! - every frame is applied to sled exactly once: the batch that applies it moves `wal_pos`;
 //! - readers never see an event before it is durable (`durable_next`);
 //! - an event leaves the queue only through [`Queue::ack`]: acknowledged by the SIEM, or moved to
 //!   the dead letter in the same atomic batch;
@@ -75,6 +103,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+mod wal;
 
 /// Records are cut at this many bytes of event payload (see the module docs).
 const RECORD_TARGET_BYTES: usize = 96 * 1024;
@@ -260,6 +290,45 @@ fn sync_data(file: &File) -> std::io::Result<()> {
     file.sync_data()
 }
 
+/// A record's sled key and pointer value.
+type Pointer = ([u8; 9], [u8; POINTER_LEN]);
+
+/// The pointer to record `r` of the frame at `frame_at` in segment `segment`.
+fn pointer(accepted_at_ms: u64, r: &wal::RecordPos, segment: u64, frame_at: u64) -> Pointer {
+    let mut p = [0u8; POINTER_LEN];
+    p[0] = 2;
+    p[1..9].copy_from_slice(&accepted_at_ms.to_be_bytes());
+    p[9..13].copy_from_slice(&r.count.to_be_bytes());
+    p[13..21].copy_from_slice(&segment.to_be_bytes());
+    p[21..29].copy_from_slice(&(frame_at + r.offset_in_frame as u64).to_be_bytes());
+    p[29..33].copy_from_slice(&r.len.to_be_bytes());
+    p[33..41].copy_from_slice(&r.payload.to_be_bytes());
+    (key(b'e', r.first_seq), p)
+}
+
+/// A position in the write-ahead log: the end of the last frame sled has applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct WalPos {
+    segment: u64,
+    offset: u64,
+}
+
+impl WalPos {
+    fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.segment.to_be_bytes());
+        b[8..].copy_from_slice(&self.offset.to_be_bytes());
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<WalPos> {
+        Some(WalPos {
+            segment: u64::from_be_bytes(b.get(..8)?.try_into().ok()?),
+            offset: u64::from_be_bytes(b.get(8..16)?.try_into().ok()?),
+        })
+    }
+}
+
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
 }
@@ -299,52 +368,52 @@ impl SegmentWriter {
         Ok(w)
     }
 
-    /// Appends the records of `events` (sequence numbers from `first_seq`) to the current
-    /// segment, not yet synced. Returns the sled key and pointer of each record.
-    fn append(&mut self, accepted_at_ms: u64, events: &[Bytes], first_seq: u64) -> std::io::Result<Vec<([u8; 9], [u8; POINTER_LEN])>> {
+    /// Appends the frame of commit `c` to the current segment (one `write`, not yet synced),
+    /// starting a new segment first if the current one is full or there is none. Returns the
+    /// sled key and pointer of each record, and the WAL position after the frame.
+    fn append_frame(&mut self, c: &wal::CommitOut<'_>) -> std::io::Result<(Vec<Pointer>, WalPos)> {
         use std::io::Write;
-        let rolled = match &self.current {
+        let roll = match &self.current {
             None => true,
-            Some(c) => c.len >= self.roll_bytes,
+            // A new segment is named after `first_seq`: never the current one's own name.
+            Some(cur) => cur.len >= self.roll_bytes && cur.first_seq != c.first_seq,
         };
-        if rolled {
-            // Named after `first_seq`: a file of that name can only hold bytes of a commit that
-            // never completed (its sequence numbers were never given out), so truncating is safe.
-            let path = segment_path(&self.dir, first_seq);
+        self.buf.clear();
+        if roll {
+            // A file of this name can only hold frames of commits whose sequence numbers were
+            // never given out (`open` replays, then deletes such files), so truncating is safe.
+            let path = segment_path(&self.dir, c.first_seq);
             let file = File::options().create(true).write(true).truncate(true).open(&path)?;
             fsync_dir(&self.dir);
-            if self.segments.back() != Some(&first_seq) {
-                self.segments.push_back(first_seq);
+            if self.segments.back() != Some(&c.first_seq) {
+                self.segments.push_back(c.first_seq);
             }
-            self.current = Some(CurrentSegment { first_seq, file, len: 0 });
+            self.current = Some(CurrentSegment {
+                first_seq: c.first_seq,
+                file,
+                len: 0,
+            });
+            self.buf.extend_from_slice(wal::SEGMENT_MAGIC);
         }
         let cur = self.current.as_mut().expect("set above");
-        self.buf.clear();
-        let mut out = Vec::new();
-        let mut seq = first_seq;
-        for chunk in chunk_events(events) {
-            let offset = cur.len + self.buf.len() as u64;
-            let start = self.buf.len();
-            encode_record_into(&mut self.buf, accepted_at_ms, chunk);
-            let len = (self.buf.len() - start) as u32;
-            let payload: u64 = chunk.iter().map(|e| e.len() as u64).sum();
-            let mut p = [0u8; POINTER_LEN];
-            p[0] = 2;
-            p[1..9].copy_from_slice(&accepted_at_ms.to_be_bytes());
-            p[9..13].copy_from_slice(&(chunk.len() as u32).to_be_bytes());
-            p[13..21].copy_from_slice(&cur.first_seq.to_be_bytes());
-            p[21..29].copy_from_slice(&offset.to_be_bytes());
-            p[29..33].copy_from_slice(&len.to_be_bytes());
-            p[33..41].copy_from_slice(&payload.to_be_bytes());
-            out.push((key(b'e', seq), p));
-            seq += chunk.len() as u64;
-        }
+        let frame_at = cur.len + self.buf.len() as u64;
+        let records = wal::encode(c, &mut self.buf);
+        let out = records
+            .iter()
+            .map(|r| pointer(c.accepted_at_ms, r, cur.first_seq, frame_at))
+            .collect();
         cur.file.write_all(&self.buf)?;
         cur.len += self.buf.len() as u64;
         if self.buf.capacity() > 4 * 1024 * 1024 {
             self.buf = Vec::new();
         }
-        Ok(out)
+        Ok((
+            out,
+            WalPos {
+                segment: cur.first_seq,
+                offset: cur.len,
+            },
+        ))
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
@@ -469,7 +538,9 @@ struct Inner {
     min_free: AtomicU64,
     /// The last "disk is full" refusal, shown in status until an append succeeds.
     disk_full: Mutex<Option<String>>,
-    committer: Mutex<Option<mpsc::Sender<Job>>>,
+    committer: Mutex<Option<mpsc::Sender<Work>>>,
+    /// sled holds changes that no flush has made durable yet (see [`settle`]).
+    sled_dirty: std::sync::atomic::AtomicBool,
     committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     last_reclaim: Mutex<Instant>,
 }
@@ -592,6 +663,24 @@ fn record_event_sizes(first_seq: u64, raw: &[u8]) -> Vec<(u64, usize)> {
 }
 
 /// Appends one record (format in the module docs) to `v`.
+/// Number of events and payload bytes of a record (format v1), if it is well formed.
+fn record_totals(raw: &[u8]) -> Option<(u32, u64)> {
+    if raw.len() < RECORD_HEADER || raw[0] != 1 {
+        return None;
+    }
+    let count = u32::from_be_bytes(raw[9..13].try_into().ok()?);
+    let (mut pos, mut payload) = (RECORD_HEADER, 0u64);
+    for _ in 0..count {
+        let len = u32::from_be_bytes(raw.get(pos..pos + 4)?.try_into().ok()?) as usize;
+        pos = pos.checked_add(4 + len)?;
+        if pos > raw.len() {
+            return None;
+        }
+        payload += len as u64;
+    }
+    (pos == raw.len()).then_some((count, payload))
+}
+
 fn encode_record_into(v: &mut Vec<u8>, accepted_at_ms: u64, events: &[Bytes]) {
     v.reserve(RECORD_HEADER + events.iter().map(|e| 4 + e.len()).sum::<usize>());
     v.push(1u8);
@@ -633,10 +722,7 @@ fn open_sled(dir: &Path) -> Result<Store, QueueError> {
 }
 
 fn open_sled_once(dir: &Path) -> Result<Store, QueueError> {
-    let cfg = sled::Config::new()
-        .path(dir)
-        .cache_capacity(SLED_CACHE_BYTES)
-        .flush_every_ms(Some(200));
+    let cfg = sled::Config::new().path(dir).cache_capacity(SLED_CACHE_BYTES).flush_every_ms(None);
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
     let db = match opened {
         Ok(Ok(db)) => db,
@@ -806,10 +892,20 @@ impl Queue {
             q_next: g("q_next")?.max(1),
             d_next: g("d_next")?.max(1),
         };
+        // Commits whose frames are durable but that sled had not written when the process
+        // stopped: replay them (see `wal`).
+        let mut state = state;
+        let (wal_acked, wal_incident) = replay_wal(&store, &seg_dir, &mut state)?;
+        if let Some(msg) = wal_incident {
+            incident = Some(match incident {
+                Some(prev) => format!("{prev}; {msg}"),
+                None => msg,
+            });
+        }
         // sled recovers a truncated or damaged log to its last readable point without an error
         // (found by the corruption campaign): the witness says how far the queue had really got.
         let witness = Witness::open(root).map_err(|e| storage_err(root, e))?;
-        let mut state = state;
+        fsync_dir(root);
         if let Some(w) = witness.read() {
             if w > state.next_seq {
                 let lost = w - state.next_seq;
@@ -850,10 +946,11 @@ impl Queue {
             min_free: AtomicU64::new(DEFAULT_MIN_FREE_BYTES),
             disk_full: Mutex::new(None),
             committer: Mutex::new(None),
+            sled_dirty: std::sync::atomic::AtomicBool::new(false),
             committer_thread: Mutex::new(None),
             last_reclaim: Mutex::new(Instant::now() - Duration::from_secs(3600)),
         });
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Work>();
         *inner.committer.lock().unwrap() = Some(tx);
         let weak = Arc::downgrade(&inner);
         let handle = std::thread::Builder::new()
@@ -868,12 +965,18 @@ impl Queue {
             let st = q.inner.state.lock().unwrap();
             (read_ack_file(&store), st.acked, st.next_seq)
         };
+        // The newest of: the ack file, and the `acked` carried by the replayed frames.
+        let file_acked = match file_acked {
+            Some(v) => Some(v.max(wal_acked)),
+            None if wal_acked > acked => Some(wal_acked),
+            None => None,
+        };
         match file_acked {
             Some(v) if v > acked && v < next_seq => {
                 tracing::info!(target: "queue", acked = v, "applying acknowledgements recorded after the queue's last write");
                 q.ack(v, vec![])?;
                 let store = q.inner.store.read().unwrap();
-                store.db.flush().map_err(|e| storage_err(&store.dir, e))?;
+                flush_sled(&q.inner, &store)?;
             }
             Some(v) if v == acked => {}
             _ => write_ack_file(&q.inner.store.read().unwrap(), acked)?,
@@ -959,7 +1062,7 @@ impl Queue {
         {
             let guard = self.inner.committer.lock().unwrap();
             let sender = guard.as_ref().ok_or(QueueError::Closed)?;
-            sender.send(Job { req, reply: tx }).map_err(|_| QueueError::Closed)?;
+            sender.send(Work::Append(Job { req, reply: tx })).map_err(|_| QueueError::Closed)?;
         }
         rx.await.map_err(|_| QueueError::Closed)?
     }
@@ -1130,20 +1233,24 @@ impl Queue {
             written?;
             if !dead.is_empty() {
                 // Dead letters are the only copy of a rejected event: durable now.
-                store.db.flush().map_err(|e| self.sled_failed(e))?;
-                sync_data(&store.log).map_err(|e| self.sled_failed(e))?;
+                flush_sled(&self.inner, &store)?;
                 if dead.iter().any(|(_, d)| d.len() + 4096 > INLINE_LIMIT) {
                     // A value over sled's inline limit lives in a blob file, which sled does
                     // not fsync: sync the filesystem holding the queue.
                     syncfs(&store)?;
                 }
+            } else if !self.inner.sled_dirty.swap(true, Ordering::AcqRel) {
+                // Durable with the next commit's frame (it carries `acked`) or, if none comes,
+                // when the committer settles.
+                if let Some(tx) = &*self.inner.committer.lock().unwrap() {
+                    let _ = tx.send(Work::Dirty);
+                }
             }
             // Segments whose events are all acknowledged go, once that is durable. If the
-            // committer holds the lock, it deletes them after its own fdatasync instead.
+            // committer holds the lock, it deletes them after its own commit instead.
             if let Ok(mut seg) = self.inner.segments.try_lock() {
                 if seg.has_acked(upto) {
-                    store.db.flush().map_err(|e| self.sled_failed(e))?;
-                    sync_data(&store.log).map_err(|e| self.sled_failed(e))?;
+                    flush_sled(&self.inner, &store)?;
                     seg.delete_acked(upto, Some(&self.inner.readers));
                 }
             }
@@ -1241,52 +1348,47 @@ impl Queue {
         }
         let n = chosen.len() as u64;
         {
+            // One frame like a commit (the re-queued events and the removals), then sled is
+            // flushed: rare, operator-driven, and the operator is told it is done.
             let store = self.inner.store.read().unwrap();
             let mut seg = self.inner.segments.lock().unwrap();
+            let (first_seq, q_next, acked) = {
+                let st = self.inner.state.lock().unwrap();
+                (st.next_seq, st.q_next, st.acked)
+            };
+            let events: Vec<Bytes> = if requeue {
+                chosen.iter().map(|e| Bytes::from(e.data.clone())).collect()
+            } else {
+                Vec::new()
+            };
+            let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
+            let next_seq = first_seq + events.len() as u64;
+            let deltas = wal::Deltas {
+                pending_events: events.len() as i64,
+                pending_bytes: bytes as i64,
+                dead_letter: -(n as i64),
+                ..Default::default()
+            };
+            let commit = wal::CommitOut {
+                first_seq,
+                next_seq,
+                q_next,
+                acked,
+                accepted_at_ms: now_ms(),
+                deltas,
+                records: chunk_events(&events),
+                ops: chosen.iter().map(|e| (key(b'd', e.id).to_vec(), None)).collect(),
+            };
+            let (pointers, pos) = write_durably(&mut seg, &commit)?;
             let mut st = self.inner.state.lock().unwrap();
-            let mut batch = sled::Batch::default();
-            let mut counts = st.counts;
-            let mut next_seq = st.next_seq;
-            if requeue {
-                let events: Vec<Bytes> = chosen.iter().map(|e| Bytes::from(e.data.clone())).collect();
-                let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
-                let written = seg.append(now_ms(), &events, next_seq).and_then(|p| seg.sync().map(|_| p));
-                let pointers = match written {
-                    Ok(p) => p,
-                    Err(e) => {
-                        seg.abandon();
-                        return Err(storage_err(&seg.dir, e));
-                    }
-                };
-                for (k, p) in pointers {
-                    batch.insert(&k[..], &p[..]);
-                }
-                next_seq += n;
-                counts.pending_events += n;
-                counts.pending_bytes += bytes;
-            }
-            for e in &chosen {
-                batch.remove(key(b'd', e.id).to_vec());
-            }
-            counts.dead_letter = counts.dead_letter.saturating_sub(n);
-            batch.insert(meta_key("next_seq"), &next_seq.to_be_bytes());
-            batch.insert(meta_key("pending_events"), &counts.pending_events.to_be_bytes());
-            batch.insert(meta_key("pending_bytes"), &counts.pending_bytes.to_be_bytes());
-            batch.insert(meta_key("dl_count"), &counts.dead_letter.to_be_bytes());
-            let durable = store
-                .db
-                .apply_batch(batch)
-                .and_then(|_| store.db.flush().map(|_| ()))
-                .map_err(|e| self.sled_failed(e))
-                .and_then(|_| sync_data(&store.log).map_err(|e| self.sled_failed(e)));
-            if let Err(e) = durable {
-                seg.abandon();
-                return Err(e);
-            }
+            let counts = add_deltas(st.counts, deltas);
+            apply_commit(&store.db, &pointers, &commit.ops, &counts, (next_seq, q_next), pos).map_err(|e| self.sled_failed(e))?;
             st.counts = counts;
             st.next_seq = next_seq;
+            drop(st);
             self.inner.durable_next.store(next_seq, Ordering::Release);
             self.inner.witness.write(next_seq);
+            flush_sled(&self.inner, &store)?;
         }
         self.inner.appended.notify_waiters();
         Ok(n)
@@ -1386,6 +1488,83 @@ impl Queue {
     }
 }
 
+/// Replays into sled the frames after its `wal_pos` (each exactly once: the batch that applies a
+/// frame moves `wal_pos` past it), then flushes sled. Returns the highest `acked` the frames
+/// carry, and an incident if a segment is damaged before its end.
+fn replay_wal(store: &Store, seg_dir: &Path, state: &mut State) -> Result<(u64, Option<String>), QueueError> {
+    let db = &store.db;
+    let from = db
+        .get(meta_key("wal_pos"))
+        .map_err(|e| storage_err(&store.dir, e))?
+        .and_then(|v| WalPos::from_bytes(&v))
+        .unwrap_or(WalPos { segment: 0, offset: 0 });
+    let mut names: Vec<u64> = match std::fs::read_dir(seg_dir) {
+        Ok(rd) => rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+            .filter(|n| *n >= from.segment)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(storage_err(seg_dir, e)),
+    };
+    names.sort_unstable();
+    let (mut acked, mut replayed, mut incidents) = (0u64, 0u64, Vec::new());
+    for name in names {
+        let path = segment_path(seg_dir, name);
+        let file = File::open(&path).map_err(|e| storage_err(&path, e))?;
+        if !wal::is_wal(&file) {
+            continue;
+        }
+        let start = if name == from.segment { from.offset } else { 0 };
+        let mut failed = None;
+        let end = wal::scan(&file, start, |at, c, end| {
+            if failed.is_some() {
+                return;
+            }
+            let pointers: Vec<Pointer> = c.records.iter().map(|r| pointer(c.accepted_at_ms, r, name, at)).collect();
+            let counts = add_deltas(state.counts, c.deltas);
+            let seqs = (state.next_seq.max(c.next_seq), state.q_next.max(c.q_next));
+            let pos = WalPos {
+                segment: name,
+                offset: end,
+            };
+            match apply_commit(db, &pointers, &c.ops, &counts, seqs, pos) {
+                Ok(()) => {
+                    state.counts = counts;
+                    (state.next_seq, state.q_next) = seqs;
+                    acked = acked.max(c.acked);
+                    replayed += 1;
+                }
+                Err(e) => failed = Some(storage_err(&store.dir, e)),
+            }
+        })
+        .map_err(|e| storage_err(&path, e))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match end {
+            None => {}
+            Some((at, wal::Bad::Truncated)) => {
+                tracing::info!(target: "queue", segment = %path.display(), offset = at, "a commit torn by a crash was found at the end of a segment and ignored (it was never acknowledged)");
+            }
+            Some((at, wal::Bad::Damaged(why))) => {
+                let msg = format!(
+                    "the queue's write-ahead log {} is damaged at byte {at} ({why}); commits after that point in this file could not be recovered. Inspect the disk; the rest of the queue is intact",
+                    path.display()
+                );
+                tracing::error!(target: "queue", "{msg}");
+                incidents.push(msg);
+            }
+        }
+    }
+    if replayed > 0 {
+        tracing::info!(target: "queue", commits = replayed, next_seq = state.next_seq, "replayed commits from the write-ahead log");
+        db.flush().map_err(|e| storage_err(&store.dir, e))?;
+        sync_data(&store.log).map_err(|e| storage_err(&store.dir, e))?;
+    }
+    Ok((acked, (!incidents.is_empty()).then(|| incidents.join("; "))))
+}
+
 /// A throwaway temporary store held while the real one is being swapped.
 fn open_placeholder(root: &Path) -> Result<Store, QueueError> {
     let dir = root.join("store.tmp");
@@ -1439,38 +1618,114 @@ fn chunk_events(events: &[Bytes]) -> Vec<&[Bytes]> {
     out
 }
 
-fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+/// What the committer thread is asked to do.
+enum Work {
+    Append(Job),
+    /// sled has changes that are not durable (an ack): flush once things settle.
+    Dirty,
+}
+
+/// At a trickle, commits are at least this far apart: a request arriving sooner waits, and
+/// those arriving meanwhile share its `fdatasync`. (At most 1/GAP fdatasyncs per second.)
+const COMMIT_GAP: Duration = Duration::from_millis(25);
+/// A group that has this many bytes is committed at once (bulk: no waiting).
+const COMMIT_EAGER_BYTES: usize = 64 * 1024;
+/// A group is cut at this many bytes.
+const COMMIT_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// sled changes are flushed after this long without a commit or ack (bounds the replay at
+/// open and makes acks durable when no commit follows them).
+const SETTLE: Duration = Duration::from_secs(2);
+/// While commits keep coming, sled is still flushed this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(30);
+
+fn job_bytes(j: &Job) -> usize {
+    j.req.events.iter().map(|e| e.len()).sum::<usize>() + j.req.quarantine.iter().map(|(_, l)| l.len()).sum::<usize>()
+}
+
+/// The group committer. Blocks in `recv` while there is nothing to do (no timer at idle).
+/// A request after a quiet spell is committed at once; one that follows the last commit by less
+/// than [`COMMIT_GAP`] waits out the gap while more requests join it, unless the group is
+/// already large (bulk), so `fdatasync`s per second stay far below events per second at steady
+/// rates while bulk commits stay large.
+fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Work>) {
+    let mut last_commit = Instant::now() - COMMIT_GAP;
+    let mut last_flush = Instant::now();
+    let mut dirty = false;
+    loop {
+        let first = if dirty {
+            match rx.recv_timeout(SETTLE) {
+                Ok(w) => w,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let Some(inner) = inner.upgrade() else { break };
+                    settle(&inner);
+                    dirty = false;
+                    last_flush = Instant::now();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(w) => w,
+                Err(_) => break,
+            }
+        };
+        dirty = true;
+        let Work::Append(first) = first else { continue };
+        let mut bytes = job_bytes(&first);
         let mut jobs = vec![first];
-        let mut bytes: usize = jobs[0].req.events.iter().map(|e| e.len()).sum();
-        while bytes < 8 * 1024 * 1024 {
-            match rx.try_recv() {
-                Ok(j) => {
-                    bytes += j.req.events.iter().map(|e| e.len()).sum::<usize>();
+        let wait_until = last_commit + COMMIT_GAP;
+        while bytes < COMMIT_MAX_BYTES {
+            let next = if bytes >= COMMIT_EAGER_BYTES || Instant::now() >= wait_until {
+                rx.try_recv().ok()
+            } else {
+                // A timeout ends the wait: the group is committed below.
+                rx.recv_timeout(wait_until.saturating_duration_since(Instant::now())).ok()
+            };
+            match next {
+                Some(Work::Append(j)) => {
+                    bytes += job_bytes(&j);
                     jobs.push(j);
                 }
-                Err(_) => break,
+                Some(Work::Dirty) => {}
+                None => break,
             }
         }
         let Some(inner) = inner.upgrade() else { break };
+        last_commit = Instant::now();
         let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.req, j.reply)).unzip();
         let results = commit_group(&inner, reqs);
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            settle(&inner);
+            last_flush = Instant::now();
+        }
+    }
+}
+
+/// Flushes sled if anything is not yet durable in it (see [`SETTLE`]).
+fn settle(inner: &Inner) {
+    if !inner.sled_dirty.load(Ordering::Acquire) || check_failed(inner).is_err() {
+        return;
+    }
+    let store = inner.store.read().unwrap();
+    if let Err(e) = flush_sled(inner, &store) {
+        tracing::error!(target: "queue", "{e}");
     }
 }
 
 /// `<queue.path>/witness`: the next sequence number after the last commit, outside sled.
 ///
 /// sled opens a truncated or damaged log at its last readable point without any error, so a
-/// damaged store could silently lose its tail. The witness is rewritten (16 bytes, with a check
-/// word) after every commit and fsynced at most once a second; at open, a store that is behind
-/// it is reported as an incident naming the range lost, and sequence numbers continue after it
-/// so none is reused.
+/// damaged store could silently lose its tail. The write-ahead log restores what sled lost as
+/// long as the segments hold it; the witness covers the rest. It is rewritten (16 bytes, with a
+/// check word) after every commit and fsynced with every sled flush; at open, a store that is
+/// behind it (after the replay) is reported as an incident naming the range lost, and sequence
+/// numbers continue after it so none is reused.
 struct Witness {
     file: File,
-    last_sync: Mutex<Instant>,
 }
 
 const WITNESS_CHECK: u64 = 0x5EAD_0417_7E55_0002;
@@ -1483,10 +1738,7 @@ impl Witness {
             .create(true)
             .truncate(false)
             .open(root.join("witness"))?;
-        Ok(Witness {
-            file,
-            last_sync: Mutex::new(Instant::now()),
-        })
+        Ok(Witness { file })
     }
 
     fn read(&self) -> Option<u64> {
@@ -1497,19 +1749,18 @@ impl Witness {
         (u64::from_be_bytes(b[8..].try_into().ok()?) == v ^ WITNESS_CHECK).then_some(v)
     }
 
+    /// Records `next_seq` (one `pwrite`, no sync): enough for a process crash; [`Witness::sync`]
+    /// makes it durable with each sled flush.
     fn write(&self, next_seq: u64) {
         use std::os::unix::fs::FileExt;
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&next_seq.to_be_bytes());
         b[8..].copy_from_slice(&(next_seq ^ WITNESS_CHECK).to_be_bytes());
-        if self.file.write_all_at(&b, 0).is_err() {
-            return;
-        }
-        let mut last = self.last_sync.lock().unwrap();
-        if last.elapsed() >= Duration::from_secs(1) {
-            *last = Instant::now();
-            let _ = sync_data(&self.file);
-        }
+        let _ = self.file.write_all_at(&b, 0);
+    }
+
+    fn sync(&self) {
+        let _ = sync_data(&self.file);
     }
 }
 
@@ -1520,10 +1771,70 @@ fn sled_err(inner: &Inner, dir: &Path, e: impl std::fmt::Display) -> QueueError 
     e
 }
 
-/// Commits a group of requests: their records into the current segment file (`fdatasync`ed),
-/// then one sled batch with the records' pointers, quarantine entries, checkpoints and counters
-/// (flushed and `fdatasync`ed). Requests that do not fit under `queue.max_bytes` are refused
-/// individually.
+fn add_deltas(c: Counts, d: wal::Deltas) -> Counts {
+    let add = |v: u64, d: i64| v.saturating_add_signed(d);
+    Counts {
+        pending_events: add(c.pending_events, d.pending_events),
+        pending_bytes: add(c.pending_bytes, d.pending_bytes),
+        dead_letter: add(c.dead_letter, d.dead_letter),
+        quarantine: add(c.quarantine, d.quarantine),
+        quarantine_evicted: add(c.quarantine_evicted, d.quarantine_evicted),
+    }
+}
+
+/// Applies a commit whose frame is durable to sled, without a sled flush: quarantine entries in
+/// small batches of their own (sled's memory grows steeply with the keys in one batch; they need
+/// no atomicity with the events, a replay rewrites them under the same ids), then one batch with
+/// the records' pointers, the other writes (checkpoints with the events they cover), the
+/// counters and `wal_pos`. The live commit and the replay at open both come through here.
+fn apply_commit(db: &sled::Db, pointers: &[Pointer], ops: &[wal::Op], counts: &Counts, seqs: (u64, u64), pos: WalPos) -> sled::Result<()> {
+    let (next_seq, q_next) = seqs;
+    let (quarantine, rest): (Vec<&wal::Op>, Vec<&wal::Op>) = ops.iter().partition(|(k, _)| k.first() == Some(&b'q'));
+    for chunk in quarantine.chunks(QUARANTINE_KEYS_PER_BATCH) {
+        let mut qb = sled::Batch::default();
+        for (k, v) in chunk {
+            match v {
+                Some(v) => qb.insert(k.as_slice(), v.as_slice()),
+                None => qb.remove(k.as_slice()),
+            }
+        }
+        db.apply_batch(qb)?;
+    }
+    let mut batch = sled::Batch::default();
+    for (k, p) in pointers {
+        batch.insert(&k[..], &p[..]);
+    }
+    for (k, v) in rest {
+        match v {
+            Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+            None => batch.remove(k.as_slice()),
+        }
+    }
+    batch.insert(meta_key("next_seq"), &next_seq.to_be_bytes());
+    batch.insert(meta_key("q_next"), &q_next.to_be_bytes());
+    batch.insert(meta_key("pending_events"), &counts.pending_events.to_be_bytes());
+    batch.insert(meta_key("pending_bytes"), &counts.pending_bytes.to_be_bytes());
+    batch.insert(meta_key("dl_count"), &counts.dead_letter.to_be_bytes());
+    batch.insert(meta_key("q_count"), &counts.quarantine.to_be_bytes());
+    batch.insert(meta_key("q_evicted"), &counts.quarantine_evicted.to_be_bytes());
+    batch.insert(meta_key("wal_pos"), &pos.to_bytes());
+    db.apply_batch(batch)
+}
+
+/// Writes the frame of `c` to the current segment and `fdatasync`s it: the one disk wait of a
+/// commit. On failure the segment is abandoned (the next commit starts a new one).
+fn write_durably(seg: &mut SegmentWriter, c: &wal::CommitOut<'_>) -> Result<(Vec<Pointer>, WalPos), QueueError> {
+    let written = seg.append_frame(c).and_then(|r| seg.sync().map(|()| r));
+    written.map_err(|e| {
+        seg.abandon();
+        storage_err(&seg.dir, e)
+    })
+}
+
+/// Commits a group of requests: one frame with their records, checkpoints, quarantine entries
+/// and counter deltas, written to the current segment and `fdatasync`ed (the only disk wait),
+/// then applied to sled without a flush (see the module docs). Requests that do not fit under
+/// `queue.max_bytes` are refused individually.
 fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended, QueueError>> {
     if let Err(e) = check_failed(inner) {
         return reqs.iter().map(|_| Err(e.clone())).collect();
@@ -1535,150 +1846,117 @@ fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended,
     }
     // The one appender from here on: sequence numbers and quarantine ids are ours to give out.
     let mut seg = inner.segments.lock().unwrap();
-    let (start_seq, pending_bytes) = {
+    let (start_seq, q_start, before) = {
         let st = inner.state.lock().unwrap();
-        (st.next_seq, st.counts.pending_bytes)
+        (st.next_seq, st.q_next, st.counts)
     };
     let max_bytes = inner.max_bytes.load(Ordering::Relaxed);
     let max_q = inner.max_quarantine.load(Ordering::Relaxed);
-    let now = now_ms();
     let mut results = Vec::with_capacity(reqs.len());
-    let mut pointers = Vec::new();
+    let mut events: Vec<Bytes> = Vec::new();
     let mut next_seq = start_seq;
-    let (mut added_events, mut added_bytes) = (0u64, 0u64);
-    let mut write_err = None;
-    // 1. The records, into the segment file. (Acks running meanwhile only lower `pending_bytes`,
-    //    so checking against the value read above is conservative.)
+    let mut added_bytes = 0u64;
+    // (Acks running meanwhile only lower `pending_bytes`, so checking against the value read
+    // above is conservative.)
     for req in &reqs {
         let req_bytes: u64 = req.events.iter().map(|e| e.len() as u64).sum();
-        if !req.events.is_empty() && pending_bytes + added_bytes + req_bytes > max_bytes {
+        if !req.events.is_empty() && before.pending_bytes + added_bytes + req_bytes > max_bytes {
             results.push(Err(QueueError::Full {
-                pending_bytes: pending_bytes + added_bytes,
+                pending_bytes: before.pending_bytes + added_bytes,
                 max_bytes,
             }));
             continue;
         }
-        if write_err.is_none() && !req.events.is_empty() {
-            match seg.append(now, &req.events, next_seq) {
-                Ok(p) => pointers.extend(p),
-                Err(e) => write_err = Some(e),
-            }
-        }
+        events.extend(req.events.iter().cloned());
         let count = req.events.len() as u64;
         results.push(Ok(Appended {
             first_seq: next_seq,
             count,
         }));
         next_seq += count;
-        added_events += count;
         added_bytes += req_bytes;
     }
-    let synced = match write_err {
-        Some(e) => Err(e),
-        None if pointers.is_empty() => Ok(()),
-        None => seg.sync(),
+    let mut ops: Vec<wal::Op> = Vec::new();
+    let mut q_next = q_start;
+    let mut added_q = 0u64;
+    for (req, _) in reqs.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
+        for (meta, line) in &req.quarantine {
+            let keep = &line[..line.len().min(QUARANTINE_KEEP_BYTES)];
+            ops.push((key(b'q', q_next).to_vec(), Some(encode_entry(meta, keep))));
+            q_next += 1;
+            added_q += 1;
+        }
+        if let Some((id, ck)) = &req.checkpoint {
+            let mut k = vec![b'c'];
+            k.extend_from_slice(id);
+            ops.push((k, Some(ck.clone())));
+        }
     }
-    .map_err(|e| storage_err(&seg.dir, e));
-    // 2. One sled batch pointing to them, with everything that must change together.
-    let applied = synced.and_then(|()| {
+    // Keep the quarantine bounded: evict the oldest entries beyond the limit (counted). Ids are
+    // consecutive, so the live ones are exactly the last `quarantine` ids before `q_next`: evict
+    // from the oldest live id on (new entries that would be evicted at once are not written).
+    let mut evicted = 0u64;
+    let live = before.quarantine + added_q;
+    if live > max_q {
+        evicted = live - max_q;
+        let oldest = q_next - live;
+        let first_kept = oldest + evicted;
+        ops.retain(|(k, _)| k.first() != Some(&b'q') || u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])) >= first_kept);
+        ops.extend((oldest..first_kept.min(q_start)).map(|id| (key(b'q', id).to_vec(), None)));
+        tracing::warn!(target: "queue", evicted, "quarantine is over queue.max_quarantine_entries; the oldest entries were dropped (counted in status as quarantine.evicted)");
+    }
+    let deltas = wal::Deltas {
+        pending_events: (next_seq - start_seq) as i64,
+        pending_bytes: added_bytes as i64,
+        dead_letter: 0,
+        quarantine: added_q as i64 - evicted as i64,
+        quarantine_evicted: evicted as i64,
+    };
+    if next_seq == start_seq && ops.is_empty() && evicted == 0 {
+        // Nothing to write (empty requests, or every one refused).
+        return results;
+    }
+    let acked = inner.state.lock().unwrap().acked;
+    let commit = wal::CommitOut {
+        first_seq: start_seq,
+        next_seq,
+        q_next,
+        acked,
+        accepted_at_ms: now_ms(),
+        deltas,
+        records: chunk_events(&events),
+        ops,
+    };
+    let durable = write_durably(&mut seg, &commit).and_then(|(pointers, pos)| {
         let mut st = inner.state.lock().unwrap();
-        let mut batch = sled::Batch::default();
-        for (k, p) in &pointers {
-            batch.insert(&k[..], &p[..]);
-        }
-        let mut counts = st.counts;
-        counts.pending_events += added_events;
-        counts.pending_bytes += added_bytes;
-        let mut q_next = st.q_next;
-        let q_start = q_next;
-        let mut new_entries: Vec<(u64, Vec<u8>)> = Vec::new();
-        for (req, _) in reqs.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
-            for (meta, line) in &req.quarantine {
-                let keep = &line[..line.len().min(QUARANTINE_KEEP_BYTES)];
-                new_entries.push((q_next, encode_entry(meta, keep)));
-                q_next += 1;
-                counts.quarantine += 1;
-            }
-            if let Some((id, ck)) = &req.checkpoint {
-                let mut k = vec![b'c'];
-                k.extend_from_slice(id);
-                batch.insert(k, ck.as_slice());
-            }
-        }
-        // Keep the quarantine bounded: evict the oldest entries beyond the limit (counted).
-        // Ids are consecutive, so the live ones are exactly the last `quarantine` ids before
-        // `q_next`: evict from the oldest live id on (new entries that would be evicted at once
-        // are simply not written).
-        let mut evict = Vec::new();
-        if counts.quarantine > max_q {
-            let excess = counts.quarantine - max_q;
-            let oldest = q_next - counts.quarantine;
-            evict.extend((oldest..(oldest + excess).min(q_start)).map(|id| key(b'q', id)));
-            new_entries.retain(|(id, _)| *id >= oldest + excess);
-            counts.quarantine -= excess;
-            counts.quarantine_evicted += excess;
-            tracing::warn!(target: "queue", evicted = excess, "quarantine is over queue.max_quarantine_entries; the oldest entries were dropped (counted in status as quarantine.evicted)");
-        }
-        // Quarantine entries go in small batches of their own, before the main one: sled's
-        // memory grows steeply with the number of keys in one batch (a flood of tiny bad lines
-        // took it to ~1 GiB), and these need no atomicity with the events: after a crash between
-        // the two, the lines are read again and their entries rewritten under the same ids.
-        for chunk in new_entries.chunks(QUARANTINE_KEYS_PER_BATCH) {
-            let mut qb = sled::Batch::default();
-            for (id, v) in chunk {
-                qb.insert(key(b'q', *id).to_vec(), v.as_slice());
-            }
-            if let Err(e) = store.db.apply_batch(qb) {
-                return Err(sled_err(inner, &store.dir, e));
-            }
-        }
-        for chunk in evict.chunks(QUARANTINE_KEYS_PER_BATCH) {
-            let mut qb = sled::Batch::default();
-            for k in chunk {
-                qb.remove(k.to_vec());
-            }
-            if let Err(e) = store.db.apply_batch(qb) {
-                return Err(sled_err(inner, &store.dir, e));
-            }
-        }
-        batch.insert(meta_key("next_seq"), &next_seq.to_be_bytes());
-        batch.insert(meta_key("pending_events"), &counts.pending_events.to_be_bytes());
-        batch.insert(meta_key("pending_bytes"), &counts.pending_bytes.to_be_bytes());
-        batch.insert(meta_key("q_count"), &counts.quarantine.to_be_bytes());
-        batch.insert(meta_key("q_next"), &q_next.to_be_bytes());
-        batch.insert(meta_key("q_evicted"), &counts.quarantine_evicted.to_be_bytes());
-        match store.db.apply_batch(batch) {
-            Ok(()) => {
-                st.counts = counts;
-                st.next_seq = next_seq;
-                st.q_next = q_next;
-                Ok(st.acked)
-            }
-            Err(e) => Err(sled_err(inner, &store.dir, e)),
-        }
-    });
-    // 3. Durable. This also makes every ack applied before it durable.
-    let durable = applied.and_then(|acked| {
-        store.db.flush().map_err(|e| sled_err(inner, &store.dir, e))?;
-        sync_data(&store.log).map_err(|e| sled_err(inner, &store.dir, e))?;
-        Ok(acked)
+        let counts = add_deltas(st.counts, deltas);
+        apply_commit(&store.db, &pointers, &commit.ops, &counts, (next_seq, q_next), pos).map_err(|e| sled_err(inner, &store.dir, e))?;
+        st.counts = counts;
+        st.next_seq = next_seq;
+        st.q_next = q_next;
+        Ok(st.acked)
     });
     match durable {
         Ok(acked) => {
             if results.iter().any(|r| r.is_ok()) {
                 inner.disk_full.lock().unwrap().take();
             }
+            inner.sled_dirty.store(true, Ordering::Release);
             inner.durable_next.store(next_seq, Ordering::Release);
             inner.witness.write(next_seq);
             inner.appended.notify_waiters();
-            seg.delete_acked(acked, Some(&inner.readers));
+            if seg.has_acked(acked) {
+                // Deleting a segment needs its frames in sled for good, and `acked` with them.
+                match flush_sled(inner, &store) {
+                    Ok(()) => seg.delete_acked(acked, Some(&inner.readers)),
+                    Err(e) => tracing::error!(target: "queue", "{e}"),
+                }
+            }
             results
         }
         Err(e) => {
             tracing::error!(target: "queue", "commit failed: {e}");
-            seg.abandon();
-            // Nothing is acknowledged to the sources; they retry. The in-memory counters may
-            // now be ahead of disk; they are re-read at the next open.
+            // Nothing is acknowledged to the sources; they retry.
             results
                 .into_iter()
                 .map(|r| match r {
@@ -1691,6 +1969,16 @@ fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended,
                 .collect()
         }
     }
+}
+
+/// Makes everything applied to sled durable: sled's `flush`, then `fdatasync` of its log (sled's
+/// flush alone is `sync_file_range`). Also syncs the witness.
+fn flush_sled(inner: &Inner, store: &Store) -> Result<(), QueueError> {
+    inner.sled_dirty.store(false, Ordering::Release);
+    store.db.flush().map_err(|e| sled_err(inner, &store.dir, e))?;
+    sync_data(&store.log).map_err(|e| sled_err(inner, &store.dir, e))?;
+    inner.witness.sync();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1706,6 +1994,15 @@ mod tests {
             events: events.iter().map(|s| ev(s)).collect(),
             quarantine: vec![],
             checkpoint: None,
+        }
+    }
+
+    fn qmeta() -> QuarantineMeta {
+        QuarantineMeta {
+            at: now_rfc3339(),
+            origin: "test".into(),
+            reason: "bad".into(),
+            len: 8,
         }
     }
 
@@ -1830,12 +2127,46 @@ mod tests {
             q.append_blocking(req(&["a", "b", "c"])).unwrap();
             q.close();
         }
-        // The store is lost (as sled does, silently, when its log is truncated).
+        // The store and the write-ahead log are lost (sled does it silently when its log is
+        // truncated; the segments went with the disk).
         std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("segments")).unwrap();
         let q = Queue::open(dir.path(), 1 << 30, 100).unwrap();
         let inc = q.incident().expect("the loss is reported");
         assert!(inc.contains("up to 3 events with sequence numbers 1..3 were lost"), "{inc}");
         assert_eq!(q.append_blocking(req(&["d"])).unwrap().first_seq, 4, "no sequence number is reused");
+    }
+
+    #[test]
+    fn a_store_that_comes_back_empty_is_rebuilt_from_the_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = Queue::open(dir.path(), 1 << 30, 100).unwrap();
+            q.append_blocking(req(&["a", "b", "c"])).unwrap();
+            q.ack(1, vec![]).unwrap();
+            q.append_blocking(AppendRequest {
+                events: vec![ev("d")],
+                quarantine: vec![(qmeta(), b"bad line".to_vec())],
+                checkpoint: Some((b"file".to_vec(), b"ck".to_vec())),
+            })
+            .unwrap();
+            q.close();
+        }
+        std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+        let q = Queue::open(dir.path(), 1 << 30, 100).unwrap();
+        assert_eq!(q.incident(), None);
+        assert_eq!(q.acked(), 1, "the second commit carried acked = 1");
+        let got: Vec<_> = q
+            .read(q.acked(), 10, 1 << 20)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.data))
+            .collect();
+        assert_eq!(got, vec![(2, ev("b")), (3, ev("c")), (4, ev("d"))]);
+        assert_eq!(q.counts().pending_events, 3);
+        assert_eq!(q.counts().quarantine, 1);
+        assert_eq!(q.checkpoint(b"file").unwrap().as_deref(), Some(&b"ck"[..]));
+        assert_eq!(q.append_blocking(req(&["e"])).unwrap().first_seq, 5);
     }
 
     #[test]
