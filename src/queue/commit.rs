@@ -1,0 +1,263 @@
+//! The group committer: appends from every source go through one thread, which writes one
+//! frame per group and waits for one `fdatasync` (see the module docs of `queue`).
+
+use super::*;
+
+pub(super) type Reply = tokio::sync::oneshot::Sender<Result<Appended, QueueError>>;
+
+pub(super) struct Job {
+    pub(super) req: AppendRequest,
+    pub(super) reply: Reply,
+}
+
+/// What the committer thread is asked to do.
+pub(super) enum Work {
+    Append(Job),
+    /// sled has changes that are not durable (an ack): flush once things settle.
+    Dirty,
+}
+
+/// At a trickle, commits are at least this far apart: a request arriving sooner waits, and
+/// those arriving meanwhile share its `fdatasync`. (At most 1/GAP fdatasyncs per second.)
+pub(super) const COMMIT_GAP: Duration = Duration::from_millis(25);
+
+/// A group that has this many bytes is committed at once (bulk: no waiting).
+pub(super) const COMMIT_EAGER_BYTES: usize = 64 * 1024;
+
+/// A group is cut at this many bytes.
+pub(super) const COMMIT_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// sled changes are flushed after this long without a commit or ack (bounds the replay at
+/// open and makes acks durable when no commit follows them).
+pub(super) const SETTLE: Duration = Duration::from_secs(2);
+
+/// While commits keep coming, sled is still flushed this often.
+pub(super) const FLUSH_EVERY: Duration = Duration::from_secs(30);
+
+pub(super) fn job_bytes(j: &Job) -> usize {
+    j.req.events.iter().map(|e| e.len()).sum::<usize>() + j.req.quarantine.iter().map(|(_, l)| l.len()).sum::<usize>()
+}
+
+/// The group committer. Blocks in `recv` while there is nothing to do (no timer at idle).
+/// A request after a quiet spell is committed at once; one that follows the last commit by less
+/// than [`COMMIT_GAP`] waits out the gap while more requests join it, unless the group is
+/// already large (bulk), so `fdatasync`s per second stay far below events per second at steady
+/// rates while bulk commits stay large.
+pub(super) fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Work>) {
+    let mut last_commit = Instant::now() - COMMIT_GAP;
+    let mut last_flush = Instant::now();
+    let mut dirty = false;
+    loop {
+        let first = if dirty {
+            match rx.recv_timeout(SETTLE) {
+                Ok(w) => w,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let Some(inner) = inner.upgrade() else { break };
+                    settle(&inner);
+                    dirty = false;
+                    last_flush = Instant::now();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(w) => w,
+                Err(_) => break,
+            }
+        };
+        dirty = true;
+        let Work::Append(first) = first else { continue };
+        let mut bytes = job_bytes(&first);
+        let mut jobs = vec![first];
+        let wait_until = last_commit + COMMIT_GAP;
+        while bytes < COMMIT_MAX_BYTES {
+            let next = if bytes >= COMMIT_EAGER_BYTES || Instant::now() >= wait_until {
+                rx.try_recv().ok()
+            } else {
+                // A timeout ends the wait: the group is committed below.
+                rx.recv_timeout(wait_until.saturating_duration_since(Instant::now())).ok()
+            };
+            match next {
+                Some(Work::Append(j)) => {
+                    bytes += job_bytes(&j);
+                    jobs.push(j);
+                }
+                Some(Work::Dirty) => {}
+                None => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { break };
+        last_commit = Instant::now();
+        let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.req, j.reply)).unzip();
+        let results = commit_group(&inner, reqs);
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            settle(&inner);
+            last_flush = Instant::now();
+        }
+    }
+}
+
+/// Flushes sled if anything is not yet durable in it (see [`SETTLE`]).
+pub(super) fn settle(inner: &Inner) {
+    if !inner.sled_dirty.load(Ordering::Acquire) || check_failed(inner).is_err() {
+        return;
+    }
+    let store = inner.store.read().unwrap();
+    if let Err(e) = flush_sled(inner, &store) {
+        tracing::error!(target: "queue", "{e}");
+    }
+}
+
+/// Writes the frame of `c` to the current segment and `fdatasync`s it: the one disk wait of a
+/// commit. On failure the segment is abandoned (the next commit starts a new one).
+pub(super) fn write_durably(seg: &mut SegmentWriter, c: &wal::CommitOut<'_>) -> Result<(Vec<Pointer>, WalPos), QueueError> {
+    let written = seg.append_frame(c).and_then(|r| seg.sync().map(|()| r));
+    written.map_err(|e| {
+        seg.abandon();
+        storage_err(&seg.dir, e)
+    })
+}
+
+/// Commits a group of requests: one frame with their records, checkpoints, quarantine entries
+/// and counter deltas, written to the current segment and `fdatasync`ed (the only disk wait),
+/// then applied to sled without a flush (see the module docs). Requests that do not fit under
+/// `queue.max_bytes` are refused individually.
+pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended, QueueError>> {
+    if let Err(e) = check_failed(inner) {
+        return reqs.iter().map(|_| Err(e.clone())).collect();
+    }
+    let store = inner.store.read().unwrap();
+    let group_bytes: u64 = reqs.iter().flat_map(|r| r.events.iter()).map(|e| e.len() as u64).sum();
+    if let Err(e) = check_disk_room(inner, &store.dir, group_bytes) {
+        return reqs.iter().map(|_| Err(e.clone())).collect();
+    }
+    // The one appender from here on: sequence numbers and quarantine ids are ours to give out.
+    let mut seg = inner.segments.lock().unwrap();
+    let (start_seq, q_start, before) = {
+        let st = inner.state.lock().unwrap();
+        (st.next_seq, st.q_next, st.counts)
+    };
+    let max_bytes = inner.max_bytes.load(Ordering::Relaxed);
+    let max_q = inner.max_quarantine.load(Ordering::Relaxed);
+    let mut results = Vec::with_capacity(reqs.len());
+    let mut events: Vec<Bytes> = Vec::new();
+    let mut next_seq = start_seq;
+    let mut added_bytes = 0u64;
+    // (Acks running meanwhile only lower `pending_bytes`, so checking against the value read
+    // above is conservative.)
+    for req in &reqs {
+        let req_bytes: u64 = req.events.iter().map(|e| e.len() as u64).sum();
+        if !req.events.is_empty() && before.pending_bytes + added_bytes + req_bytes > max_bytes {
+            results.push(Err(QueueError::Full {
+                pending_bytes: before.pending_bytes + added_bytes,
+                max_bytes,
+            }));
+            continue;
+        }
+        events.extend(req.events.iter().cloned());
+        let count = req.events.len() as u64;
+        results.push(Ok(Appended {
+            first_seq: next_seq,
+            count,
+        }));
+        next_seq += count;
+        added_bytes += req_bytes;
+    }
+    let mut ops: Vec<wal::Op> = Vec::new();
+    let mut q_next = q_start;
+    let mut added_q = 0u64;
+    for (req, _) in reqs.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
+        for (meta, line) in &req.quarantine {
+            let keep = &line[..line.len().min(QUARANTINE_KEEP_BYTES)];
+            ops.push((key(b'q', q_next).to_vec(), Some(encode_entry(meta, keep))));
+            q_next += 1;
+            added_q += 1;
+        }
+        if let Some((id, ck)) = &req.checkpoint {
+            let mut k = vec![b'c'];
+            k.extend_from_slice(id);
+            ops.push((k, Some(ck.clone())));
+        }
+    }
+    // Keep the quarantine bounded: evict the oldest entries beyond the limit (counted). Ids are
+    // consecutive, so the live ones are exactly the last `quarantine` ids before `q_next`: evict
+    // from the oldest live id on (new entries that would be evicted at once are not written).
+    let mut evicted = 0u64;
+    let live = before.quarantine + added_q;
+    if live > max_q {
+        evicted = live - max_q;
+        let oldest = q_next - live;
+        let first_kept = oldest + evicted;
+        ops.retain(|(k, _)| k.first() != Some(&b'q') || u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])) >= first_kept);
+        ops.extend((oldest..first_kept.min(q_start)).map(|id| (key(b'q', id).to_vec(), None)));
+        tracing::warn!(target: "queue", evicted, "quarantine is over queue.max_quarantine_entries; the oldest entries were dropped (counted in status as quarantine.evicted)");
+    }
+    let deltas = wal::Deltas {
+        pending_events: (next_seq - start_seq) as i64,
+        pending_bytes: added_bytes as i64,
+        dead_letter: 0,
+        quarantine: added_q as i64 - evicted as i64,
+        quarantine_evicted: evicted as i64,
+    };
+    if next_seq == start_seq && ops.is_empty() && evicted == 0 {
+        // Nothing to write (empty requests, or every one refused).
+        return results;
+    }
+    let acked = inner.state.lock().unwrap().acked;
+    let commit = wal::CommitOut {
+        first_seq: start_seq,
+        next_seq,
+        q_next,
+        acked,
+        accepted_at_ms: now_ms(),
+        deltas,
+        records: chunk_events(&events),
+        ops,
+    };
+    let durable = write_durably(&mut seg, &commit).and_then(|(pointers, pos)| {
+        let mut st = inner.state.lock().unwrap();
+        let counts = add_deltas(st.counts, deltas);
+        apply_commit(&store.db, &pointers, &commit.ops, &counts, (next_seq, q_next), pos).map_err(|e| sled_err(inner, &store.dir, e))?;
+        st.counts = counts;
+        st.next_seq = next_seq;
+        st.q_next = q_next;
+        Ok(st.acked)
+    });
+    match durable {
+        Ok(acked) => {
+            if results.iter().any(|r| r.is_ok()) {
+                inner.disk_full.lock().unwrap().take();
+            }
+            inner.sled_dirty.store(true, Ordering::Release);
+            inner.durable_next.store(next_seq, Ordering::Release);
+            inner.witness.write(next_seq);
+            inner.appended.notify_waiters();
+            if seg.has_acked(acked) {
+                // Deleting a segment needs its frames in sled for good, and `acked` with them.
+                match flush_sled(inner, &store) {
+                    Ok(()) => seg.delete_acked(acked, Some(&inner.readers)),
+                    Err(e) => tracing::error!(target: "queue", "{e}"),
+                }
+            }
+            results
+        }
+        Err(e) => {
+            tracing::error!(target: "queue", "commit failed: {e}");
+            // Nothing is acknowledged to the sources; they retry.
+            results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(_) => Err(QueueError::Storage {
+                        path: store.dir.clone(),
+                        message: e.to_string(),
+                    }),
+                    Err(x) => Err(x),
+                })
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The sled index: record pointers, checkpoints, dead letter, quarantine and counters, applied
+//! from write-ahead-log frames without a flush, and replayed from them at open. The only part
+//! of the queue that knows sled.
+
+use super::*;
+
+/// A sled value larger than this goes to a sled blob file (not covered by fsync of the log).
+pub(super) const INLINE_LIMIT: usize = 120 * 1024;
+
+pub(super) const SLED_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
+pub(super) struct Store {
+    pub(super) db: sled::Db,
+    /// A handle on sled's log file, for `fdatasync` after sled's `flush`.
+    pub(super) log: File,
+    /// `acked` as of the last ack, written (not synced) at every ack: see [`Queue::ack`].
+    pub(super) ack_file: File,
+    pub(super) dir: PathBuf,
+}
+
+pub(super) fn open_sled(dir: &Path) -> Result<Store, QueueError> {
+    // After a `Db` of this process is dropped, one of sled's IO threads may still hold the
+    // locked file for a moment (reopen in `reclaim`, tests): retry briefly. Another process
+    // holding it still gets `Locked`.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match open_sled_once(dir) {
+            Err(QueueError::Locked(_)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            r => return r,
+        }
+    }
+}
+
+pub(super) fn open_sled_once(dir: &Path) -> Result<Store, QueueError> {
+    let cfg = sled::Config::new().path(dir).cache_capacity(SLED_CACHE_BYTES).flush_every_ms(None);
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
+    let db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+            return Err(QueueError::Locked(dir.to_path_buf()))
+        }
+        Ok(Err(e)) => return Err(storage_err(dir, e)),
+        Err(_) => return Err(storage_err(dir, "sled panicked while opening the database (corrupted?)")),
+    };
+    let log = File::options().read(true).open(dir.join("db")).map_err(|e| storage_err(dir, e))?;
+    let ack_file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(ACK_FILE))
+        .map_err(|e| storage_err(dir, e))?;
+    Ok(Store {
+        db,
+        log,
+        ack_file,
+        dir: dir.to_path_buf(),
+    })
+}
+
+pub(super) fn syncfs(store: &Store) -> Result<(), QueueError> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: plain syscall on a valid, open file descriptor.
+    SYNCS.fetch_add(1, Ordering::Relaxed);
+    let rc = unsafe { libc::syncfs(store.log.as_raw_fd()) };
+    if rc != 0 {
+        return Err(storage_err(&store.dir, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Replays into sled the frames after its `wal_pos` (each exactly once: the batch that applies a
+/// frame moves `wal_pos` past it), then flushes sled. Returns the highest `acked` the frames
+/// carry, and an incident if a segment is damaged before its end.
+pub(super) fn replay_wal(store: &Store, seg_dir: &Path, state: &mut State) -> Result<(u64, Option<String>), QueueError> {
+    let db = &store.db;
+    let from = db
+        .get(meta_key("wal_pos"))
+        .map_err(|e| storage_err(&store.dir, e))?
+        .and_then(|v| WalPos::from_bytes(&v))
+        .unwrap_or(WalPos { segment: 0, offset: 0 });
+    let mut names: Vec<u64> = match std::fs::read_dir(seg_dir) {
+        Ok(rd) => rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+            .filter(|n| *n >= from.segment)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(storage_err(seg_dir, e)),
+    };
+    names.sort_unstable();
+    let (mut acked, mut replayed, mut incidents) = (0u64, 0u64, Vec::new());
+    for name in names {
+        let path = segment_path(seg_dir, name);
+        let file = File::open(&path).map_err(|e| storage_err(&path, e))?;
+        if !wal::is_wal(&file) {
+            continue;
+        }
+        let start = if name == from.segment { from.offset } else { 0 };
+        let mut failed = None;
+        let end = wal::scan(&file, start, |at, c, end| {
+            if failed.is_some() {
+                return;
+            }
+            let pointers: Vec<Pointer> = c.records.iter().map(|r| pointer(c.accepted_at_ms, r, name, at)).collect();
+            let counts = add_deltas(state.counts, c.deltas);
+            let seqs = (state.next_seq.max(c.next_seq), state.q_next.max(c.q_next));
+            let pos = WalPos {
+                segment: name,
+                offset: end,
+            };
+            match apply_commit(db, &pointers, &c.ops, &counts, seqs, pos) {
+                Ok(()) => {
+                    state.counts = counts;
+                    (state.next_seq, state.q_next) = seqs;
+                    acked = acked.max(c.acked);
+                    replayed += 1;
+                }
+                Err(e) => failed = Some(storage_err(&store.dir, e)),
+            }
+        })
+        .map_err(|e| storage_err(&path, e))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match end {
+            None => {}
+            Some((at, wal::Bad::Truncated)) => {
+                tracing::info!(target: "queue", segment = %path.display(), offset = at, "a commit torn by a crash was found at the end of a segment and ignored (it was never acknowledged)");
+            }
+            Some((at, wal::Bad::Damaged(why))) => {
+                let msg = format!(
+                    "the queue's write-ahead log {} is damaged at byte {at} ({why}); commits after that point in this file could not be recovered. Inspect the disk; the rest of the queue is intact",
+                    path.display()
+                );
+                tracing::error!(target: "queue", "{msg}");
+                incidents.push(msg);
+            }
+        }
+    }
+    if replayed > 0 {
+        tracing::info!(target: "queue", commits = replayed, next_seq = state.next_seq, "replayed commits from the write-ahead log");
+        db.flush().map_err(|e| storage_err(&store.dir, e))?;
+        sync_data(&store.log).map_err(|e| storage_err(&store.dir, e))?;
+    }
+    Ok((acked, (!incidents.is_empty()).then(|| incidents.join("; "))))
+}
+
+/// A sled write failed: fatal for this process (see the module docs).
+pub(super) fn sled_err(inner: &Inner, dir: &Path, e: impl std::fmt::Display) -> QueueError {
+    let e = storage_err(dir, e);
+    note_failure(inner, &e);
+    e
+}
+
+pub(super) fn add_deltas(c: Counts, d: wal::Deltas) -> Counts {
+    let add = |v: u64, d: i64| v.saturating_add_signed(d);
+    Counts {
+        pending_events: add(c.pending_events, d.pending_events),
+        pending_bytes: add(c.pending_bytes, d.pending_bytes),
+        dead_letter: add(c.dead_letter, d.dead_letter),
+        quarantine: add(c.quarantine, d.quarantine),
+        quarantine_evicted: add(c.quarantine_evicted, d.quarantine_evicted),
+    }
+}
+
+/// Applies a commit whose frame is durable to sled, without a sled flush: quarantine entries in
+/// small batches of their own (sled's memory grows steeply with the keys in one batch; they need
+/// no atomicity with the events, a replay rewrites them under the same ids), then one batch with
+/// the records' pointers, the other writes (checkpoints with the events they cover), the
+/// counters and `wal_pos`. The live commit and the replay at open both come through here.
+pub(super) fn apply_commit(
+    db: &sled::Db,
+    pointers: &[Pointer],
+    ops: &[wal::Op],
+    counts: &Counts,
+    seqs: (u64, u64),
+    pos: WalPos,
+) -> sled::Result<()> {
+    let (next_seq, q_next) = seqs;
+    let (quarantine, rest): (Vec<&wal::Op>, Vec<&wal::Op>) = ops.iter().partition(|(k, _)| k.first() == Some(&b'q'));
+    for chunk in quarantine.chunks(QUARANTINE_KEYS_PER_BATCH) {
+        let mut qb = sled::Batch::default();
+        for (k, v) in chunk {
+            match v {
+                Some(v) => qb.insert(k.as_slice(), v.as_slice()),
+                None => qb.remove(k.as_slice()),
+            }
+        }
+        db.apply_batch(qb)?;
+    }
+    let mut batch = sled::Batch::default();
+    for (k, p) in pointers {
+        batch.insert(&k[..], &p[..]);
+    }
+    for (k, v) in rest {
+        match v {
+            Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+            None => batch.remove(k.as_slice()),
+        }
+    }
+    batch.insert(meta_key("next_seq"), &next_seq.to_be_bytes());
+    batch.insert(meta_key("q_next"), &q_next.to_be_bytes());
+    batch.insert(meta_key("pending_events"), &counts.pending_events.to_be_bytes());
+    batch.insert(meta_key("pending_bytes"), &counts.pending_bytes.to_be_bytes());
+    batch.insert(meta_key("dl_count"), &counts.dead_letter.to_be_bytes());
+    batch.insert(meta_key("q_count"), &counts.quarantine.to_be_bytes());
+    batch.insert(meta_key("q_evicted"), &counts.quarantine_evicted.to_be_bytes());
+    batch.insert(meta_key("wal_pos"), &pos.to_bytes());
+    db.apply_batch(batch)
+}
+
+/// Makes everything applied to sled durable: sled's `flush`, then `fdatasync` of its log (sled's
+/// flush alone is `sync_file_range`). Also syncs the witness.
+pub(super) fn flush_sled(inner: &Inner, store: &Store) -> Result<(), QueueError> {
+    inner.sled_dirty.store(false, Ordering::Release);
+    store.db.flush().map_err(|e| sled_err(inner, &store.dir, e))?;
+    sync_data(&store.log).map_err(|e| sled_err(inner, &store.dir, e))?;
+    inner.witness.sync();
+    Ok(())
+}
