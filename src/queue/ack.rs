@@ -87,7 +87,7 @@ impl Queue {
             st.counts = counts;
             st.d_next = d_next;
             // Under the state lock, so ack files are written in the order of the acks.
-            let written = write_ack_file(&store, upto);
+            let written = store.ack_file.write(upto).map_err(|e| storage_err(&store.dir, e));
             drop(st);
             written?;
             if !dead.is_empty() {

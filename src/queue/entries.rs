@@ -145,7 +145,7 @@ impl Queue {
             st.next_seq = next_seq;
             drop(st);
             self.inner.durable_next.store(next_seq, Ordering::Release);
-            self.inner.witness.write(next_seq);
+            let _ = self.inner.witness.write(next_seq);
             flush_sled(&self.inner, &store)?;
         }
         self.inner.appended.notify_waiters();

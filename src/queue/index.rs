@@ -2,6 +2,7 @@
 //! from write-ahead-log frames without a flush, and replayed from them at open. The only part
 //! of the queue that knows sled.
 
+use super::storage::Storage;
 use super::*;
 
 /// A sled value larger than this goes to a sled blob file (not covered by fsync of the log).
@@ -14,24 +15,24 @@ pub(super) struct Store {
     /// A handle on sled's log file, for `fdatasync` after sled's `flush`.
     pub(super) log: File,
     /// `acked` as of the last ack, written (not synced) at every ack: see [`Queue::ack`].
-    pub(super) ack_file: File,
+    pub(super) ack_file: CheckedFile,
     pub(super) dir: PathBuf,
 }
 
-pub(super) fn open_sled(dir: &Path) -> Result<Store, QueueError> {
+pub(super) fn open_sled(dir: &Path, storage: &dyn Storage) -> Result<Store, QueueError> {
     // After a `Db` of this process is dropped, one of sled's IO threads may still hold the
     // locked file for a moment (reopen in `reclaim`, tests): retry briefly. Another process
     // holding it still gets `Locked`.
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        match open_sled_once(dir) {
+        match open_sled_once(dir, storage) {
             Err(QueueError::Locked(_)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             r => return r,
         }
     }
 }
 
-pub(super) fn open_sled_once(dir: &Path) -> Result<Store, QueueError> {
+pub(super) fn open_sled_once(dir: &Path, storage: &dyn Storage) -> Result<Store, QueueError> {
     let cfg = sled::Config::new().path(dir).cache_capacity(SLED_CACHE_BYTES).flush_every_ms(None);
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
     let db = match opened {
@@ -43,13 +44,7 @@ pub(super) fn open_sled_once(dir: &Path) -> Result<Store, QueueError> {
         Err(_) => return Err(storage_err(dir, "sled panicked while opening the database (corrupted?)")),
     };
     let log = File::options().read(true).open(dir.join("db")).map_err(|e| storage_err(dir, e))?;
-    let ack_file = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join(ACK_FILE))
-        .map_err(|e| storage_err(dir, e))?;
+    let ack_file = CheckedFile::open(storage, &dir.join(ACK_FILE), ACK_FILE_CHECK).map_err(|e| storage_err(dir, e))?;
     Ok(Store {
         db,
         log,
@@ -61,7 +56,7 @@ pub(super) fn open_sled_once(dir: &Path) -> Result<Store, QueueError> {
 pub(super) fn syncfs(store: &Store) -> Result<(), QueueError> {
     use std::os::unix::io::AsRawFd;
     // SAFETY: plain syscall on a valid, open file descriptor.
-    SYNCS.fetch_add(1, Ordering::Relaxed);
+    count_sync();
     let rc = unsafe { libc::syncfs(store.log.as_raw_fd()) };
     if rc != 0 {
         return Err(storage_err(&store.dir, std::io::Error::last_os_error()));
@@ -72,7 +67,12 @@ pub(super) fn syncfs(store: &Store) -> Result<(), QueueError> {
 /// Replays into sled the frames after its `wal_pos` (each exactly once: the batch that applies a
 /// frame moves `wal_pos` past it), then flushes sled. Returns the highest `acked` the frames
 /// carry, and an incident if a segment is damaged before its end.
-pub(super) fn replay_wal(store: &Store, seg_dir: &Path, state: &mut State) -> Result<(u64, Option<String>), QueueError> {
+pub(super) fn replay_wal(
+    store: &Store,
+    storage: &dyn Storage,
+    seg_dir: &Path,
+    state: &mut State,
+) -> Result<(u64, Option<String>), QueueError> {
     let db = &store.db;
     let from = db
         .get(meta_key("wal_pos"))
@@ -142,6 +142,7 @@ pub(super) fn replay_wal(store: &Store, seg_dir: &Path, state: &mut State) -> Re
         tracing::info!(target: "queue", commits = replayed, next_seq = state.next_seq, "replayed commits from the write-ahead log");
         db.flush().map_err(|e| storage_err(&store.dir, e))?;
         sync_data(&store.log).map_err(|e| storage_err(&store.dir, e))?;
+        storage.sled_durable(&store.dir);
     }
     Ok((acked, (!incidents.is_empty()).then(|| incidents.join("; "))))
 }
@@ -216,6 +217,9 @@ pub(super) fn flush_sled(inner: &Inner, store: &Store) -> Result<(), QueueError>
     inner.sled_dirty.store(false, Ordering::Release);
     store.db.flush().map_err(|e| sled_err(inner, &store.dir, e))?;
     sync_data(&store.log).map_err(|e| sled_err(inner, &store.dir, e))?;
-    inner.witness.sync();
+    inner.storage.sled_durable(&store.dir);
+    if let Err(e) = inner.witness.sync() {
+        tracing::warn!(target: "queue", "cannot sync the witness file in {}: {e}", inner.root.display());
+    }
     Ok(())
 }

@@ -112,6 +112,7 @@ mod index;
 mod reclaim;
 mod record;
 mod segments;
+mod storage;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -123,6 +124,7 @@ pub use entries::{DeadLetterMeta, Entry, QuarantineMeta, QUARANTINE_KEEP_BYTES};
 use index::*;
 use record::*;
 use segments::*;
+pub use storage::{RealStorage, Storage, StoredFile};
 
 /// Default `queue.min_free_bytes`: free space kept on the queue's filesystem.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
@@ -198,9 +200,13 @@ pub fn fdatasyncs() -> u64 {
     SYNCS.load(Ordering::Relaxed)
 }
 
-/// `fdatasync` of `file`, counted.
-fn sync_data(file: &File) -> std::io::Result<()> {
+fn count_sync() {
     SYNCS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// `fdatasync` of `file` (sled's log), counted.
+fn sync_data(file: &File) -> std::io::Result<()> {
+    count_sync();
     file.sync_data()
 }
 
@@ -217,8 +223,10 @@ struct Inner {
     max_quarantine: AtomicU64,
     appended: tokio::sync::Notify,
     incident: Mutex<Option<String>>,
-    /// How far the queue has got, kept beside the store (see [`Witness`]).
-    witness: Witness,
+    /// How far the queue has got, kept beside the store (see [`checked_file`]).
+    witness: CheckedFile,
+    /// Where the queue's own files are written and synced (see [`storage`]).
+    storage: Arc<dyn Storage>,
     /// Set by an I/O error inside sled; never cleared (see the module docs).
     failed: Mutex<Option<QueueError>>,
     fatal: tokio::sync::Notify,
@@ -343,16 +351,14 @@ fn check_disk_room(inner: &Inner, dir: &Path, bytes: u64) -> Result<(), QueueErr
     Ok(())
 }
 
-fn fsync_dir(dir: &Path) {
-    if let Ok(f) = File::open(dir) {
-        SYNCS.fetch_add(1, Ordering::Relaxed);
-        let _ = f.sync_all();
-    }
-}
-
 impl Queue {
     /// Opens (or creates) the queue under `root` (`queue.path`).
     pub fn open(root: &Path, max_bytes: u64, max_quarantine: u64) -> Result<Queue, QueueError> {
+        Queue::open_with_storage(root, max_bytes, max_quarantine, Arc::new(RealStorage))
+    }
+
+    /// [`Queue::open`] with its files written through `storage` (a test's crashable seam).
+    pub fn open_with_storage(root: &Path, max_bytes: u64, max_quarantine: u64, storage: Arc<dyn Storage>) -> Result<Queue, QueueError> {
         std::fs::create_dir_all(root).map_err(|e| storage_err(root, e))?;
         #[cfg(unix)]
         {
@@ -373,7 +379,7 @@ impl Queue {
 
         let seg_dir = root.join("segments");
         let mut incident = None;
-        let store = match open_sled(&store_dir) {
+        let store = match open_sled(&store_dir, &*storage) {
             Ok(s) => s,
             Err(QueueError::Locked(p)) => return Err(QueueError::Locked(p)),
             Err(e) => {
@@ -395,7 +401,7 @@ impl Queue {
                     }
                 }
                 incident = Some(msg);
-                open_sled(&store_dir)?
+                open_sled(&store_dir, &*storage)?
             }
         };
         let db = &store.db;
@@ -416,7 +422,7 @@ impl Queue {
         // Commits whose frames are durable but that sled had not written when the process
         // stopped: replay them (see `wal`).
         let mut state = state;
-        let (wal_acked, wal_incident) = replay_wal(&store, &seg_dir, &mut state)?;
+        let (wal_acked, wal_incident) = replay_wal(&store, &*storage, &seg_dir, &mut state)?;
         if let Some(msg) = wal_incident {
             incident = Some(match incident {
                 Some(prev) => format!("{prev}; {msg}"),
@@ -425,8 +431,8 @@ impl Queue {
         }
         // sled recovers a truncated or damaged log to its last readable point without an error
         // (found by the corruption campaign): the witness says how far the queue had really got.
-        let witness = Witness::open(root).map_err(|e| storage_err(root, e))?;
-        fsync_dir(root);
+        let witness = CheckedFile::open(&*storage, &root.join(WITNESS_FILE), WITNESS_CHECK).map_err(|e| storage_err(root, e))?;
+        storage.sync_dir(root).map_err(|e| storage_err(root, e))?;
         if let Some(w) = witness.read() {
             if w > state.next_seq {
                 let lost = w - state.next_seq;
@@ -445,7 +451,7 @@ impl Queue {
             }
         }
         let durable_next = state.next_seq;
-        let segments = SegmentWriter::open(&seg_dir, state.next_seq, state.acked).map_err(|e| storage_err(&seg_dir, e))?;
+        let segments = SegmentWriter::open(storage.clone(), &seg_dir, state.next_seq, state.acked).map_err(|e| storage_err(&seg_dir, e))?;
         let inner = Arc::new(Inner {
             root: root.to_path_buf(),
             store: RwLock::new(store),
@@ -462,6 +468,7 @@ impl Queue {
             appended: tokio::sync::Notify::new(),
             incident: Mutex::new(incident),
             witness,
+            storage: storage.clone(),
             failed: Mutex::new(None),
             fatal: tokio::sync::Notify::new(),
             min_free: AtomicU64::new(DEFAULT_MIN_FREE_BYTES),
@@ -484,7 +491,7 @@ impl Queue {
         let (file_acked, acked, next_seq) = {
             let store = q.inner.store.read().unwrap();
             let st = q.inner.state.lock().unwrap();
-            (read_ack_file(&store), st.acked, st.next_seq)
+            (store.ack_file.read(), st.acked, st.next_seq)
         };
         // The newest of: the ack file, and the `acked` carried by the replayed frames.
         let file_acked = match file_acked {
@@ -500,7 +507,10 @@ impl Queue {
                 flush_sled(&q.inner, &store)?;
             }
             Some(v) if v == acked => {}
-            _ => write_ack_file(&q.inner.store.read().unwrap(), acked)?,
+            _ => {
+                let store = q.inner.store.read().unwrap();
+                store.ack_file.write(acked).map_err(|e| storage_err(&store.dir, e))?
+            }
         }
         Ok(q)
     }
@@ -698,6 +708,6 @@ impl Queue {
         let store = self.inner.store.read().unwrap();
         let _ = store.db.flush();
         let _ = sync_data(&store.log);
-        let _ = sync_data(&self.inner.witness.file);
+        let _ = self.inner.witness.sync();
     }
 }

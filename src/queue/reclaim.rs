@@ -1,6 +1,7 @@
 //! Giving disk space back after a drain: sled never shrinks its files, so the store is
 //! rewritten into a fresh directory and swapped in.
 
+use super::storage::RealStorage;
 use super::*;
 
 /// After a drain, rewrite the store when it occupies more than this on disk.
@@ -16,11 +17,7 @@ pub(super) fn open_placeholder(root: &Path) -> Result<Store, QueueError> {
         .open()
         .map_err(|e| storage_err(&dir, e))?;
     let log = File::open("/dev/null").map_err(|e| storage_err(&dir, e))?;
-    let ack_file = File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| storage_err(&dir, e))?;
+    let ack_file = CheckedFile::open(&RealStorage, &dir.join(ACK_FILE), ACK_FILE_CHECK).map_err(|e| storage_err(&dir, e))?;
     Ok(Store { db, log, ack_file, dir })
 }
 
@@ -86,12 +83,12 @@ impl Queue {
         }
         // Nothing is pending: no pointer needs a segment any more (the rewrite below drops
         // every `e` key; until it completes, a restart finds `acked` past all of them).
-        store.db.flush().map_err(|e| storage_err(&store.dir, e))?;
-        sync_data(&store.log).map_err(|e| storage_err(&store.dir, e))?;
+        flush_sled(&self.inner, &store)?;
         seg.delete_all(&self.inner.readers);
         let _ = std::fs::remove_dir_all(&new_dir);
         {
-            let fresh = open_sled(&new_dir)?;
+            let storage = &*self.inner.storage;
+            let fresh = open_sled(&new_dir, storage)?;
             for item in store.db.iter() {
                 let (k, v) = item.map_err(|e| storage_err(&store.dir, e))?;
                 if k.first() == Some(&b'e') {
@@ -101,20 +98,22 @@ impl Queue {
             }
             fresh.db.flush().map_err(|e| storage_err(&new_dir, e))?;
             sync_data(&fresh.log).map_err(|e| storage_err(&new_dir, e))?;
-            File::create(new_dir.join(".complete")).map_err(|e| storage_err(&new_dir, e))?;
-            fsync_dir(&new_dir);
+            storage.create(&new_dir.join(".complete")).map_err(|e| storage_err(&new_dir, e))?;
+            storage.sync_dir(&new_dir).map_err(|e| storage_err(&new_dir, e))?;
         }
         // Swap: store -> store.old, store.new -> store. `open` completes an interrupted swap.
         let placeholder = open_placeholder(&root)?;
         let old = std::mem::replace(&mut *store, placeholder);
         drop(old);
-        std::fs::rename(&store_dir, &old_dir).map_err(|e| storage_err(&root, e))?;
-        std::fs::rename(&new_dir, &store_dir).map_err(|e| storage_err(&root, e))?;
-        fsync_dir(&root);
-        let _ = std::fs::remove_file(store_dir.join(".complete"));
+        let storage = &*self.inner.storage;
+        storage.rename(&store_dir, &old_dir).map_err(|e| storage_err(&root, e))?;
+        storage.rename(&new_dir, &store_dir).map_err(|e| storage_err(&root, e))?;
+        storage.sync_dir(&root).map_err(|e| storage_err(&root, e))?;
+        let _ = storage.remove(&store_dir.join(".complete"));
         let _ = std::fs::remove_dir_all(&old_dir);
-        *store = open_sled(&store_dir)?;
-        write_ack_file(&store, st.acked)?;
+        *store = open_sled(&store_dir, storage)?;
+        store.ack_file.write(st.acked).map_err(|e| storage_err(&store_dir, e))?;
+        flush_sled(&self.inner, &store)?;
         drop(st);
         let _ = std::fs::remove_dir_all(root.join("store.tmp"));
         Ok(dir_size(&store_dir) + dir_size(&seg.dir))

@@ -1,6 +1,7 @@
 //! Segment files: where the records (inside write-ahead-log frames, see `wal`) lie on disk,
 //! the one appender, and the readers (`pread` through the OS page cache, a few records cached).
 
+use super::storage::{Storage, StoredFile};
 use super::*;
 
 /// A segment file is closed for appends once it holds this much.
@@ -15,6 +16,7 @@ pub(super) const RECORD_CACHE: usize = 4;
 /// The append side of the segment files. Holding its lock is what makes a caller the one
 /// appender: sequence numbers are assigned only under it.
 pub(super) struct SegmentWriter {
+    pub(super) storage: Arc<dyn Storage>,
     pub(super) dir: PathBuf,
     /// First sequence number of each segment file, ascending; appends go to the last one.
     pub(super) segments: std::collections::VecDeque<u64>,
@@ -26,7 +28,7 @@ pub(super) struct SegmentWriter {
 
 pub(super) struct CurrentSegment {
     pub(super) first_seq: u64,
-    pub(super) file: File,
+    pub(super) file: Arc<dyn StoredFile>,
     pub(super) len: u64,
 }
 
@@ -84,11 +86,11 @@ impl SegmentWriter {
     /// Scans `dir`: keeps the segments that may hold unacknowledged events and deletes the
     /// others (fully acknowledged ones, and any created for `next_seq` or later: a commit that
     /// never completed).
-    pub(super) fn open(dir: &Path, next_seq: u64, acked: u64) -> std::io::Result<SegmentWriter> {
+    pub(super) fn open(storage: Arc<dyn Storage>, dir: &Path, next_seq: u64, acked: u64) -> std::io::Result<SegmentWriter> {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
             if let Some(parent) = dir.parent() {
-                fsync_dir(parent);
+                storage.sync_dir(parent)?;
             }
         }
         let mut found: Vec<u64> = Vec::new();
@@ -97,7 +99,7 @@ impl SegmentWriter {
             let name = name.to_string_lossy();
             if let Some(n) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) {
                 if n >= next_seq {
-                    let _ = std::fs::remove_file(e.path());
+                    let _ = storage.remove(&e.path());
                 } else {
                     found.push(n);
                 }
@@ -105,6 +107,7 @@ impl SegmentWriter {
         }
         found.sort_unstable();
         let mut w = SegmentWriter {
+            storage,
             dir: dir.to_path_buf(),
             segments: found.into(),
             current: None,
@@ -119,7 +122,6 @@ impl SegmentWriter {
     /// starting a new segment first if the current one is full or there is none. Returns the
     /// sled key and pointer of each record, and the WAL position after the frame.
     pub(super) fn append_frame(&mut self, c: &wal::CommitOut<'_>) -> std::io::Result<(Vec<Pointer>, WalPos)> {
-        use std::io::Write;
         let roll = match &self.current {
             None => true,
             // A new segment is named after `first_seq`: never the current one's own name.
@@ -130,8 +132,8 @@ impl SegmentWriter {
             // A file of this name can only hold frames of commits whose sequence numbers were
             // never given out (`open` replays, then deletes such files), so truncating is safe.
             let path = segment_path(&self.dir, c.first_seq);
-            let file = File::options().create(true).write(true).truncate(true).open(&path)?;
-            fsync_dir(&self.dir);
+            let file = self.storage.create(&path)?;
+            self.storage.sync_dir(&self.dir)?;
             if self.segments.back() != Some(&c.first_seq) {
                 self.segments.push_back(c.first_seq);
             }
@@ -149,7 +151,7 @@ impl SegmentWriter {
             .iter()
             .map(|r| pointer(c.accepted_at_ms, r, cur.first_seq, frame_at))
             .collect();
-        cur.file.write_all(&self.buf)?;
+        cur.file.write_at(&self.buf, cur.len)?;
         cur.len += self.buf.len() as u64;
         if self.buf.capacity() > 4 * 1024 * 1024 {
             self.buf = Vec::new();
@@ -165,7 +167,7 @@ impl SegmentWriter {
 
     pub(super) fn sync(&mut self) -> std::io::Result<()> {
         match &self.current {
-            Some(c) => sync_data(&c.file),
+            Some(c) => c.file.sync_data(),
             None => Ok(()),
         }
     }
@@ -189,7 +191,7 @@ impl SegmentWriter {
             if let Some(r) = readers {
                 r.files.lock().unwrap().remove(&first);
             }
-            if let Err(e) = std::fs::remove_file(segment_path(&self.dir, first)) {
+            if let Err(e) = self.storage.remove(&segment_path(&self.dir, first)) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(target: "queue", "cannot delete the acknowledged segment {first}: {e}");
                 }
@@ -201,7 +203,7 @@ impl SegmentWriter {
     pub(super) fn delete_all(&mut self, readers: &SegmentReaders) {
         self.current = None;
         for first in std::mem::take(&mut self.segments) {
-            let _ = std::fs::remove_file(segment_path(&self.dir, first));
+            let _ = self.storage.remove(&segment_path(&self.dir, first));
         }
         readers.files.lock().unwrap().clear();
         readers.records.lock().unwrap().clear();
