@@ -207,8 +207,12 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
         // Nothing to write (empty requests, or every one refused).
         return results;
     }
-    let acked = inner.state.lock().unwrap().acked;
+    let (acked, number) = {
+        let st = inner.state.lock().unwrap();
+        (st.acked, st.commits + 1)
+    };
     let commit = wal::CommitOut {
+        commit: number,
         first_seq: start_seq,
         next_seq,
         q_next,
@@ -221,10 +225,12 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
     let durable = write_durably(&mut seg, &commit).and_then(|(pointers, pos)| {
         let mut st = inner.state.lock().unwrap();
         let counts = add_deltas(st.counts, deltas);
-        apply_commit(&store.db, &pointers, &commit.ops, &counts, (next_seq, q_next), pos).map_err(|e| sled_err(inner, &store.dir, e))?;
+        apply_commit(&store.db, &pointers, &commit.ops, &counts, (next_seq, q_next), commit.commit, pos)
+            .map_err(|e| sled_err(inner, &store.dir, e))?;
         st.counts = counts;
         st.next_seq = next_seq;
         st.q_next = q_next;
+        st.commits = number;
         Ok(st.acked)
     });
     match durable {

@@ -110,9 +110,9 @@ impl Queue {
             // flushed: rare, operator-driven, and the operator is told it is done.
             let store = self.inner.store.read().unwrap();
             let mut seg = self.inner.segments.lock().unwrap();
-            let (first_seq, q_next, acked) = {
+            let (first_seq, q_next, acked, number) = {
                 let st = self.inner.state.lock().unwrap();
-                (st.next_seq, st.q_next, st.acked)
+                (st.next_seq, st.q_next, st.acked, st.commits + 1)
             };
             let events: Vec<Bytes> = if requeue {
                 chosen.iter().map(|e| Bytes::from(e.data.clone())).collect()
@@ -128,6 +128,7 @@ impl Queue {
                 ..Default::default()
             };
             let commit = wal::CommitOut {
+                commit: number,
                 first_seq,
                 next_seq,
                 q_next,
@@ -140,9 +141,11 @@ impl Queue {
             let (pointers, pos) = write_durably(&mut seg, &commit)?;
             let mut st = self.inner.state.lock().unwrap();
             let counts = add_deltas(st.counts, deltas);
-            apply_commit(&store.db, &pointers, &commit.ops, &counts, (next_seq, q_next), pos).map_err(|e| self.sled_failed(e))?;
+            apply_commit(&store.db, &pointers, &commit.ops, &counts, (next_seq, q_next), commit.commit, pos)
+                .map_err(|e| self.sled_failed(e))?;
             st.counts = counts;
             st.next_seq = next_seq;
+            st.commits = number;
             drop(st);
             self.inner.durable_next.store(next_seq, Ordering::Release);
             let _ = self.inner.witness.write(next_seq);

@@ -64,9 +64,12 @@ pub(super) fn syncfs(store: &Store) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Replays into sled the frames after its `wal_pos` (each exactly once: the batch that applies a
-/// frame moves `wal_pos` past it), then flushes sled. Returns the highest `acked` the frames
-/// carry, and an incident if a segment is damaged before its end.
+/// Replays into sled the frames it does not have (see `wal`): every frame from `wal_pos` on is
+/// read once to find, for each commit number, the last frame written under it; then those are
+/// applied in number order from sled's `wal_commit` on, each exactly once (the batch that
+/// applies a frame records its number), up to the first gap. Then sled is flushed. Returns the
+/// highest `acked` the applied frames carry, and an incident if a segment is damaged before its
+/// end.
 pub(super) fn replay_wal(
     store: &Store,
     storage: &dyn Storage,
@@ -89,7 +92,10 @@ pub(super) fn replay_wal(
         Err(e) => return Err(storage_err(seg_dir, e)),
     };
     names.sort_unstable();
-    let (mut acked, mut replayed, mut incidents) = (0u64, 0u64, Vec::new());
+    // 1. Where the last frame of each commit number lies.
+    let mut latest: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+    let mut files: std::collections::HashMap<u64, (File, u64)> = Default::default();
+    let mut incidents = Vec::new();
     for name in names {
         let path = segment_path(seg_dir, name);
         let file = File::open(&path).map_err(|e| storage_err(&path, e))?;
@@ -97,32 +103,12 @@ pub(super) fn replay_wal(
             continue;
         }
         let start = if name == from.segment { from.offset } else { 0 };
-        let mut failed = None;
-        let end = wal::scan(&file, start, |at, c, end| {
-            if failed.is_some() {
-                return;
-            }
-            let pointers: Vec<Pointer> = c.records.iter().map(|r| pointer(c.accepted_at_ms, r, name, at)).collect();
-            let counts = add_deltas(state.counts, c.deltas);
-            let seqs = (state.next_seq.max(c.next_seq), state.q_next.max(c.q_next));
-            let pos = WalPos {
-                segment: name,
-                offset: end,
-            };
-            match apply_commit(db, &pointers, &c.ops, &counts, seqs, pos) {
-                Ok(()) => {
-                    state.counts = counts;
-                    (state.next_seq, state.q_next) = seqs;
-                    acked = acked.max(c.acked);
-                    replayed += 1;
-                }
-                Err(e) => failed = Some(storage_err(&store.dir, e)),
+        let end = wal::scan(&file, start, |at, c, _| {
+            if c.commit > state.commits {
+                latest.insert(c.commit, (name, at));
             }
         })
         .map_err(|e| storage_err(&path, e))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
         match end {
             None => {}
             Some((at, wal::Bad::Truncated)) => {
@@ -137,6 +123,31 @@ pub(super) fn replay_wal(
                 incidents.push(msg);
             }
         }
+        let len = file.metadata().map_err(|e| storage_err(&path, e))?.len();
+        files.insert(name, (file, len));
+    }
+    // 2. Apply them in number order.
+    let (mut acked, mut replayed, mut buf) = (0u64, 0u64, Vec::new());
+    while let Some(&(name, at)) = latest.get(&(state.commits + 1)) {
+        let path = segment_path(seg_dir, name);
+        let Some((file, len)) = files.get(&name) else { break };
+        let (c, end) = match wal::read_at(file, *len, at, &mut buf).map_err(|e| storage_err(&path, e))? {
+            Ok(frame) => frame,
+            Err(_) => break,
+        };
+        let pointers: Vec<Pointer> = c.records.iter().map(|r| pointer(c.accepted_at_ms, r, name, at)).collect();
+        let counts = add_deltas(state.counts, c.deltas);
+        let seqs = (c.next_seq.max(state.next_seq), c.q_next.max(state.q_next));
+        let pos = WalPos {
+            segment: name,
+            offset: end,
+        };
+        apply_commit(db, &pointers, &c.ops, &counts, seqs, c.commit, pos).map_err(|e| storage_err(&store.dir, e))?;
+        state.counts = counts;
+        (state.next_seq, state.q_next) = seqs;
+        state.commits = c.commit;
+        acked = acked.max(c.acked);
+        replayed += 1;
     }
     if replayed > 0 {
         tracing::info!(target: "queue", commits = replayed, next_seq = state.next_seq, "replayed commits from the write-ahead log");
@@ -176,6 +187,7 @@ pub(super) fn apply_commit(
     ops: &[wal::Op],
     counts: &Counts,
     seqs: (u64, u64),
+    commit: u64,
     pos: WalPos,
 ) -> sled::Result<()> {
     let (next_seq, q_next) = seqs;
@@ -208,6 +220,7 @@ pub(super) fn apply_commit(
     batch.insert(meta_key("q_count"), &counts.quarantine.to_be_bytes());
     batch.insert(meta_key("q_evicted"), &counts.quarantine_evicted.to_be_bytes());
     batch.insert(meta_key("wal_pos"), &pos.to_bytes());
+    batch.insert(meta_key("wal_commit"), &commit.to_be_bytes());
     db.apply_batch(batch)
 }
 

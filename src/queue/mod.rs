@@ -189,6 +189,8 @@ struct State {
     counts: Counts,
     q_next: u64,
     d_next: u64,
+    /// Number of the last commit applied to sled (see `wal`).
+    commits: u64,
 }
 
 /// `fdatasync`/`fsync` calls made by the queue since the process started (exposed in /metrics:
@@ -418,6 +420,7 @@ impl Queue {
             },
             q_next: g("q_next")?.max(1),
             d_next: g("d_next")?.max(1),
+            commits: g("wal_commit")?,
         };
         // Commits whose frames are durable but that sled had not written when the process
         // stopped: replay them (see `wal`).

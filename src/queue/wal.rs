@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! frame  := [body_len u32][crc32 of body u32][body]
-//! body   := [kind u8 = 1][first_seq u64][next_seq u64][q_next u64][acked u64][accepted_at_ms u64]
+//! body   := [kind u8 = 1][commit u64][first_seq u64][next_seq u64][q_next u64][acked u64][accepted_at_ms u64]
 //!           [delta pending_events i64][delta pending_bytes i64][delta dead_letter i64]
 //!           [delta quarantine i64][delta quarantine_evicted i64]
 //!           [records u32] { [len u32][record] }      records: see `encode_record_into`
@@ -25,6 +25,12 @@
 //! the first frame of a segment that is incomplete or fails its CRC: at the end of the file
 //! that is a commit torn by a crash (it was never acknowledged to anyone, so nothing is lost);
 //! anywhere else it is damage, reported as an incident.
+//!
+//! Commits are numbered (`commit`, one more than the last one applied; sled keeps the number
+//! of the last applied frame in `m wal_commit`, in the batch that applies it). A commit whose
+//! write or `fdatasync` failed was never acknowledged, and its number is given to the next
+//! commit, written to a new segment; should the failed frame still be on disk, replay applies
+//! the *last* frame written under each number, in number order, and stops at a gap.
 //!
 //! Segment files written before the WAL (no magic) hold bare records; sled was flushed after
 //! each of their commits, so they are never replayed.
@@ -55,6 +61,7 @@ pub type Op = (Vec<u8>, Option<Vec<u8>>);
 
 /// A commit as the committer builds it.
 pub struct CommitOut<'a> {
+    pub commit: u64,
     pub first_seq: u64,
     pub next_seq: u64,
     pub q_next: u64,
@@ -79,6 +86,7 @@ pub struct RecordPos {
 /// A frame read back from a segment.
 #[derive(Debug)]
 pub struct CommitIn {
+    pub commit: u64,
     pub first_seq: u64,
     pub next_seq: u64,
     pub q_next: u64,
@@ -103,7 +111,7 @@ pub fn encode(c: &CommitOut<'_>, buf: &mut Vec<u8>) -> Vec<RecordPos> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; FRAME_HEADER]);
     buf.push(KIND_COMMIT);
-    for x in [c.first_seq, c.next_seq, c.q_next, c.acked, c.accepted_at_ms] {
+    for x in [c.commit, c.first_seq, c.next_seq, c.q_next, c.acked, c.accepted_at_ms] {
         put_u64(buf, x);
     }
     let d = c.deltas;
@@ -201,6 +209,7 @@ pub fn decode(b: &[u8]) -> Result<(CommitIn, usize), Bad> {
         return Err(Bad::Damaged("unknown frame kind".into()));
     }
     let mut c = CommitIn {
+        commit: r.u64().ok_or_else(bad)?,
         first_seq: r.u64().ok_or_else(bad)?,
         next_seq: r.u64().ok_or_else(bad)?,
         q_next: r.u64().ok_or_else(bad)?,
@@ -253,40 +262,46 @@ pub fn decode(b: &[u8]) -> Result<(CommitIn, usize), Bad> {
     Ok((c, FRAME_HEADER + body_len))
 }
 
+/// Reads the frame at `pos` of a segment file of `len` bytes; returns it and where it ends.
+pub fn read_at(file: &std::fs::File, len: u64, pos: u64, buf: &mut Vec<u8>) -> std::io::Result<Result<(CommitIn, u64), Bad>> {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; FRAME_HEADER];
+    if pos + FRAME_HEADER as u64 > len {
+        return Ok(Err(Bad::Truncated));
+    }
+    file.read_exact_at(&mut head, pos)?;
+    let body_len = u32::from_be_bytes(head[0..4].try_into().unwrap_or([0; 4])) as u64;
+    if body_len as usize > MAX_BODY {
+        return Ok(Err(Bad::Damaged(format!("frame length {body_len} is impossible"))));
+    }
+    let total = FRAME_HEADER as u64 + body_len;
+    if pos + total > len {
+        return Ok(Err(Bad::Truncated));
+    }
+    buf.clear();
+    buf.resize(total as usize, 0);
+    file.read_exact_at(buf, pos)?;
+    let decoded = decode(buf).map(|(c, n)| (c, pos + n as u64));
+    if buf.capacity() > 16 << 20 {
+        *buf = Vec::new();
+    }
+    Ok(decoded)
+}
+
 /// Reads the frames of a segment file from `from` (past the magic), one `pread` per frame, and
 /// gives each to `f` with its position and end. Returns how the scan ended: `None` at a clean end
 /// of the file, or where and why it stopped.
 pub fn scan(file: &std::fs::File, from: u64, mut f: impl FnMut(u64, CommitIn, u64)) -> std::io::Result<Option<(u64, Bad)>> {
-    use std::os::unix::fs::FileExt;
     let len = file.metadata()?.len();
     let mut pos = from.max(SEGMENT_MAGIC.len() as u64);
     let mut buf = Vec::new();
     while pos < len {
-        let mut head = [0u8; FRAME_HEADER];
-        if pos + FRAME_HEADER as u64 > len {
-            return Ok(Some((pos, Bad::Truncated)));
-        }
-        file.read_exact_at(&mut head, pos)?;
-        let body_len = u32::from_be_bytes(head[0..4].try_into().unwrap_or([0; 4])) as u64;
-        if body_len as usize > MAX_BODY {
-            return Ok(Some((pos, Bad::Damaged(format!("frame length {body_len} is impossible")))));
-        }
-        let total = FRAME_HEADER as u64 + body_len;
-        if pos + total > len {
-            return Ok(Some((pos, Bad::Truncated)));
-        }
-        buf.clear();
-        buf.resize(total as usize, 0);
-        file.read_exact_at(&mut buf, pos)?;
-        match decode(&buf) {
-            Ok((c, n)) => {
-                f(pos, c, pos + n as u64);
-                pos += n as u64;
+        match read_at(file, len, pos, &mut buf)? {
+            Ok((c, end)) => {
+                f(pos, c, end);
+                pos = end;
             }
             Err(e) => return Ok(Some((pos, e))),
-        }
-        if buf.capacity() > 16 << 20 {
-            buf = Vec::new();
         }
     }
     Ok(None)
@@ -309,6 +324,7 @@ mod tests {
 
     fn sample(events: &[Bytes]) -> Vec<u8> {
         let c = CommitOut {
+            commit: 4,
             first_seq: 10,
             next_seq: 10 + events.len() as u64,
             q_next: 3,
@@ -350,7 +366,10 @@ mod tests {
         assert_eq!(frames.len(), 1);
         let (at, c, stop) = &frames[0];
         assert_eq!((*at, *stop), (SEGMENT_MAGIC.len() as u64, buf.len() as u64));
-        assert_eq!((c.first_seq, c.next_seq, c.q_next, c.acked, c.accepted_at_ms), (10, 13, 3, 7, 123));
+        assert_eq!(
+            (c.commit, c.first_seq, c.next_seq, c.q_next, c.acked, c.accepted_at_ms),
+            (4, 10, 13, 3, 7, 123)
+        );
         assert_eq!(c.deltas.dead_letter, -1);
         assert_eq!(c.ops.len(), 2);
         assert_eq!(c.ops[1], (b"d\0".to_vec(), None));
