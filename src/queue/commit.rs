@@ -45,6 +45,12 @@ pub(super) fn job_bytes(j: &Job) -> usize {
 /// rates while bulk commits stay large.
 pub(super) fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Work>) {
     let mut last_commit = Instant::now() - COMMIT_GAP;
+    let gap = |inner: &std::sync::Weak<Inner>| {
+        inner
+            .upgrade()
+            .map(|i| Duration::from_micros(i.commit_gap_us.load(Ordering::Relaxed)))
+            .unwrap_or(COMMIT_GAP)
+    };
     let mut last_flush = Instant::now();
     let mut dirty = false;
     loop {
@@ -70,7 +76,7 @@ pub(super) fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<W
         let Work::Append(first) = first else { continue };
         let mut bytes = job_bytes(&first);
         let mut jobs = vec![first];
-        let wait_until = last_commit + COMMIT_GAP;
+        let wait_until = last_commit + gap(&inner);
         while bytes < COMMIT_MAX_BYTES {
             let next = if bytes >= COMMIT_EAGER_BYTES || Instant::now() >= wait_until {
                 rx.try_recv().ok()

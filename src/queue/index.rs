@@ -64,7 +64,8 @@ pub(super) fn syncfs(store: &Store) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Replays into sled the frames it does not have (see `wal`): every frame from `wal_pos` on is
+/// Replays into sled the frames it does not have (see `wal`): every frame of the segments from
+/// `wal_pos`'s on is
 /// read once to find, for each commit number, the last frame written under it; then those are
 /// applied in number order from sled's `wal_commit` on, each exactly once (the batch that
 /// applies a frame records its number), up to the first gap. Then sled is flushed. Returns the
@@ -102,8 +103,10 @@ pub(super) fn replay_wal(
         if !wal::is_wal(&file) {
             continue;
         }
-        let start = if name == from.segment { from.offset } else { 0 };
-        let end = wal::scan(&file, start, |at, c, _| {
+        // The segment of `wal_pos` is read from its start: a segment holding only event-less
+        // commits can be deleted at open and created again under the same name, so an offset
+        // into it may belong to an earlier file. Frames already applied are skipped by number.
+        let end = wal::scan(&file, 0, |at, c, _| {
             if c.commit > state.commits {
                 latest.insert(c.commit, (name, at));
             }
@@ -151,10 +154,12 @@ pub(super) fn replay_wal(
     }
     if replayed > 0 {
         tracing::info!(target: "queue", commits = replayed, next_seq = state.next_seq, "replayed commits from the write-ahead log");
-        db.flush().map_err(|e| storage_err(&store.dir, e))?;
-        sync_data(&store.log).map_err(|e| storage_err(&store.dir, e))?;
-        storage.sled_durable(&store.dir);
     }
+    // Always: what sled read at open may be only in the page cache (a killed process), and
+    // segments are deleted below on the strength of it.
+    db.flush().map_err(|e| storage_err(&store.dir, e))?;
+    sync_data(&store.log).map_err(|e| storage_err(&store.dir, e))?;
+    storage.sled_durable(&store.dir);
     Ok((acked, (!incidents.is_empty()).then(|| incidents.join("; "))))
 }
 

@@ -169,6 +169,7 @@ pub struct Counts {
 }
 
 /// One source's request to commit a chunk of input.
+#[derive(Debug, Clone)]
 pub struct AppendRequest {
     pub events: Vec<Bytes>,
     pub quarantine: Vec<(QuarantineMeta, Vec<u8>)>,
@@ -237,6 +238,8 @@ struct Inner {
     /// The last "disk is full" refusal, shown in status until an append succeeds.
     disk_full: Mutex<Option<String>>,
     committer: Mutex<Option<mpsc::Sender<Work>>>,
+    /// [`COMMIT_GAP`], in microseconds; see [`Queue::set_commit_gap`].
+    commit_gap_us: AtomicU64,
     /// sled holds changes that no flush has made durable yet (see [`settle`]).
     sled_dirty: std::sync::atomic::AtomicBool,
     committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -478,6 +481,7 @@ impl Queue {
             disk_full: Mutex::new(None),
             committer: Mutex::new(None),
             sled_dirty: std::sync::atomic::AtomicBool::new(false),
+            commit_gap_us: AtomicU64::new(COMMIT_GAP.as_micros() as u64),
             committer_thread: Mutex::new(None),
             last_reclaim: Mutex::new(Instant::now() - Duration::from_secs(3600)),
         });
@@ -563,6 +567,13 @@ impl Queue {
             }
             notified.await;
         }
+    }
+
+    /// Sets the group-commit gap (default [`COMMIT_GAP`]): how long a commit that follows the
+    /// previous one closely waits for others to join it. Zero commits every request at once
+    /// (tests that append one request at a time).
+    pub fn set_commit_gap(&self, gap: Duration) {
+        self.inner.commit_gap_us.store(gap.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Sets `queue.min_free_bytes` (0: no reserve).
@@ -709,8 +720,8 @@ impl Queue {
             let _ = t.join();
         }
         let store = self.inner.store.read().unwrap();
-        let _ = store.db.flush();
-        let _ = sync_data(&store.log);
-        let _ = self.inner.witness.sync();
+        if let Err(e) = flush_sled(&self.inner, &store) {
+            tracing::error!(target: "queue", "{e}");
+        }
     }
 }
