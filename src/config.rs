@@ -265,9 +265,27 @@ pub struct DeliveryConfig {
     pub max_backoff: Duration,
     pub on_retry_exhausted: OnRetryExhausted,
     /// How long to wait for more events before sending a batch that is not full (0 = send
-    /// whatever is ready; batches then form naturally while a request is in flight).
+    /// whatever is ready; batches then form naturally while a request is in flight). Counted
+    /// from when the oldest event of the batch was accepted. One-event requests never wait.
     pub linger: Duration,
+    /// How many requests may be in flight at once.
+    pub max_in_flight: MaxInFlight,
 }
+
+/// `delivery.max_in_flight`: `auto` (adaptive, see `sink::concurrency`) or at most N at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxInFlight {
+    Auto,
+    /// At most this many (1..=[`MAX_IN_FLIGHT`]); 1 keeps strict arrival order.
+    Fixed(usize),
+}
+
+/// The largest number `delivery.max_in_flight` accepts.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// `delivery.linger` when the config does not set it: batched requests wait this long for more
+/// events, so a steady trickle makes a few full requests rather than many tiny ones.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusConfig {
@@ -1528,7 +1546,8 @@ fn parse_delivery(n: Option<&mut Node>) -> Option<DeliveryConfig> {
         initial_backoff: Duration::from_secs(1),
         max_backoff: Duration::from_secs(30),
         on_retry_exhausted: OnRetryExhausted::Hold,
-        linger: Duration::ZERO,
+        linger: DEFAULT_LINGER,
+        max_in_flight: MaxInFlight::Auto,
     };
     if let Some(n) = n {
         d.max_retries = n.uint("max_retries", 3, 0, 1000) as u32;
@@ -1539,7 +1558,21 @@ fn parse_delivery(n: Option<&mut Node>) -> Option<DeliveryConfig> {
             OnRetryExhausted::Hold,
             &[("hold", OnRetryExhausted::Hold), ("dead_letter", OnRetryExhausted::DeadLetter)],
         );
-        d.linger = n.duration("linger", Duration::ZERO);
+        d.linger = n.duration("linger", DEFAULT_LINGER);
+        d.max_in_flight = match n.string("max_in_flight") {
+            None => MaxInFlight::Auto,
+            Some(s) if s.trim() == "auto" => MaxInFlight::Auto,
+            Some(s) => match s.trim().parse::<usize>() {
+                Ok(v) if (1..=MAX_IN_FLIGHT).contains(&v) => MaxInFlight::Fixed(v),
+                _ => {
+                    n.err(
+                        "max_in_flight",
+                        format!("expected auto or a whole number from 1 to {MAX_IN_FLIGHT} (1 keeps strict arrival order), got {s:?}"),
+                    );
+                    MaxInFlight::Auto
+                }
+            },
+        };
         if d.initial_backoff.is_zero() {
             n.err("initial_backoff", "must be greater than 0");
         }
