@@ -353,8 +353,9 @@ impl Delivery {
             let (max_events, max_bytes) = platform.limits();
             let (max_events, max_bytes) = (max_events.max(1), max_bytes.max(1));
 
-            let (start, len, full) = match self.next_run(max_events, max_bytes) {
-                Some(r) if r.2 || r.0 + r.1 < self.items.len() => r,
+            let at_end = |run: &[usize], items: usize| run.last().is_some_and(|l| l + 1 == items);
+            let (run, full) = match self.next_run(max_events, max_bytes) {
+                Some(r) if r.1 || !at_end(&r.0, self.items.len()) => r,
                 short => {
                     // Nothing pending, or a short run at the end of the window: read more.
                     if let Err(e) = self.read_more(max_events, max_bytes) {
@@ -375,12 +376,12 @@ impl Delivery {
                     }
                 }
             };
-            if !full && start + len == self.items.len() {
+            if !full && at_end(&run, self.items.len()) {
                 // A batch that is not full yet: wait for more events up to `linger` after the
                 // oldest one was accepted.
                 let linger = self.delivery_cfg().linger;
                 let now_ms = now_ms();
-                let due_ms = self.items[start].ev.accepted_at_ms.saturating_add(linger.as_millis() as u64);
+                let due_ms = self.items[run[0]].ev.accepted_at_ms.saturating_add(linger.as_millis() as u64);
                 if due_ms > now_ms && !self.window_full(max_events, max_bytes) {
                     let until = Instant::now() + Duration::from_millis(due_ms - now_ms);
                     return Wait::Work {
@@ -389,7 +390,7 @@ impl Delivery {
                     };
                 }
             }
-            self.start(start, len, &platform, &client);
+            self.start(&run, &platform, &client);
         }
     }
 
@@ -404,20 +405,29 @@ impl Delivery {
         }
     }
 
-    /// The first run of pending events: (index, length, whether it makes a full request).
-    fn next_run(&self, max_events: usize, max_bytes: usize) -> Option<(usize, usize, bool)> {
+    /// The next request's events: pending events from the first one on, skipping events already
+    /// done (a resend of a partly accepted request), up to the first event in flight, within
+    /// the request limits. Their indices, and whether they make a full request.
+    fn next_run(&self, max_events: usize, max_bytes: usize) -> Option<(Vec<usize>, bool)> {
         let start = self.items.iter().position(|i| matches!(i.state, ItemState::Pending))?;
         let limit = self.per_request(self.items[start].ev.seq, max_events);
-        let mut len = 0;
+        let mut run = Vec::new();
         let mut bytes = 0;
-        for item in self.items.iter().skip(start) {
-            if !matches!(item.state, ItemState::Pending) || len >= limit || bytes >= max_bytes {
+        for (i, item) in self.items.iter().enumerate().skip(start) {
+            if run.len() >= limit || bytes >= max_bytes {
                 break;
             }
-            len += 1;
-            bytes += item.ev.data.len();
+            match item.state {
+                ItemState::Pending => {
+                    run.push(i);
+                    bytes += item.ev.data.len();
+                }
+                ItemState::InFlight => break,
+                ItemState::Delivered | ItemState::Dead(_) => {}
+            }
         }
-        Some((start, len, len >= limit || bytes >= max_bytes))
+        let full = run.len() >= limit || bytes >= max_bytes;
+        Some((run, full))
     }
 
     /// Whether the window may not grow (so a short batch at its end cannot wait for more).
@@ -446,13 +456,13 @@ impl Delivery {
         Ok(())
     }
 
-    /// Encodes and sends `items[start..start + len]` (or the prefix the platform takes).
-    fn start(&mut self, start: usize, len: usize, platform: &Arc<dyn Platform>, client: &HttpClient) {
-        let pending: Vec<QueuedEvent> = self.items.iter().skip(start).take(len).map(|i| i.ev.clone()).collect();
+    /// Encodes and sends the events at `run` (or the prefix of them the platform takes).
+    fn start(&mut self, run: &[usize], platform: &Arc<dyn Platform>, client: &HttpClient) {
+        let pending: Vec<QueuedEvent> = run.iter().map(|&i| self.items[i].ev.clone()).collect();
         let req = platform.encode(&pending);
-        let n = req.events.clamp(1, len);
-        for item in self.items.iter_mut().skip(start).take(n) {
-            item.state = ItemState::InFlight;
+        let n = req.events.clamp(1, run.len());
+        for &i in &run[..n] {
+            self.items[i].state = ItemState::InFlight;
         }
         let mut sent = pending;
         sent.truncate(n);
