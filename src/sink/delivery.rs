@@ -148,6 +148,11 @@ pub struct Delivery {
     /// Sequence range of each request in flight, to put its events back if its task fails.
     flight_seqs: HashMap<tokio::task::Id, (u64, u64)>,
     concurrency: Controller,
+    /// Reads in a row that found nothing after `cursor`. `wait_for_events` returns at once when
+    /// the queue says events exist past `cursor` but none can be read (a damaged store whose
+    /// lost range is skipped): then the wait is throttled instead of spinning, which would
+    /// also starve the request tasks this task spawned.
+    empty_reads: u32,
 }
 
 impl Delivery {
@@ -173,6 +178,7 @@ impl Delivery {
             flights: JoinSet::new(),
             flight_seqs: HashMap::new(),
             concurrency: Controller::new(setting, Instant::now()),
+            empty_reads: 0,
         }
     }
 
@@ -225,6 +231,17 @@ impl Delivery {
         let config = &mut self.config;
         let config_open = self.config_open;
         let sleep_until = until.map(tokio::time::Instant::from_std);
+        let throttle = if self.empty_reads >= 2 {
+            Duration::from_millis(50)
+        } else {
+            Duration::ZERO
+        };
+        let new_events = async move {
+            queue.wait_for_events(cursor, Duration::from_secs(1)).await;
+            if !throttle.is_zero() {
+                tokio::time::sleep(throttle).await;
+            }
+        };
         tokio::select! {
             Some(r) = flights.join_next_with_id(), if !flights.is_empty() => Woke::Landed(r),
             r = config.changed(), if config_open => {
@@ -232,7 +249,7 @@ impl Delivery {
             }
             _ = sd.wait() => Woke::Other,
             _ = async { tokio::time::sleep_until(sleep_until.expect("guarded")).await }, if sleep_until.is_some() => Woke::Other,
-            _ = queue.wait_for_events(cursor, Duration::from_secs(1)), if events => Woke::Other,
+            _ = new_events, if events => Woke::Other,
         }
     }
 
@@ -445,6 +462,7 @@ impl Delivery {
         let n = (max_items - self.items.len()).min(max_events.max(READ_CHUNK));
         let bytes = WINDOW_BYTES.max(max_bytes) - self.window_bytes;
         let batch = self.queue.read(self.cursor, n, bytes.max(1))?;
+        self.empty_reads = if batch.is_empty() { self.empty_reads.saturating_add(1) } else { 0 };
         for ev in batch {
             self.cursor = ev.seq;
             self.window_bytes += ev.data.len();
