@@ -116,7 +116,7 @@ enum Wait {
 }
 
 enum Woke {
-    Landed(Result<(tokio::task::Id, Flight), tokio::task::JoinError>),
+    Landed(Box<Result<(tokio::task::Id, Flight), tokio::task::JoinError>>),
     ConfigClosed,
     Other,
 }
@@ -200,7 +200,7 @@ impl Delivery {
             }
             let woke = self.wait(&wait).await;
             match woke {
-                Woke::Landed(r) => self.landed(r),
+                Woke::Landed(r) => self.landed(*r),
                 Woke::ConfigClosed => {
                     self.config_open = false;
                     if matches!(wait, Wait::Config) && self.flights.is_empty() {
@@ -243,7 +243,7 @@ impl Delivery {
             }
         };
         tokio::select! {
-            Some(r) = flights.join_next_with_id(), if !flights.is_empty() => Woke::Landed(r),
+            Some(r) = flights.join_next_with_id(), if !flights.is_empty() => Woke::Landed(Box::new(r)),
             r = config.changed(), if config_open => {
                 if r.is_err() { Woke::ConfigClosed } else { Woke::Other }
             }
