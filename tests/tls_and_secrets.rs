@@ -101,7 +101,7 @@ async fn an_unknown_ca_is_diagnosed_and_events_are_held_until_ca_file_is_added()
     c.siem = ca_file(&ca.write(env.dir.path(), "ca"));
     env.write_config(&c);
     assert!(emu.wait_for_events(3, DEADLINE).await, "{}", agent.logs());
-    assert_eq!(tx_ids(&emu.events()), expected_ids(0..3));
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..3));
     agent
         .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
         .await;

@@ -1,48 +1,78 @@
-//! The delivery loop: queue -> platform -> SIEM, in order, with retries.
+//! The delivery loop: queue -> platform -> SIEM, several requests in flight, with retries.
 //!
-//! One batch is in flight at a time (design.md invariant 3: a later batch never overtakes an
-//! earlier one). Each step sends one request for the not-yet-done events at the front of the
-//! batch and applies the platform's [`Verdict`]:
+//! The loop reads ahead from the queue into a window of events (`items`, in queue order) and
+//! sends disjoint, consecutive slices of it as concurrent requests, as many at once as the
+//! adaptive limit allows (`sink::concurrency`, capped by `delivery.max_in_flight`; `1` gives
+//! today's strict order: one request at a time, a later one never overtakes an earlier one).
+//! Each answer is read by the platform into a [`Verdict`] and applied to that request's events:
 //!
 //! - delivered events, and events the SIEM rejected for good (into the dead letter), are *done*;
-//!   the contiguous done prefix is removed from the queue with [`Queue::ack`];
+//!   only the contiguous done prefix of the window is removed from the queue with
+//!   [`Queue::ack`], so a later request is never acknowledged before an earlier one is done and
+//!   a crash resends at most what was in flight (design.md invariants 3 and 7);
 //! - a failure of the destination as a whole (network, timeout, 408, 429, 5xx, 401/403, 404,
-//!   3xx) changes nothing in the queue: status turns `error` at once, the request is retried
-//!   after an exponential backoff with jitter (at least `Retry-After`), `max_retries` times
-//!   quickly, then at `max_backoff` for as long as it takes (`hold`), or the batch is moved to
-//!   the dead letter (`on_retry_exhausted: dead_letter`);
-//! - 413 halves the request size; an unattributed 400 on a multi-event request resends those
-//!   events one at a time so only the bad one is dead-lettered.
+//!   3xx) changes nothing in the queue: that request's events go back to pending, status turns
+//!   `error` at once, and no new request starts until an exponential backoff with jitter (at
+//!   least `Retry-After`) has passed; then one probe request at a time is sent (`max_retries`
+//!   times quickly, then at `max_backoff` for as long as it takes: `hold`, or the failing
+//!   request's events are moved to the dead letter: `on_retry_exhausted: dead_letter`) until
+//!   one succeeds. Requests that were already in flight when the failure came and fail too
+//!   count as the same attempt, not as more retries;
+//! - 413 lowers the request size (halving) for the events read so far; an unattributed 400 on a
+//!   multi-event request resends those events one at a time so only the bad one is
+//!   dead-lettered.
+//!
+//! Batched platforms wait up to `delivery.linger` (counted from when the oldest event of the
+//! batch was accepted) for a full request; one-event requests are always full and never wait.
 //!
 //! Invariants (absences): the sink never removes an event before a 2xx that covers it or a
 //! permanent rejection of that event; it never re-sends an event the SIEM already acknowledged
-//! within this process; a config change is picked up between requests, so a fixed credential
-//! or URL applies to the very next attempt, and `enabled: false` stops new requests at once.
-//! A stop waits for the request in flight, but not for a confirmation still pending (Splunk
-//! indexer ack can take up to `ack_timeout`): that request's events stay queued and are sent
-//! again at the next start, which is the only way a graceful stop can resend.
+//! within this process; the window read ahead is bounded in events and bytes; a config change
+//! is picked up between requests, so a fixed credential or URL applies to the very next
+//! request, and `enabled: false` stops new requests at once (those in flight finish). A stop
+//! waits for the requests in flight (at most [`SHUTDOWN_GRACE`]), but not for a confirmation
+//! still pending (Splunk indexer ack can take up to `ack_timeout`): that request's events stay
+//! queued and are sent again at the next start, which is the only way a graceful stop can
+//! resend.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::config::{Config, DeliveryConfig, OnRetryExhausted, SiemConfig};
 use crate::queue::{now_rfc3339, DeadLetterMeta, Queue, QueuedEvent};
 use crate::shutdown::Shutdown;
+use crate::sink::concurrency::{Controller, Signal};
 use crate::sink::http::HttpClient;
 use crate::sink::platform::{EventOutcome, Failure, FailureKind, Platform, Verdict};
 use crate::status::{ConfigView, StatusHub};
 
-/// How long a stop waits for the request in flight before leaving it to the next start.
+/// How long a stop waits for the requests in flight before leaving them to the next start.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The read-ahead window holds at most this many bytes of events (or one request's worth when
+/// that is more), so a stuck first request cannot make memory grow.
+const WINDOW_BYTES: usize = 16 * 1024 * 1024;
+
+/// Events are read from the queue at least this many at a time (one read per one-event request
+/// would cost a disk lookup each).
+const READ_CHUNK: usize = 64;
 
 enum ItemState {
     Pending,
+    InFlight,
     Delivered,
     Dead(DeadLetterMeta),
+}
+
+impl ItemState {
+    fn is_done(&self) -> bool {
+        matches!(self, ItemState::Delivered | ItemState::Dead(_))
+    }
 }
 
 struct Item {
@@ -57,46 +87,98 @@ struct Active {
     prepared: bool,
 }
 
+/// What a request task hands back.
+struct Flight {
+    sent: Vec<QueuedEvent>,
+    outcome: Outcome,
+    rtt: Duration,
+    body_bytes: usize,
+    /// `attempts` when it was launched (see `failed`).
+    attempt: u32,
+    probe: bool,
+    /// The client it was sent with, to redact messages built from its answer.
+    client: HttpClient,
+}
+
+enum Outcome {
+    Answered(Verdict),
+    /// A stop came first; its events stay queued.
+    Abandoned,
+}
+
+/// Why the loop waits.
+enum Wait {
+    /// Delivery is disabled or the config is unusable: wait for a config change.
+    Config,
+    /// Wait for an answer, a config change, and: new events in the queue (`events`), or the
+    /// clock (`until`, end of a backoff or a linger).
+    Work { until: Option<Instant>, events: bool },
+}
+
+enum Woke {
+    Landed(Box<Result<(tokio::task::Id, Flight), tokio::task::JoinError>>),
+    ConfigClosed,
+    Other,
+}
+
 pub struct Delivery {
     queue: Queue,
     status: Arc<StatusHub>,
     config: watch::Receiver<Arc<Config>>,
+    config_open: bool,
     shutdown: Shutdown,
     active: Option<Active>,
-    /// The batch in flight, in queue order.
+    /// The read-ahead window, in queue order: every event read and not yet acknowledged.
     items: VecDeque<Item>,
+    window_bytes: usize,
     /// Highest sequence number read from the queue.
     cursor: u64,
-    /// Most events per request for the current batch (halved on 413).
+    /// Most events per request for events up to `cap_until` (halved on 413).
     cap: usize,
+    cap_until: u64,
     /// Events up to this sequence number are sent one per request (isolating a bad event).
     single_until: u64,
     /// Consecutive failed attempts.
     attempts: u32,
-}
-
-/// What the loop should do after a step.
-enum Next {
-    Continue,
-    Backoff(Option<Duration>),
-    WaitForConfig,
-    Idle,
+    /// No request starts before this (backoff, `Retry-After`).
+    backoff_until: Option<Instant>,
+    /// A probe (a request launched while `attempts > 0`) is in flight.
+    probing: bool,
+    flights: JoinSet<Flight>,
+    /// Sequence range of each request in flight, to put its events back if its task fails.
+    flight_seqs: HashMap<tokio::task::Id, (u64, u64)>,
+    concurrency: Controller,
+    /// Reads in a row that found nothing after `cursor`. `wait_for_events` returns at once when
+    /// the queue says events exist past `cursor` but none can be read (a damaged store whose
+    /// lost range is skipped): then the wait is throttled instead of spinning, which would
+    /// also starve the request tasks this task spawned.
+    empty_reads: u32,
 }
 
 impl Delivery {
     pub fn new(queue: Queue, status: Arc<StatusHub>, config: watch::Receiver<Arc<Config>>, shutdown: Shutdown) -> Self {
         let cursor = queue.acked();
+        let setting = config.borrow().delivery.max_in_flight;
         Delivery {
             queue,
             status,
             config,
+            config_open: true,
             shutdown,
             active: None,
             items: VecDeque::new(),
+            window_bytes: 0,
             cursor,
             cap: usize::MAX,
+            cap_until: 0,
             single_until: 0,
             attempts: 0,
+            backoff_until: None,
+            probing: false,
+            flights: JoinSet::new(),
+            flight_seqs: HashMap::new(),
+            concurrency: Controller::new(setting, Instant::now()),
+            empty_reads: 0,
         }
     }
 
@@ -105,47 +187,70 @@ impl Delivery {
             if self.shutdown.is_triggered() {
                 break;
             }
-            let next = self.step().await;
+            let wait = self.launch().await;
             if self.shutdown.is_triggered() {
                 break;
             }
-            match next {
-                Next::Continue => {}
-                Next::Idle => {
+            if let Wait::Work { until: None, events: true } = wait {
+                if self.flights.is_empty() && self.items.is_empty() {
                     // Nothing to send: a good moment to give disk space back after a backlog.
                     let q = self.queue.clone();
                     tokio::task::block_in_place(|| q.maybe_reclaim());
-                    let mut sd = self.shutdown.clone();
-                    tokio::select! {
-                        _ = self.queue.wait_for_events(self.cursor, Duration::from_secs(1)) => {}
-                        _ = self.config.changed() => {}
-                        _ = sd.wait() => {}
-                    }
-                }
-                Next::WaitForConfig => {
-                    let mut sd = self.shutdown.clone();
-                    tokio::select! {
-                        r = self.config.changed() => { if r.is_err() { break; } }
-                        _ = sd.wait() => {}
-                    }
-                }
-                Next::Backoff(retry_after) => {
-                    let d = self.backoff(retry_after);
-                    tracing::debug!(target: "sink", attempt = self.attempts, delay_ms = d.as_millis() as u64, "retrying after backoff");
-                    let mut sd = self.shutdown.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        // A config edit (e.g. fixed credentials) is tried at once.
-                        _ = self.config.changed() => {}
-                        _ = sd.wait() => {}
-                    }
                 }
             }
+            let woke = self.wait(&wait).await;
+            match woke {
+                Woke::Landed(r) => self.landed(*r),
+                Woke::ConfigClosed => {
+                    self.config_open = false;
+                    if matches!(wait, Wait::Config) && self.flights.is_empty() {
+                        break;
+                    }
+                }
+                Woke::Other => {}
+            }
         }
-        // Graceful stop: whatever the SIEM already accepted leaves the queue now, so a restart
-        // resends nothing.
+        // Graceful stop: the requests in flight finish (each bounded by SHUTDOWN_GRACE), and
+        // whatever the SIEM already accepted leaves the queue now, so a restart resends nothing.
+        while let Some(r) = self.flights.join_next_with_id().await {
+            self.landed(r);
+        }
         self.ack_done_prefix();
         tracing::info!(target: "sink", "delivery stopped");
+    }
+
+    async fn wait(&mut self, wait: &Wait) -> Woke {
+        let (until, events) = match wait {
+            Wait::Config => (None, false),
+            Wait::Work { until, events } => (*until, *events),
+        };
+        let mut sd = self.shutdown.clone();
+        let queue = self.queue.clone();
+        let cursor = self.cursor;
+        let flights = &mut self.flights;
+        let config = &mut self.config;
+        let config_open = self.config_open;
+        let sleep_until = until.map(tokio::time::Instant::from_std);
+        let throttle = if self.empty_reads >= 2 {
+            Duration::from_millis(50)
+        } else {
+            Duration::ZERO
+        };
+        let new_events = async move {
+            queue.wait_for_events(cursor, Duration::from_secs(1)).await;
+            if !throttle.is_zero() {
+                tokio::time::sleep(throttle).await;
+            }
+        };
+        tokio::select! {
+            Some(r) = flights.join_next_with_id(), if !flights.is_empty() => Woke::Landed(Box::new(r)),
+            r = config.changed(), if config_open => {
+                if r.is_err() { Woke::ConfigClosed } else { Woke::Other }
+            }
+            _ = sd.wait() => Woke::Other,
+            _ = async { tokio::time::sleep_until(sleep_until.expect("guarded")).await }, if sleep_until.is_some() => Woke::Other,
+            _ = new_events, if events => Woke::Other,
+        }
     }
 
     fn delivery_cfg(&self) -> DeliveryConfig {
@@ -171,9 +276,11 @@ impl Delivery {
         }
     }
 
-    /// Makes sure `active` matches the current config. Returns false if delivery cannot run.
-    fn refresh(&mut self) -> Result<bool, Next> {
+    /// Makes sure `active` matches the current config. `Ok(enabled)`, or `Err` if the config
+    /// cannot be used.
+    fn refresh(&mut self) -> Result<bool, ()> {
         let cfg = self.config.borrow_and_update().clone();
+        self.concurrency.set_setting(cfg.delivery.max_in_flight);
         let stale = self.active.as_ref().is_none_or(|a| a.siem != cfg.siem);
         if stale {
             let view = ConfigView {
@@ -194,133 +301,291 @@ impl Delivery {
                         platform,
                         prepared: false,
                     });
-                    // A new destination may have other limits: start the batch's sizing afresh.
+                    // A new destination may have other limits: start the sizing afresh.
                     self.cap = usize::MAX;
+                    self.cap_until = 0;
                     self.attempts = 0;
+                    self.backoff_until = None;
                 }
                 Err(e) => {
                     self.active = None;
                     self.status.record_error(None, &e.0);
                     tracing::error!(target: "sink", "{}", e.0);
-                    return Err(Next::WaitForConfig);
+                    return Err(());
                 }
             }
         }
         Ok(cfg.siem.enabled)
     }
 
-    async fn step(&mut self) -> Next {
+    /// Starts as many requests as allowed now; says what to wait for next.
+    async fn launch(&mut self) -> Wait {
         match self.refresh() {
             Ok(true) => {}
-            Ok(false) => return Next::WaitForConfig,
-            Err(n) => return n,
+            Ok(false) | Err(()) => return Wait::Config,
         }
         self.ack_done_prefix();
-        let active = self.active.as_mut().expect("refresh set it");
-        if !active.prepared {
-            match active.platform.prepare(&active.client).await {
-                Ok(()) => active.prepared = true,
-                Err(f) => return self.failed(f),
+        let answer = Wait::Work {
+            until: None,
+            events: false,
+        };
+        loop {
+            if self.shutdown.is_triggered() {
+                return answer;
             }
-        }
-        let active = self.active.as_ref().expect("refresh set it");
-        let platform = active.platform.clone();
-        let client = active.client.clone();
-        if self.items.is_empty() {
-            let (max_events, max_bytes) = platform.limits();
-            // Read a little ahead of one request so platforms that batch get full requests.
-            let mut batch = match self.queue.read(self.cursor, max_events.max(1), max_bytes.max(1)) {
-                Ok(b) => b,
-                Err(e) => {
-                    let f = Failure::new(FailureKind::Network, None, format!("cannot read the queue: {e}"));
-                    return self.failed(f);
+            if let Some(t) = self.backoff_until {
+                if Instant::now() < t {
+                    return Wait::Work {
+                        until: Some(t),
+                        events: false,
+                    };
                 }
-            };
-            if batch.is_empty() {
-                return Next::Idle;
+                self.backoff_until = None;
             }
-            let linger = self.delivery_cfg().linger;
-            if !linger.is_zero() && batch.len() < max_events {
+            // After a failure, one probe at a time until one succeeds.
+            if self.probing || !self.concurrency.can_start() {
+                return answer;
+            }
+            let active = self.active.as_mut().expect("refresh set it");
+            if !active.prepared {
+                let platform = active.platform.clone();
+                let client = active.client.clone();
                 let mut sd = self.shutdown.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(linger) => {}
-                    _ = sd.wait() => return Next::Idle,
-                }
-                if let Ok(b) = self.queue.read(self.cursor, max_events.max(1), max_bytes.max(1)) {
-                    if b.len() > batch.len() {
-                        batch = b;
+                let r = tokio::select! {
+                    r = platform.prepare(&client) => r,
+                    _ = sd.wait() => return answer,
+                };
+                match r {
+                    Ok(()) => self.active.as_mut().expect("refresh set it").prepared = true,
+                    Err(f) => {
+                        let f = redacted(&client, f);
+                        self.count_failure(&f);
+                        continue;
                     }
                 }
             }
-            self.cursor = batch.last().map(|e| e.seq).unwrap_or(self.cursor);
-            self.cap = usize::MAX;
-            self.items = batch
-                .into_iter()
-                .map(|ev| Item {
-                    ev,
-                    state: ItemState::Pending,
-                })
-                .collect();
-        }
+            let active = self.active.as_ref().expect("refresh set it");
+            let platform = active.platform.clone();
+            let client = active.client.clone();
+            let (max_events, max_bytes) = platform.limits();
+            let (max_events, max_bytes) = (max_events.max(1), max_bytes.max(1));
 
-        // The not-yet-done events, in order.
-        let pending: Vec<QueuedEvent> = self
-            .items
-            .iter()
-            .filter(|i| matches!(i.state, ItemState::Pending))
-            .map(|i| i.ev.clone())
-            .collect();
-        if pending.is_empty() {
-            return Next::Continue;
+            let at_end = |run: &[usize], items: usize| run.last().is_some_and(|l| l + 1 == items);
+            let (run, full) = match self.next_run(max_events, max_bytes) {
+                Some(r) if r.1 || !at_end(&r.0, self.items.len()) => r,
+                short => {
+                    // Nothing pending, or a short run at the end of the window: read more.
+                    if let Err(e) = self.read_more(max_events, max_bytes) {
+                        let f = Failure::new(FailureKind::Network, None, format!("cannot read the queue: {e}"));
+                        self.count_failure(&f);
+                        continue;
+                    }
+                    match self.next_run(max_events, max_bytes).or(short) {
+                        Some(r) => r,
+                        // Nothing to send: wait for new events (unless the window is full,
+                        // then for answers only).
+                        None => {
+                            return Wait::Work {
+                                until: None,
+                                events: !self.window_full(max_events, max_bytes),
+                            }
+                        }
+                    }
+                }
+            };
+            if !full && at_end(&run, self.items.len()) {
+                // A batch that is not full yet: wait for more events up to `linger` after the
+                // oldest one was accepted.
+                let linger = self.delivery_cfg().linger;
+                let now_ms = now_ms();
+                let due_ms = self.items[run[0]].ev.accepted_at_ms.saturating_add(linger.as_millis() as u64);
+                if due_ms > now_ms && !self.window_full(max_events, max_bytes) {
+                    let until = Instant::now() + Duration::from_millis(due_ms - now_ms);
+                    return Wait::Work {
+                        until: Some(until),
+                        events: true,
+                    };
+                }
+            }
+            self.start(&run, &platform, &client);
         }
-        let mut limit = pending.len().min(self.cap);
-        if pending[0].seq <= self.single_until {
-            limit = 1;
+    }
+
+    /// Most events the next request may carry when it starts with `seq`.
+    fn per_request(&self, seq: u64, max_events: usize) -> usize {
+        if seq <= self.single_until {
+            1
+        } else if seq <= self.cap_until {
+            max_events.min(self.cap).max(1)
+        } else {
+            max_events
         }
-        let req = platform.encode(&pending[..limit]);
-        let n = req.events.clamp(1, limit);
-        let sent = &pending[..n];
-        let started = Instant::now();
-        // A stop lets the request in flight finish (so nothing is resent), but waits at most
-        // SHUTDOWN_GRACE for it: process supervisors (Kubernetes, systemd) kill after ~30 s,
-        // and a hanging SIEM must not turn a graceful stop into a SIGKILL.
+    }
+
+    /// The next request's events: pending events from the first one on, skipping events already
+    /// done (a resend of a partly accepted request), up to the first event in flight, within
+    /// the request limits. Their indices, and whether they make a full request.
+    fn next_run(&self, max_events: usize, max_bytes: usize) -> Option<(Vec<usize>, bool)> {
+        let start = self.items.iter().position(|i| matches!(i.state, ItemState::Pending))?;
+        let limit = self.per_request(self.items[start].ev.seq, max_events);
+        let mut run = Vec::new();
+        let mut bytes = 0;
+        for (i, item) in self.items.iter().enumerate().skip(start) {
+            if run.len() >= limit || bytes >= max_bytes {
+                break;
+            }
+            match item.state {
+                ItemState::Pending => {
+                    run.push(i);
+                    bytes += item.ev.data.len();
+                }
+                ItemState::InFlight => break,
+                ItemState::Delivered | ItemState::Dead(_) => {}
+            }
+        }
+        let full = run.len() >= limit || bytes >= max_bytes;
+        Some((run, full))
+    }
+
+    /// Whether the window may not grow (so a short batch at its end cannot wait for more).
+    fn window_full(&self, max_events: usize, max_bytes: usize) -> bool {
+        let max_items = (max_events * (self.concurrency.limit() + 1)).max(READ_CHUNK);
+        self.items.len() >= max_items || self.window_bytes >= WINDOW_BYTES.max(max_bytes)
+    }
+
+    /// Reads the next events after `cursor` into the window, within its bounds.
+    fn read_more(&mut self, max_events: usize, max_bytes: usize) -> Result<(), crate::queue::QueueError> {
+        if self.window_full(max_events, max_bytes) {
+            return Ok(());
+        }
+        let max_items = (max_events * (self.concurrency.limit() + 1)).max(READ_CHUNK);
+        let n = (max_items - self.items.len()).min(max_events.max(READ_CHUNK));
+        let bytes = WINDOW_BYTES.max(max_bytes) - self.window_bytes;
+        let batch = self.queue.read(self.cursor, n, bytes.max(1))?;
+        self.empty_reads = if batch.is_empty() { self.empty_reads.saturating_add(1) } else { 0 };
+        for ev in batch {
+            self.cursor = ev.seq;
+            self.window_bytes += ev.data.len();
+            self.items.push_back(Item {
+                ev,
+                state: ItemState::Pending,
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes and sends the events at `run` (or the prefix of them the platform takes).
+    fn start(&mut self, run: &[usize], platform: &Arc<dyn Platform>, client: &HttpClient) {
+        let pending: Vec<QueuedEvent> = run.iter().map(|&i| self.items[i].ev.clone()).collect();
+        let req = platform.encode(&pending);
+        let n = req.events.clamp(1, run.len());
+        for &i in &run[..n] {
+            self.items[i].state = ItemState::InFlight;
+        }
+        let mut sent = pending;
+        sent.truncate(n);
+        let (first, last) = (sent[0].seq, sent[n - 1].seq);
+        let probe = self.attempts > 0;
+        self.probing |= probe;
+        self.concurrency.started();
+        let attempt = self.attempts;
+        let platform = platform.clone();
+        let client = client.clone();
         let mut sd = self.shutdown.clone();
-        let resp = tokio::select! {
-            r = client.send(&req) => r,
-            _ = async { sd.wait().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-                tracing::warn!(target: "sink", events = n, "stopping while a request is still unanswered after {SHUTDOWN_GRACE:?}; its events stay queued and are sent again at the next start, so they may be duplicated");
-                return Next::Idle;
+        let handle = self.flights.spawn(async move {
+            let started = Instant::now();
+            let body_bytes = req.body.len();
+            let flight = |outcome, rtt| Flight {
+                sent: Vec::new(),
+                outcome,
+                rtt,
+                body_bytes,
+                attempt,
+                probe,
+                client: client.clone(),
+            };
+            // A stop lets the request finish (so nothing is resent), but waits at most
+            // SHUTDOWN_GRACE for it: process supervisors (Kubernetes, systemd) kill after
+            // ~30 s, and a hanging SIEM must not turn a graceful stop into a SIGKILL.
+            let resp = tokio::select! {
+                r = client.send(&req) => r,
+                _ = async { sd.wait().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                    tracing::warn!(target: "sink", events = n, "stopping while a request is still unanswered after {SHUTDOWN_GRACE:?}; its events stay queued and are sent again at the next start, so they may be duplicated");
+                    return Flight { sent, ..flight(Outcome::Abandoned, started.elapsed()) };
+                }
+            };
+            let rtt = started.elapsed();
+            let mut verdict = match &resp {
+                Ok(r) => platform.interpret(&sent, r),
+                Err(f) => Verdict::Retry(f.clone()),
+            };
+            if let (Ok(r), Verdict::Delivered | Verdict::PerEvent(_)) = (&resp, &verdict) {
+                // Confirmation (Splunk indexer ack) can take up to its timeout, a minute by
+                // default: a stop does not wait for it. The request stays undone, so its events
+                // stay queued and go again at the next start. `biased`: a platform that confirms
+                // at once is always applied, so a graceful stop still resends nothing there.
+                tokio::select! {
+                    biased;
+                    c = platform.confirm(&client, r) => {
+                        if let Err(f) = c {
+                            verdict = Verdict::Retry(f);
+                        }
+                    }
+                    _ = sd.wait() => {
+                        tracing::warn!(target: "sink", events = n, "stopping before the SIEM confirmed a request; its events stay queued and are sent again at the next start, so they may be duplicated");
+                        return Flight { sent, ..flight(Outcome::Abandoned, rtt) };
+                    }
+                }
+            }
+            Flight {
+                sent,
+                ..flight(Outcome::Answered(verdict), rtt)
+            }
+        });
+        self.flight_seqs.insert(handle.id(), (first, last));
+    }
+
+    /// Applies a finished request.
+    fn landed(&mut self, r: Result<(tokio::task::Id, Flight), tokio::task::JoinError>) {
+        let flight = match r {
+            Ok((id, f)) => {
+                self.flight_seqs.remove(&id);
+                f
+            }
+            Err(e) => {
+                // Only a bug can get here (nothing in a request task panics on input): put the
+                // events back so they are sent again rather than stuck.
+                tracing::error!(target: "sink", "a delivery request task failed: {e}; its events will be sent again");
+                if let Some((first, last)) = self.flight_seqs.remove(&e.id()) {
+                    for item in self.items.iter_mut() {
+                        if (first..=last).contains(&item.ev.seq) && matches!(item.state, ItemState::InFlight) {
+                            item.state = ItemState::Pending;
+                        }
+                    }
+                }
+                self.concurrency.finished(Instant::now(), Duration::ZERO, Signal::Ignore);
+                self.probing = false;
+                return;
             }
         };
-        self.status.metrics.observe_latency(started.elapsed());
+        if flight.probe {
+            self.probing = false;
+        }
+        let verdict = match flight.outcome {
+            Outcome::Abandoned => {
+                self.concurrency.finished(Instant::now(), flight.rtt, Signal::Ignore);
+                self.set_pending(&flight.sent);
+                return;
+            }
+            Outcome::Answered(v) => v,
+        };
+        self.status.metrics.observe_latency(flight.rtt);
         self.status
             .metrics
             .bytes_sent
-            .fetch_add(req.body.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let mut verdict = match &resp {
-            Ok(r) => platform.interpret(sent, r),
-            Err(f) => Verdict::Retry(f.clone()),
-        };
-        if let (Ok(r), Verdict::Delivered | Verdict::PerEvent(_)) = (&resp, &verdict) {
-            // Confirmation (Splunk indexer ack) can take up to its timeout, a minute by default:
-            // a stop does not wait for it. The request stays undone, so its events stay queued
-            // and go again at the next start. `biased`: a platform that confirms at once is
-            // always applied, so a graceful stop still resends nothing there.
-            let mut sd = self.shutdown.clone();
-            tokio::select! {
-                biased;
-                c = platform.confirm(&client, r) => {
-                    if let Err(f) = c {
-                        verdict = Verdict::Retry(f);
-                    }
-                }
-                _ = sd.wait() => {
-                    tracing::warn!(target: "sink", events = n, "stopping before the SIEM confirmed the last request; its events stay queued and are sent again at the next start, so they may be duplicated");
-                    return Next::Idle;
-                }
-            }
-        }
-        self.apply(sent, verdict, &client)
+            .fetch_add(flight.body_bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        self.concurrency.finished(Instant::now(), flight.rtt, signal(&verdict));
+        self.apply(&flight.sent, verdict, &flight.client, flight.attempt);
     }
 
     /// Sets the state of the item `seq`. Items are in queue order (ascending `seq`), so this
@@ -328,6 +593,17 @@ impl Delivery {
     fn mark(&mut self, seq: u64, state: ItemState) {
         if let Ok(i) = self.items.binary_search_by_key(&seq, |i| i.ev.seq) {
             self.items[i].state = state;
+        }
+    }
+
+    /// Puts back to pending the events of `sent` that are not done.
+    fn set_pending(&mut self, sent: &[QueuedEvent]) {
+        for e in sent {
+            if let Ok(i) = self.items.binary_search_by_key(&e.seq, |i| i.ev.seq) {
+                if !self.items[i].state.is_done() {
+                    self.items[i].state = ItemState::Pending;
+                }
+            }
         }
     }
 
@@ -340,7 +616,7 @@ impl Delivery {
         })
     }
 
-    fn apply(&mut self, sent: &[QueuedEvent], verdict: Verdict, client: &HttpClient) -> Next {
+    fn apply(&mut self, sent: &[QueuedEvent], verdict: Verdict, client: &HttpClient, attempt: u32) {
         let m = &self.status.metrics;
         use std::sync::atomic::Ordering::Relaxed;
         match verdict {
@@ -350,8 +626,6 @@ impl Delivery {
                     self.mark(e.seq, ItemState::Delivered);
                 }
                 self.succeeded();
-                self.ack_done_prefix();
-                Next::Continue
             }
             Verdict::PerEvent(outcomes) => {
                 m.requests_ok.fetch_add(1, Relaxed);
@@ -373,69 +647,57 @@ impl Delivery {
                             self.mark(e.seq, st);
                         }
                         EventOutcome::Retry(f) => {
+                            self.mark(e.seq, ItemState::Pending);
                             if retry.is_none() {
                                 retry = Some(f);
                             }
                         }
                     }
                 }
-                self.ack_done_prefix();
                 match retry {
-                    None => {
-                        self.succeeded();
-                        Next::Continue
+                    None => self.succeeded(),
+                    Some(f) => {
+                        let f = redacted(client, f);
+                        self.failed(sent, f, attempt);
                     }
-                    Some(f) => self.failed(f),
                 }
             }
             Verdict::TooLarge(f) => {
                 let f = redacted(client, f);
                 if sent.len() > 1 {
-                    self.cap = (sent.len() / 2).max(1);
+                    // Smaller requests for every event read so far; later ones start full-size.
+                    self.cap = (sent.len() / 2).max(1).min(self.cap);
+                    self.cap_until = self.cap_until.max(self.cursor);
+                    self.set_pending(sent);
                     tracing::info!(target: "sink", events = sent.len(), "request too large for the SIEM; retrying with {} events per request", self.cap);
-                    Next::Continue
                 } else {
                     m.requests_failed.fetch_add(1, Relaxed);
                     tracing::warn!(target: "sink", seq = sent[0].seq, "a single event is too large for the SIEM; moved to the dead letter: {}", f.message);
                     let st = self.dead(&f, sent[0].seq, "event too large for the SIEM: ");
                     self.mark(sent[0].seq, st);
-                    self.ack_done_prefix();
-                    Next::Continue
                 }
             }
             Verdict::Rejected(f) => {
                 let f = redacted(client, f);
                 m.requests_failed.fetch_add(1, Relaxed);
                 if sent.len() > 1 {
-                    self.single_until = sent.last().map(|e| e.seq).unwrap_or(0);
+                    self.single_until = self.single_until.max(sent.last().map(|e| e.seq).unwrap_or(0));
+                    self.set_pending(sent);
                     tracing::info!(target: "sink", events = sent.len(), "the SIEM rejected a batch without naming the event ({}); resending one event at a time to isolate it", f.message);
-                    Next::Continue
                 } else {
                     tracing::warn!(target: "sink", seq = sent[0].seq, "the SIEM rejected an event; moved to the dead letter: {}", f.message);
                     let st = self.dead(&f, sent[0].seq, "");
                     self.mark(sent[0].seq, st);
-                    self.ack_done_prefix();
-                    Next::Continue
                 }
             }
             Verdict::Retry(f) => {
                 m.requests_failed.fetch_add(1, Relaxed);
                 let f = redacted(client, f);
-                let next = self.failed(f.clone());
-                let d = self.delivery_cfg();
-                if self.attempts > d.max_retries && d.on_retry_exhausted == OnRetryExhausted::DeadLetter {
-                    tracing::warn!(target: "sink", events = sent.len(), "retries exhausted; moving the batch to the dead letter (delivery.on_retry_exhausted: dead_letter): {}", f.message);
-                    for e in sent {
-                        let st = self.dead(&f, e.seq, "retries exhausted: ");
-                        self.mark(e.seq, st);
-                    }
-                    self.ack_done_prefix();
-                    self.attempts = 0;
-                    return Next::Continue;
-                }
-                next
+                self.set_pending(sent);
+                self.failed(sent, f, attempt);
             }
         }
+        self.ack_done_prefix();
     }
 
     fn succeeded(&mut self) {
@@ -446,7 +708,40 @@ impl Delivery {
         self.status.record_success();
     }
 
-    fn failed(&mut self, f: Failure) -> Next {
+    /// A request failed as a whole (its not-done events are pending again). Requests launched
+    /// before the current attempt count (an earlier failure already paused new requests) do not
+    /// add a retry: ten requests in flight failing together are one failed attempt.
+    fn failed(&mut self, sent: &[QueuedEvent], f: Failure, attempt: u32) {
+        if attempt < self.attempts {
+            self.status.record_error(f.http_status, &f.message);
+            if let Some(ra) = f.retry_after {
+                let t = Instant::now() + ra;
+                self.backoff_until = Some(self.backoff_until.map_or(t, |b| b.max(t)));
+            }
+            tracing::debug!(target: "sink", "a request already in flight failed too: {}", f.message);
+            return;
+        }
+        self.count_failure(&f);
+        let d = self.delivery_cfg();
+        if self.attempts > d.max_retries && d.on_retry_exhausted == OnRetryExhausted::DeadLetter {
+            tracing::warn!(target: "sink", events = sent.len(), "retries exhausted; moving the request's events to the dead letter (delivery.on_retry_exhausted: dead_letter): {}", f.message);
+            for e in sent {
+                let pending = self
+                    .items
+                    .binary_search_by_key(&e.seq, |i| i.ev.seq)
+                    .is_ok_and(|i| matches!(self.items[i].state, ItemState::Pending));
+                if pending {
+                    let st = self.dead(&f, e.seq, "retries exhausted: ");
+                    self.mark(e.seq, st);
+                }
+            }
+            self.attempts = 0;
+            self.backoff_until = None;
+        }
+    }
+
+    /// Counts a failed attempt: status `error`, and no new request before the backoff.
+    fn count_failure(&mut self, f: &Failure) {
         self.attempts = self.attempts.saturating_add(1);
         self.status.metrics.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.status.record_error(f.http_status, &f.message);
@@ -458,19 +753,20 @@ impl Delivery {
         } else {
             tracing::debug!(target: "sink", attempts = self.attempts, "delivery failed again: {}", f.message);
         }
-        Next::Backoff(f.retry_after)
+        let d = self.backoff(f.retry_after);
+        tracing::debug!(target: "sink", attempt = self.attempts, delay_ms = d.as_millis() as u64, "retrying after backoff");
+        let t = Instant::now() + d;
+        self.backoff_until = Some(self.backoff_until.map_or(t, |b| b.max(t)));
     }
 
-    /// Removes the contiguous done prefix of the batch from the queue.
+    /// Removes the contiguous done prefix of the window from the queue.
     fn ack_done_prefix(&mut self) {
         let mut upto = None;
         let mut dead = Vec::new();
         let mut delivered = 0u64;
-        while let Some(front) = self.items.front() {
-            if matches!(front.state, ItemState::Pending) {
-                break;
-            }
+        while self.items.front().is_some_and(|i| i.state.is_done()) {
             let item = self.items.pop_front().expect("front exists");
+            self.window_bytes = self.window_bytes.saturating_sub(item.ev.data.len());
             upto = Some(item.ev.seq);
             match item.state {
                 ItemState::Dead(meta) => dead.push((meta, item.ev.data)),
@@ -491,10 +787,36 @@ impl Delivery {
                 tracing::error!(target: "sink", "could not remove delivered events from the queue: {e}");
             }
         }
-        if self.items.is_empty() {
-            self.single_until = 0;
-        }
     }
+}
+
+/// What an answer says about the SIEM's load, for the concurrency controller.
+fn signal(v: &Verdict) -> Signal {
+    let back_pressure = |f: &Failure| {
+        matches!(
+            f.kind,
+            FailureKind::RateLimited | FailureKind::Timeout | FailureKind::RequestTimeout
+        ) || matches!(f.http_status, Some(429 | 503))
+    };
+    match v {
+        Verdict::Delivered | Verdict::TooLarge(_) | Verdict::Rejected(_) => Signal::Ok,
+        Verdict::PerEvent(outcomes) => {
+            if outcomes.iter().any(|o| matches!(o, EventOutcome::Retry(f) if back_pressure(f))) {
+                Signal::BackPressure
+            } else {
+                Signal::Ok
+            }
+        }
+        Verdict::Retry(f) if back_pressure(f) => Signal::BackPressure,
+        Verdict::Retry(_) => Signal::Ignore,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn redacted(client: &HttpClient, mut f: Failure) -> Failure {

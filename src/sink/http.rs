@@ -45,8 +45,10 @@ impl HttpClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.timeout)
+            // Keep-alive: one idle connection per request the delivery loop may have in flight,
+            // so a steady stream reuses connections instead of opening one per request.
             .pool_idle_timeout(Duration::from_secs(50))
-            .pool_max_idle_per_host(4)
+            .pool_max_idle_per_host(crate::config::MAX_IN_FLIGHT)
             .user_agent(concat!("sendauth-siem/", env!("CARGO_PKG_VERSION")))
             .use_rustls_tls()
             .tls_built_in_root_certs(true);

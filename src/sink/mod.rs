@@ -2,6 +2,7 @@
 //! events from the queue only on the SIEM's acceptance (or its permanent rejection of that
 //! event, into the dead letter).
 
+pub mod concurrency;
 pub mod delivery;
 pub mod elasticsearch;
 pub mod generic;

@@ -45,6 +45,15 @@ pub fn tx_ids(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The transaction ids of received events sorted by their number: with several requests in
+/// flight (`delivery.max_in_flight: auto`) arrivals may reorder within what is in flight, so
+/// "each event exactly once" compares this with `expected_ids`.
+pub fn sorted_ids(events: &[Value]) -> Vec<String> {
+    let mut ids = tx_ids(events);
+    ids.sort_by_key(|id| id.strip_prefix("tx-").and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX));
+    ids
+}
+
 pub fn expected_ids(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("tx-{i}")).collect()
 }
