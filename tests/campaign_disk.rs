@@ -246,7 +246,7 @@ async fn full_filesystem_is_reported_pauses_sources_and_recovers_when_space_retu
         v.unexpected
     );
     assert_eq!(v.duplicate_copies, 0);
-    first_occurrences_in_order(&got, &expected_ids(0..written)).unwrap();
+    first_occurrences_in_order(&got, &expected_ids(0..written), 500 * IN_FLIGHT_REQUESTS).unwrap();
 }
 
 /// Without the reserve (`queue.min_free_bytes: 0`) the disk really fills. Usually our own
@@ -331,5 +331,5 @@ async fn enospc_without_the_reserve_pauses_or_exits_clearly_and_loses_nothing() 
         &v.lost[..v.lost.len().min(5)]
     );
     assert_eq!(v.duplicate_copies, 0);
-    first_occurrences_in_order(&got, &expected_ids(0..written)).unwrap();
+    first_occurrences_in_order(&got, &expected_ids(0..written), 500 * IN_FLIGHT_REQUESTS).unwrap();
 }

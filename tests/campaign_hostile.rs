@@ -182,7 +182,7 @@ async fn hostile_input_is_quarantined_and_the_agent_stays_up() {
     // File events in file order; every socket event once.
     let file_set: std::collections::HashSet<&String> = file_good.iter().collect();
     let file_got: Vec<String> = got.iter().filter(|id| file_set.contains(id)).cloned().collect();
-    first_occurrences_in_order(&file_got, &file_good).unwrap();
+    first_occurrences_in_order(&file_got, &file_good, 500 * IN_FLIGHT_REQUESTS).unwrap();
     let ledger = Ledger {
         must: file_good.iter().chain(sock_good.iter()).cloned().collect(),
         ..Default::default()

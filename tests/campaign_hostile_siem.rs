@@ -169,7 +169,7 @@ async fn campaign(name: &str, kind: Kind, parses_bodies: bool) {
     }
     let got = tx_ids(&emu.events());
     let want = expected_ids(0..next);
-    first_occurrences_in_order(&got, &want).unwrap();
+    first_occurrences_in_order(&got, &want, IN_FLIGHT_REQUESTS).unwrap();
     let v = Ledger {
         must: want.clone(),
         ..Default::default()

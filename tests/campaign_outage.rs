@@ -182,8 +182,8 @@ async fn siem_down_refused_then_503_then_hanging_then_everything_arrives_in_orde
         "nothing was accepted during the outage, so nothing is resent"
     );
     let file_ids: Vec<String> = (100..file_n).map(|i| format!("tx-{i}")).collect();
-    first_occurrences_in_order(&got, &file_ids).expect("file events in order");
-    first_occurrences_in_order(&got, &socket_ids).expect("socket events in order");
+    first_occurrences_in_order(&got, &file_ids, 500 * IN_FLIGHT_REQUESTS).expect("file events in order");
+    first_occurrences_in_order(&got, &socket_ids, 500 * IN_FLIGHT_REQUESTS).expect("socket events in order");
     assert_eq!(warm, expected_ids(0..100));
     // With 96 KiB queue records this grew by ~60 MiB per 100 MiB of backlog (to ~150 MiB);
     // with 4 KiB records it is flat once sled's page set is warm.

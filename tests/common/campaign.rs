@@ -131,19 +131,30 @@ impl Ledger {
     }
 }
 
-/// Whether the first occurrences of the ids that match `filter` come in `want` order.
-pub fn first_occurrences_in_order(got: &[String], want: &[String]) -> Result<(), String> {
-    let wanted: HashSet<&str> = want.iter().map(|s| s.as_str()).collect();
+/// Requests the agent may have in flight with `delivery.max_in_flight: auto` (its ceiling),
+/// plus the one being read ahead.
+pub const IN_FLIGHT_REQUESTS: usize = sendauth_siem::sink::concurrency::AUTO_CEILING + 1;
+
+/// Every wanted id arrived, and in order up to what may be in flight: several requests in
+/// flight may reorder arrivals (design invariant 3), but never by more than
+/// `in_flight_events` positions (requests in flight times events per request).
+pub fn first_occurrences_in_order(got: &[String], want: &[String], in_flight_events: usize) -> Result<(), String> {
+    let index: std::collections::HashMap<&str, usize> = want.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let mut seen = HashSet::new();
-    let firsts: Vec<&str> = got
+    let firsts: Vec<usize> = got
         .iter()
-        .map(|s| s.as_str())
-        .filter(|g| wanted.contains(g) && seen.insert(*g))
+        .filter_map(|g| index.get(g.as_str()).copied())
+        .filter(|i| seen.insert(*i))
         .collect();
-    for (i, (a, b)) in firsts.iter().zip(want.iter()).enumerate() {
-        if *a != b.as_str() {
-            return Err(format!("order broken at position {i}: got {a}, expected {b}"));
+    let mut highest = 0usize;
+    for (pos, i) in firsts.iter().enumerate() {
+        if *i + in_flight_events < highest {
+            return Err(format!(
+                "order broken at arrival {pos}: {} arrived after {}, more than {in_flight_events} events later in order",
+                want[*i], want[highest]
+            ));
         }
+        highest = highest.max(*i);
     }
     if firsts.len() != want.len() {
         return Err(format!("{} of {} arrived", firsts.len(), want.len()));
