@@ -819,8 +819,12 @@ impl Snapshot {
             (Some((t0, a)), Some((t1, b))) => json!(b.saturating_sub(a) as f64 / t1.duration_since(t0).as_secs_f64()),
             _ => Value::Null,
         };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         json!({
             "cpu_percent": (later.st.cpu_s - self.st.cpu_s) / secs * 100.0,
+            // /proc counts CPU time in clock ticks: one tick over the window, in %.
+            "cpu_percent_resolution": 100.0 / hz / secs,
             "cpu_percent_by_thread": thread_cpu_delta(&self.threads, &later.threads, secs),
             "wakeups_per_s": later.st.ctx_switches.saturating_sub(self.st.ctx_switches) as f64 / secs,
             "fdatasyncs_per_s": syncs_per_s,
@@ -1675,6 +1679,51 @@ mod tests {
         assert_eq!(t.reordered.load(Ordering::Relaxed), 2);
         assert_eq!(t.unknown.load(Ordering::Relaxed), 1);
         assert_eq!(t.missing(0..4), 1);
+    }
+
+    #[test]
+    fn metric_value_reads_an_unlabelled_counter() {
+        let text = "# HELP sendauth_siem_queue_fdatasyncs_total x\n# TYPE sendauth_siem_queue_fdatasyncs_total counter\n\
+                    sendauth_siem_queue_fdatasyncs_total_other 9\nsendauth_siem_queue_fdatasyncs_total 42\n";
+        assert_eq!(metric_value(text, "sendauth_siem_queue_fdatasyncs_total"), Some(42));
+        assert_eq!(metric_value(text, "sendauth_siem_missing"), None);
+    }
+
+    /// Three requests on three connections, all sent before any answer is read: each answer
+    /// comes no sooner than the delay, and the receiver saw three connections, three requests
+    /// open at once and three events. (Assumes the three local writes happen within 500 ms.)
+    #[test]
+    fn receiver_delays_answers_and_counts_connections_and_open_requests() {
+        let rtt = Duration::from_millis(500);
+        let rx = Receiver::start_with_rtt("127.0.0.1:0".parse().unwrap(), 3, rtt).unwrap();
+        let t0 = Instant::now();
+        let mut conns: Vec<std::net::TcpStream> = (0..3u64)
+            .map(|i| {
+                let mut s = std::net::TcpStream::connect(rx.addr).unwrap();
+                let body = events_buffer(i..i + 1);
+                write!(
+                    s,
+                    "POST /ingest HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .unwrap();
+                s.write_all(&body).unwrap();
+                s
+            })
+            .collect();
+        for s in &mut conns {
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        }
+        assert!(t0.elapsed() >= rtt, "answered after {:?}", t0.elapsed());
+        let t = &rx.tally;
+        assert_eq!(t.connections.load(Ordering::Relaxed), 3);
+        assert_eq!(t.requests.load(Ordering::Relaxed), 3);
+        assert_eq!(t.max_open_requests.load(Ordering::Relaxed), 3);
+        assert_eq!(t.missing(0..3), 0);
+        t.reset_max_open();
+        assert_eq!(t.max_open_requests.load(Ordering::Relaxed), t.open_requests.load(Ordering::Relaxed));
     }
 
     #[test]
