@@ -6,12 +6,18 @@
 //!    N over the time from spawning the agent to the last event's arrival at the receiver;
 //! 2. **socket**: the agent is started and healthy, then `--socket-connections` writers send N
 //!    events over the Unix socket (each reads its `{"accepted":..}` answer);
-//! 3. **latency**: events are appended to the file at steady rates; the latency of an event is
-//!    from the moment its `write()` returned to its arrival at the receiver;
-//! 4. **idle**: CPU, wakeups and memory of an agent with both sources and nothing to do.
+//! 3. **latency** (steady rates): events are appended to the file at steady rates; the latency of
+//!    an event is from the moment its `write()` returned to its arrival at the receiver; per rate
+//!    also the agent's CPU %, wake-ups/s and queue fdatasyncs/s, and the receiver's requests,
+//!    connections and most requests open at once;
+//! 4. **idle**: CPU, wake-ups, fdatasyncs and memory of an agent with both sources and nothing
+//!    to do;
+//! 5. **rtt**: throughput against a receiver `--rtt` away (default 50 ms), one event per request
+//!    (`siem.generic.batch: none`, the product default) and batched (`ndjson`), capped in time.
 //!
 //! CPU (utime + stime) and peak RSS (VmHWM) come from `/proc/<pid>` of the agent. The agent runs
-//! with its defaults except: generic platform, `siem.generic.batch: ndjson`, a temp queue. The
+//! with its defaults except: generic platform, `siem.generic.batch: ndjson` (but for the rtt
+//! phase's first half), a temp queue, a status listener (for `/metrics`). The
 //! receiver counts events without storing them and records each event's arrival time by its
 //! `transaction_id` (`tx-<n>-...`), which also detects duplicates, gaps and reordering.
 //!
