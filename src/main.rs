@@ -69,7 +69,8 @@ enum Cmd {
         events: usize,
     },
     /// Measure the agent (run as a child process) against a local counting receiver:
-    /// throughput (file, socket), latency, CPU, memory and idle cost. See docs/BENCHMARKS.md.
+    /// throughput (file, socket), cost and latency at steady rates, idle cost, and throughput
+    /// with a distant SIEM (rtt). See docs/BENCHMARKS.md.
     Bench(sendauth_siem::bench::Options),
     /// The benchmark's counting receiver, measuring any agent command (bench/compare-syslog-ng.sh).
     #[command(hide = true)]
