@@ -82,7 +82,10 @@ async fn subjects_are_pseudonymised_consistently_and_ips_truncated_before_the_qu
     assert_eq!(sorted_ids(&events), expected_ids(0..9));
     let mut by_subject: BTreeMap<String, usize> = BTreeMap::new();
     for e in &events {
-        let i: usize = e["transaction_id"].as_str().and_then(|t| t.strip_prefix("tx-")?.parse().ok()).unwrap();
+        let i: usize = e["transaction_id"]
+            .as_str()
+            .and_then(|t| t.strip_prefix("tx-")?.parse().ok())
+            .unwrap();
         let subject = e["subject"].as_str().unwrap();
         assert_eq!(subject, hmac_hex(KEY.as_bytes(), format!("user{}@company.com", i % 3).as_bytes()));
         *by_subject.entry(subject.to_string()).or_default() += 1;

@@ -19,6 +19,34 @@ impl Queue {
         sled_err(&self.inner, &self.inner.root.join("store"), e)
     }
 
+    /// The records from the one holding `seq` up to those starting at or before `upto`: sled's,
+    /// then the overlay's (all newer). Records acknowledged since the last drain may be among
+    /// sled's; callers skip events at or below `acked`.
+    fn records_between(&self, store: &Store, st: &State, seq: u64, upto: u64) -> Result<Vec<(u64, Vec<u8>)>, QueueError> {
+        let mut out = Vec::new();
+        if st.overlay.record_at_or_before(seq).is_none() {
+            let first = store
+                .db
+                .range(key(b'e', 0)..=key(b'e', seq))
+                .next_back()
+                .transpose()
+                .map_err(|e| storage_err(&store.dir, e))?;
+            let from = first.map(|(k, _)| k.to_vec()).unwrap_or_else(|| key(b'e', seq).to_vec());
+            for item in store.db.range(from..=key(b'e', upto).to_vec()) {
+                let (k, v) = item.map_err(|e| storage_err(&store.dir, e))?;
+                out.push((u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])), v.to_vec()));
+            }
+        }
+        let from = st.overlay.record_at_or_before(seq).map_or(seq, |(s, _)| s);
+        out.extend(
+            st.overlay
+                .records(from, upto.saturating_add(1))
+                .into_iter()
+                .map(|(s, p)| (s, p.to_vec())),
+        );
+        Ok(out)
+    }
+
     pub(super) fn ack_inner(&self, upto: u64, dead: Vec<(DeadLetterMeta, Bytes)>) -> Result<(), QueueError> {
         {
             let store = self.inner.store.read().unwrap();
@@ -27,22 +55,14 @@ impl Queue {
                 return Ok(());
             }
             let upto = upto.min(st.next_seq.saturating_sub(1));
-            let mut batch = sled::Batch::default();
             let mut freed_events = 0u64;
             let mut freed_bytes = 0u64;
-            let first = store
-                .db
-                .range(key(b'e', 0)..=key(b'e', st.acked + 1))
-                .next_back()
-                .transpose()
-                .map_err(|e| storage_err(&store.dir, e))?;
-            let from = first.map(|(k, _)| k.to_vec()).unwrap_or_else(|| key(b'e', st.acked + 1).to_vec());
-            for item in store.db.range(from..=key(b'e', upto).to_vec()) {
-                let (k, v) = item.map_err(|e| storage_err(&store.dir, e))?;
-                let first_seq = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
+            let acked = st.acked;
+            let mut gone = Vec::new();
+            for (first_seq, v) in self.records_between(&store, &st, acked + 1, upto)? {
                 let last_seq = match record_summary(&v) {
                     // A whole record acknowledged: its pointer has the sums, no read needed.
-                    Some((count, payload)) if first_seq > st.acked && first_seq + count.max(1) - 1 <= upto => {
+                    Some((count, payload)) if first_seq > acked && first_seq + count.max(1) - 1 <= upto => {
                         freed_events += count;
                         freed_bytes += payload;
                         first_seq + count.max(1) - 1
@@ -51,7 +71,7 @@ impl Queue {
                         let rec = self.inner.readers.load(first_seq, &v).map_err(|e| storage_err(&store.dir, e))?;
                         let sizes = record_event_sizes(first_seq, &rec);
                         for (seq, len) in &sizes {
-                            if *seq > st.acked && *seq <= upto {
+                            if *seq > acked && *seq <= upto {
                                 freed_events += 1;
                                 freed_bytes += *len as u64;
                             }
@@ -60,49 +80,50 @@ impl Queue {
                     }
                 };
                 if last_seq <= upto {
-                    batch.remove(k.to_vec());
+                    gone.push(first_seq);
                 }
             }
-            let mut counts = st.counts;
-            counts.pending_events = counts.pending_events.saturating_sub(freed_events);
-            counts.pending_bytes = counts.pending_bytes.saturating_sub(freed_bytes);
-            let mut d_next = st.d_next;
-            for (meta, data) in &dead {
-                batch.insert(key(b'd', d_next).to_vec(), encode_entry(meta, data));
-                d_next += 1;
-                counts.dead_letter += 1;
+            // Memory only (see `overlay`): records leave the overlay, or are removed from sled
+            // at the next drain.
+            for first_seq in gone {
+                if st.overlay.pointers.remove(&first_seq).is_none() {
+                    st.overlay.removed.push(key(b'e', first_seq));
+                }
             }
-            batch.insert(meta_key("acked"), &upto.to_be_bytes());
-            batch.insert(meta_key("pending_events"), &counts.pending_events.to_be_bytes());
-            batch.insert(meta_key("pending_bytes"), &counts.pending_bytes.to_be_bytes());
-            batch.insert(meta_key("dl_count"), &counts.dead_letter.to_be_bytes());
-            batch.insert(meta_key("d_next"), &d_next.to_be_bytes());
-            store.db.apply_batch(batch).map_err(|e| self.sled_failed(e))?;
+            st.counts.pending_events = st.counts.pending_events.saturating_sub(freed_events);
+            st.counts.pending_bytes = st.counts.pending_bytes.saturating_sub(freed_bytes);
+            for (meta, data) in &dead {
+                let id = st.d_next;
+                st.overlay.add_op((key(b'd', id).to_vec(), Some(encode_entry(meta, data))));
+                st.d_next += 1;
+                st.counts.dead_letter += 1;
+            }
+            st.acked = upto;
+            st.overlay.dirty = true;
             // Before the next request goes out, `acked` must survive a process crash: it is
             // written to the OS (one pwrite of 16 bytes, no sync) and re-applied at open if
-            // sled's copy is older. The batch itself reaches sled's log with the next commit,
-            // sled's 200 ms flusher, or `close`. (A sled `flush` here was a disk wait and a
-            // wake-up of sled's 7 IO threads per request.)
-            st.acked = upto;
-            st.counts = counts;
-            st.d_next = d_next;
+            // sled's copy is older; the next commit's frame carries it too.
             // Under the state lock, so ack files are written in the order of the acks.
             let written = store.ack_file.write(upto).map_err(|e| storage_err(&store.dir, e));
-            drop(st);
-            written?;
             if !dead.is_empty() {
                 // Dead letters are the only copy of a rejected event: durable now.
-                flush_sled(&self.inner, &store)?;
+                written?;
+                flush_sled_locked(&self.inner, &store, &mut st)?;
+                drop(st);
                 if dead.iter().any(|(_, d)| d.len() + 4096 > INLINE_LIMIT) {
                     // A value over sled's inline limit lives in a blob file, which sled does
                     // not fsync: sync the filesystem holding the queue.
                     syncfs(&store)?;
                 }
-            } else if !self.inner.sled_dirty.swap(true, Ordering::AcqRel) {
-                // Durable with the next commit's frame (it carries `acked`) or, if none comes,
-                // when the committer settles.
-                if let Some(tx) = &*self.inner.committer.lock().unwrap() {
-                    let _ = tx.send(Work::Dirty);
+            } else {
+                drop(st);
+                written?;
+                if !self.inner.sled_dirty.swap(true, Ordering::AcqRel) {
+                    // Durable with the next commit's frame (it carries `acked`) or, if none
+                    // comes, when the committer settles.
+                    if let Some(tx) = &*self.inner.committer.lock().unwrap() {
+                        let _ = tx.send(Work::Dirty);
+                    }
                 }
             }
             // Segments whose events are all acknowledged go, once that is durable. If the
@@ -119,17 +140,27 @@ impl Queue {
 
     /// Age of the oldest pending event, from its record's accept time.
     pub fn oldest_pending_age(&self) -> Option<Duration> {
-        let acked = self.acked();
         let store = self.inner.store.read().unwrap();
-        let (_, v) = store
-            .db
-            .range(key(b'e', 0)..=key(b'e', acked + 1))
-            .next_back()
-            .or_else(|| store.db.range(key(b'e', acked + 1)..key(b'e', u64::MAX)).next())?
-            .ok()?;
-        if self.counts().pending_events == 0 {
+        let st = self.inner.state.lock().unwrap();
+        if st.counts.pending_events == 0 {
             return None;
         }
+        let records = self.records_between(&store, &st, st.acked + 1, st.acked + 1).ok()?;
+        let v = match records.last() {
+            Some((_, v)) => v.clone(),
+            None => {
+                // The next record after `acked`, in sled or the overlay.
+                let after = store
+                    .db
+                    .range(key(b'e', st.acked + 1)..key(b'e', u64::MAX))
+                    .next()
+                    .and_then(|r| r.ok());
+                match after {
+                    Some((_, v)) => v.to_vec(),
+                    None => st.overlay.pointers.range(st.acked + 1..).next()?.1.to_vec(),
+                }
+            }
+        };
         let at = u64::from_be_bytes(v.get(1..9)?.try_into().ok()?);
         Some(Duration::from_millis(now_ms().saturating_sub(at)))
     }

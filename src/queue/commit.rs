@@ -217,7 +217,7 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
         let st = inner.state.lock().unwrap();
         (st.acked, st.commits + 1)
     };
-    let commit = wal::CommitOut {
+    let mut commit = wal::CommitOut {
         commit: number,
         first_seq: start_seq,
         next_seq,
@@ -229,14 +229,16 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
         ops,
     };
     let durable = write_durably(&mut seg, &commit).and_then(|(pointers, pos)| {
+        // Durable: from here on only memory changes; sled gets it at the next drain.
         let mut st = inner.state.lock().unwrap();
-        let counts = add_deltas(st.counts, deltas);
-        apply_commit(&store.db, &pointers, &commit.ops, &counts, (next_seq, q_next), commit.commit, pos)
-            .map_err(|e| sled_err(inner, &store.dir, e))?;
-        st.counts = counts;
+        st.counts = add_deltas(st.counts, deltas);
         st.next_seq = next_seq;
         st.q_next = q_next;
         st.commits = number;
+        st.overlay.add_commit(pointers, std::mem::take(&mut commit.ops), number, pos);
+        if st.overlay.is_large() {
+            drain(&store.db, &mut st).map_err(|e| sled_err(inner, &store.dir, e))?;
+        }
         Ok(st.acked)
     });
     match durable {

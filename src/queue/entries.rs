@@ -65,6 +65,11 @@ impl Queue {
 
     pub(super) fn list_entries<M: for<'de> Deserialize<'de>>(&self, prefix: u8, limit: usize) -> Result<Vec<Entry<M>>, QueueError> {
         let store = self.inner.store.read().unwrap();
+        {
+            // Listings read sled: give it what the overlay holds first.
+            let mut st = self.inner.state.lock().unwrap();
+            drain(&store.db, &mut st).map_err(|e| self.sled_failed(e))?;
+        }
         let mut out = Vec::new();
         for item in store.db.range(key(prefix, 0)..=key(prefix, u64::MAX)).take(limit) {
             let (k, v) = item.map_err(|e| storage_err(&store.dir, e))?;
@@ -127,7 +132,7 @@ impl Queue {
                 dead_letter: -(n as i64),
                 ..Default::default()
             };
-            let commit = wal::CommitOut {
+            let mut commit = wal::CommitOut {
                 commit: number,
                 first_seq,
                 next_seq,
@@ -140,16 +145,14 @@ impl Queue {
             };
             let (pointers, pos) = write_durably(&mut seg, &commit)?;
             let mut st = self.inner.state.lock().unwrap();
-            let counts = add_deltas(st.counts, deltas);
-            apply_commit(&store.db, &pointers, &commit.ops, &counts, (next_seq, q_next), commit.commit, pos)
-                .map_err(|e| self.sled_failed(e))?;
-            st.counts = counts;
+            st.counts = add_deltas(st.counts, deltas);
             st.next_seq = next_seq;
             st.commits = number;
+            st.overlay.add_commit(pointers, std::mem::take(&mut commit.ops), number, pos);
+            flush_sled_locked(&self.inner, &store, &mut st)?;
             drop(st);
             self.inner.durable_next.store(next_seq, Ordering::Release);
             let _ = self.inner.witness.write(next_seq);
-            flush_sled(&self.inner, &store)?;
         }
         self.inner.appended.notify_waiters();
         Ok(n)

@@ -232,7 +232,14 @@ pub(super) fn apply_commit(
 /// Makes everything applied to sled durable: sled's `flush`, then `fdatasync` of its log (sled's
 /// flush alone is `sync_file_range`). Also syncs the witness.
 pub(super) fn flush_sled(inner: &Inner, store: &Store) -> Result<(), QueueError> {
+    let mut st = inner.state.lock().unwrap();
+    flush_sled_locked(inner, store, &mut st)
+}
+
+/// [`flush_sled`] for a caller that holds the state lock.
+pub(super) fn flush_sled_locked(inner: &Inner, store: &Store, st: &mut State) -> Result<(), QueueError> {
     inner.sled_dirty.store(false, Ordering::Release);
+    drain(&store.db, st).map_err(|e| sled_err(inner, &store.dir, e))?;
     store.db.flush().map_err(|e| sled_err(inner, &store.dir, e))?;
     sync_data(&store.log).map_err(|e| sled_err(inner, &store.dir, e))?;
     inner.storage.sled_durable(&store.dir);

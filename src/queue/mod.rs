@@ -109,6 +109,7 @@ mod checked_file;
 mod commit;
 mod entries;
 mod index;
+mod overlay;
 mod reclaim;
 mod record;
 mod segments;
@@ -122,6 +123,7 @@ use commit::*;
 use entries::*;
 pub use entries::{DeadLetterMeta, Entry, QuarantineMeta, QUARANTINE_KEEP_BYTES};
 use index::*;
+use overlay::*;
 use record::*;
 use segments::*;
 pub use storage::{RealStorage, Storage, StoredFile};
@@ -190,8 +192,10 @@ struct State {
     counts: Counts,
     q_next: u64,
     d_next: u64,
-    /// Number of the last commit applied to sled (see `wal`).
+    /// Number of the last commit applied (to `overlay` or sled; see `wal`).
     commits: u64,
+    /// What sled does not have yet (see [`overlay`]).
+    overlay: Overlay,
 }
 
 /// `fdatasync`/`fsync` calls made by the queue since the process started (exposed in /metrics:
@@ -202,6 +206,9 @@ static SYNCS: AtomicU64 = AtomicU64::new(0);
 pub fn fdatasyncs() -> u64 {
     SYNCS.load(Ordering::Relaxed)
 }
+
+/// A record's first sequence number and pointer (or v1 record) bytes, as reads go through them.
+type RecordItem = Result<(u64, Vec<u8>), QueueError>;
 
 fn count_sync() {
     SYNCS.fetch_add(1, Ordering::Relaxed);
@@ -424,6 +431,7 @@ impl Queue {
             q_next: g("q_next")?.max(1),
             d_next: g("d_next")?.max(1),
             commits: g("wal_commit")?,
+            overlay: Overlay::default(),
         };
         // Commits whose frames are durable but that sled had not written when the process
         // stopped: replay them (see `wal`).
@@ -642,17 +650,13 @@ impl Queue {
             return Ok(out);
         }
         let store = self.inner.store.read().unwrap();
-        let start_key = key(b'e', after + 1);
-        // The record containing `after + 1` starts at or before it.
-        let first = store
-            .db
-            .range(key(b'e', 0)..=start_key)
-            .next_back()
-            .transpose()
-            .map_err(|e| storage_err(&store.dir, e))?;
-        let from = match first {
-            Some((k, _)) => k.to_vec(),
-            None => start_key.to_vec(),
+        // The overlay's records in range (all newer than sled's), taken under the state lock;
+        // segment reads happen without it.
+        let (in_overlay, overlay_records) = {
+            let st = self.inner.state.lock().unwrap();
+            let holder = st.overlay.record_at_or_before(after + 1);
+            let from = holder.map_or(after + 1, |(s, _)| s);
+            (holder.is_some(), st.overlay.records(from, before))
         };
         let mut w = ReadWindow {
             after,
@@ -661,12 +665,39 @@ impl Queue {
             max_bytes,
             bytes: 0,
         };
-        for item in store.db.range(from..key(b'e', u64::MAX).to_vec()) {
-            let (k, v) = item.map_err(|e| storage_err(&store.dir, e))?;
-            let first_seq = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
+        let mut records: Box<dyn Iterator<Item = RecordItem>> = Box::new(std::iter::empty());
+        if !in_overlay {
+            let start_key = key(b'e', after + 1);
+            // The record containing `after + 1` starts at or before it.
+            let first = store
+                .db
+                .range(key(b'e', 0)..=start_key)
+                .next_back()
+                .transpose()
+                .map_err(|e| storage_err(&store.dir, e))?;
+            let from = match first {
+                Some((k, _)) => k.to_vec(),
+                None => start_key.to_vec(),
+            };
+            let dir = store.dir.clone();
+            records = Box::new(store.db.range(from..key(b'e', u64::MAX).to_vec()).map(move |item| {
+                let (k, v) = item.map_err(|e| storage_err(&dir, e))?;
+                Ok((u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])), v.to_vec()))
+            }));
+        }
+        let records = records.chain(overlay_records.into_iter().map(|(s, p)| Ok((s, p.to_vec()))));
+        let mut last = None;
+        for item in records {
+            let (first_seq, v) = item?;
             if first_seq >= before {
                 break;
             }
+            // A drain may have moved the overlay's records into sled since they were taken:
+            // each record once.
+            if last.is_some_and(|l| first_seq <= l) {
+                continue;
+            }
+            last = Some(first_seq);
             // A record that cannot be read back (segment file truncated or overwritten) would
             // block delivery forever: skip it, say so in the log and `queue.incident`.
             let rec = match self.inner.readers.load(first_seq, &v) {
@@ -693,6 +724,9 @@ impl Queue {
         let store = self.inner.store.read().unwrap();
         let mut k = vec![b'c'];
         k.extend_from_slice(source_id);
+        if let Some(v) = self.inner.state.lock().unwrap().overlay.latest(&k) {
+            return Ok(v.cloned());
+        }
         Ok(store.db.get(k).map_err(|e| storage_err(&store.dir, e))?.map(|v| v.to_vec()))
     }
 

@@ -77,13 +77,13 @@ impl Queue {
         let store_dir = root.join("store");
         let mut store = self.inner.store.write().unwrap();
         let mut seg = self.inner.segments.lock().unwrap();
-        let st = self.inner.state.lock().unwrap();
+        let mut st = self.inner.state.lock().unwrap();
         if st.counts.pending_events != 0 {
             return Ok(dir_size(&store.dir) + dir_size(&seg.dir));
         }
         // Nothing is pending: no pointer needs a segment any more (the rewrite below drops
         // every `e` key; until it completes, a restart finds `acked` past all of them).
-        flush_sled(&self.inner, &store)?;
+        flush_sled_locked(&self.inner, &store, &mut st)?;
         seg.delete_all(&self.inner.readers);
         let _ = std::fs::remove_dir_all(&new_dir);
         {
@@ -113,7 +113,7 @@ impl Queue {
         let _ = std::fs::remove_dir_all(&old_dir);
         *store = open_sled(&store_dir, storage)?;
         store.ack_file.write(st.acked).map_err(|e| storage_err(&store_dir, e))?;
-        flush_sled(&self.inner, &store)?;
+        flush_sled_locked(&self.inner, &store, &mut st)?;
         drop(st);
         let _ = std::fs::remove_dir_all(root.join("store.tmp"));
         Ok(dir_size(&store_dir) + dir_size(&seg.dir))

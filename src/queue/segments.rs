@@ -212,10 +212,9 @@ impl SegmentWriter {
 
 impl SegmentReaders {
     /// The record stored under `first_seq`: the value itself (v1) or read through its pointer.
-    pub(super) fn load(&self, first_seq: u64, value: &sled::IVec) -> Result<Bytes, String> {
-        let raw: &[u8] = value.as_ref();
+    pub(super) fn load(&self, first_seq: u64, raw: &[u8]) -> Result<Bytes, String> {
         match raw.first() {
-            Some(1) => return Ok(Bytes::from_owner(value.clone())),
+            Some(1) => return Ok(Bytes::copy_from_slice(raw)),
             Some(2) if raw.len() == POINTER_LEN => {}
             _ => return Err(format!("record {first_seq} has an unknown format")),
         }
