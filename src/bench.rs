@@ -708,7 +708,11 @@ fn spawn_agent(s: &AgentSetup) -> anyhow::Result<Agent> {
         y.push_str(x);
         y.push('\n');
     }
-    let config = s.dir.join("config.yaml");
+    // As deployed (/etc/sendauth-siem vs /var/log/sendauth): the config watcher watches its
+    // directory and would wake for every line appended to an events file beside it.
+    let etc = s.dir.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    let config = etc.join("config.yaml");
     std::fs::write(&config, y)?;
     let exe = std::env::current_exe().context("cannot find the sendauth-siem binary")?;
     let mut cmd = Command::new(exe);

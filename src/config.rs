@@ -284,8 +284,9 @@ pub enum MaxInFlight {
 pub const MAX_IN_FLIGHT: usize = 256;
 
 /// `delivery.linger` when the config does not set it: batched requests wait this long for more
-/// events, so a steady trickle makes a few full requests rather than many tiny ones.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(500);
+/// events, so a steady trickle makes a few full requests rather than many tiny ones. With the
+/// queue's group-commit gap (50 ms) it keeps append -> SIEM under a quarter of a second.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(120);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusConfig {

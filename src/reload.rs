@@ -22,7 +22,10 @@ use crate::shutdown::Shutdown;
 use crate::status::StatusHub;
 
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// The config is re-read this often when its directory cannot be watched...
 const POLL: Duration = Duration::from_secs(2);
+/// ...and this often when it is (in case an event is missed), so an idle agent rarely wakes.
+const WATCHED_POLL: Duration = Duration::from_secs(10);
 
 pub struct Reloader {
     path: PathBuf,
@@ -45,9 +48,9 @@ impl Reloader {
 
     pub async fn run(mut self, mut shutdown: Shutdown) {
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
-        let _watcher = watch_config_dir(&self.path, ev_tx);
+        let watcher = watch_config_dir(&self.path, ev_tx);
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut poll = tokio::time::interval(POLL);
+        let mut poll = tokio::time::interval(if watcher.is_some() { WATCHED_POLL } else { POLL });
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let forced = tokio::select! {
@@ -163,8 +166,27 @@ fn changed_sections(a: &Config, b: &Config) -> Vec<&'static str> {
 
 /// Watches the config's directory (and, if the config is a symlink, its target's directory).
 fn watch_config_dir(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
-    let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = tx.send(());
+    // Only events about the config (or a Kubernetes `..data` swap) wake the reloader: other
+    // files in the directory may change all the time.
+    let names: Vec<std::ffi::OsString> = [Some(path.to_path_buf()), std::fs::canonicalize(path).ok()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+        .collect();
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let relevant = match &res {
+            Ok(ev) => {
+                ev.paths.is_empty()
+                    || ev.paths.iter().any(|p| {
+                        p.file_name()
+                            .is_some_and(|n| names.iter().any(|c| c == n) || n.to_string_lossy().starts_with(".."))
+                    })
+            }
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(());
+        }
     })
     .ok()?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -19,7 +19,7 @@ pub(super) enum Work {
 
 /// At a trickle, commits are at least this far apart: a request arriving sooner waits, and
 /// those arriving meanwhile share its `fdatasync`. (At most 1/GAP fdatasyncs per second.)
-pub(super) const COMMIT_GAP: Duration = Duration::from_millis(25);
+pub(super) const COMMIT_GAP: Duration = Duration::from_millis(50);
 
 /// A group that has this many bytes is committed at once (bulk: no waiting).
 pub(super) const COMMIT_EAGER_BYTES: usize = 64 * 1024;

@@ -237,7 +237,9 @@ impl Delivery {
             Duration::ZERO
         };
         let new_events = async move {
-            queue.wait_for_events(cursor, Duration::from_secs(1)).await;
+            // New events notify; the timeout is only a safety net, long so that an idle agent
+            // rarely wakes.
+            queue.wait_for_events(cursor, Duration::from_secs(30)).await;
             if !throttle.is_zero() {
                 tokio::time::sleep(throttle).await;
             }

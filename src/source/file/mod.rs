@@ -5,9 +5,10 @@
 //! file, the tailing loop, which runs on its own thread so slow disks never stall the runtime.
 //!
 //! Behaviour:
-//! - appends are followed with low latency: `notify` wakes the loop on any change in the
-//!   file's directory, and a poll every `poll_interval` is the fallback (network filesystems,
-//!   missed events);
+//! - appends are followed with low latency: `notify` wakes the waiting loop on any change in the
+//!   file's directory, and a poll is the fallback: every `poll_interval` where notification is
+//!   unavailable (network filesystems), while paused or rotating, and every 5 s otherwise
+//!   (missed events); the directory is not watched while there is data to read;
 //! - a file that does not exist yet is waited for;
 //! - rotation by rename: when the path names a new inode, the old file is drained to its end
 //!   before the new file is read from its start. The switch happens once the new file has data
@@ -59,6 +60,9 @@ const CHUNK_BYTES: usize = 2 * 1024 * 1024;
 const READ_BYTES: usize = 256 * 1024;
 /// Most lines validated and committed at once (bounds memory under a flood of tiny lines).
 const MAX_LINES_PER_COMMIT: usize = 8192;
+/// While the directory is watched, the file is still polled this often, in case an event is
+/// missed.
+const WATCHED_POLL: Duration = Duration::from_secs(5);
 /// How long a rotated-away file must stay quiet before we switch to the new one.
 const ROTATION_GRACE: Duration = Duration::from_secs(1);
 
@@ -67,7 +71,6 @@ pub struct FileSource {
     stop: Arc<AtomicBool>,
     wake: mpsc::Sender<()>,
     thread: Option<JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl FileSource {
@@ -83,6 +86,8 @@ impl FileSource {
         let (wake_tx, wake_rx) = mpsc::channel::<()>();
         let watcher = watch_dir(&cfg.path, wake_tx.clone());
         let mut t = Tailer {
+            armed: watcher.is_some(),
+            watcher,
             id: source_id(&cfg.path),
             shown: cfg.path.display().to_string(),
             cfg,
@@ -104,7 +109,6 @@ impl FileSource {
             stop,
             wake: wake_tx,
             thread,
-            _watcher: watcher,
         }
     }
 
@@ -118,10 +122,14 @@ impl FileSource {
     }
 }
 
-/// Watches the file's directory (not the file: rotation replaces it). Returns None if notify is
-/// unavailable; polling still works.
+/// The directory watched for changes to the file (not the file: rotation replaces it).
+fn watched_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Watches the file's directory. Returns None if notify is unavailable; polling still works.
 fn watch_dir(path: &Path, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = watched_dir(path);
     let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
         let _ = wake.send(());
     })
@@ -157,6 +165,9 @@ struct Tailer {
     rt: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
     wake: mpsc::Receiver<()>,
+    /// Watches the file's directory while the tailer waits, not while it is busy (see `run`).
+    watcher: Option<notify::RecommendedWatcher>,
+    armed: bool,
     open: Option<OpenFile>,
     paused: Option<String>,
     old_quiet_since: Option<Instant>,
@@ -182,15 +193,57 @@ impl Tailer {
                 self.publish_status();
                 last_status = Instant::now();
             }
-            if !progressed {
+            if progressed {
+                self.disarm();
+            } else if self.arm() {
+                // Re-armed: read once more, for what was appended while it was not.
+                continue;
+            } else {
                 self.wait();
             }
         }
         self.status.set_file_source(None);
     }
 
+    /// The directory is watched only while the tailer waits for data. While it has data to
+    /// read it does not need telling, and an inotify event per appended line (thousands per
+    /// second, each waking notify's thread) was most of the agent's CPU at steady rates.
+    fn disarm(&mut self) {
+        if let (true, Some(w)) = (self.armed, self.watcher.as_mut()) {
+            let _ = w.unwatch(watched_dir(&self.cfg.path));
+            self.armed = false;
+        }
+    }
+
+    /// Watches again before waiting; true if it was not watching (read again first).
+    fn arm(&mut self) -> bool {
+        let Some(w) = self.watcher.as_mut() else { return false };
+        if self.armed {
+            return false;
+        }
+        match w.watch(watched_dir(&self.cfg.path), notify::RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.armed = true;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(target: "source::file", "cannot watch the directory of {} again ({e}); polling only", self.shown);
+                self.watcher = None;
+                false
+            }
+        }
+    }
+
     fn wait(&self) {
-        if self.wake.recv_timeout(self.cfg.poll_interval).is_ok() {
+        // With change notification working, the poll is only a safety net (and a wake-up at
+        // idle): slow. Without it, or while paused (queue or disk full: nothing in the file
+        // changes when room returns) or in the middle of a rotation, poll at `poll_interval`.
+        let timeout = if self.armed && self.paused.is_none() && self.old_quiet_since.is_none() && self.open.is_some() {
+            self.cfg.poll_interval.max(WATCHED_POLL)
+        } else {
+            self.cfg.poll_interval
+        };
+        if self.wake.recv_timeout(timeout).is_ok() {
             while self.wake.try_recv().is_ok() {}
         }
     }
