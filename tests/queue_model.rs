@@ -49,6 +49,12 @@ enum Op {
         tear: Option<u16>,
         events: Vec<u16>,
     },
+    /// The disk dies `after` operations into an ack with dead letters, then the machine crashes.
+    DieDuringAck {
+        after: u8,
+        power_loss: bool,
+        n: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -61,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<bool>(), tear.clone()).prop_map(|(power_loss, tear)| Op::Crash { power_loss, tear }),
         2 => (0u8..8, any::<bool>(), tear, proptest::collection::vec(any::<u16>(), 1..12))
             .prop_map(|(after, power_loss, tear, events)| Op::DieDuringAppend { after, power_loss, tear, events }),
+        1 => (0u8..4, any::<bool>(), 1usize..10).prop_map(|(after, power_loss, n)| Op::DieDuringAck { after, power_loss, n }),
     ]
 }
 
@@ -200,9 +207,13 @@ impl Harness {
     }
 
     fn ack(&mut self, n: usize, dead_every: usize) {
+        self.try_ack(n, dead_every).unwrap();
+    }
+
+    fn try_ack(&mut self, n: usize, dead_every: usize) -> Result<(), QueueError> {
         let n = n.min(self.m.pending.len());
         if n == 0 {
-            return;
+            return Ok(());
         }
         let mut dead = Vec::new();
         let mut upto = 0;
@@ -221,11 +232,12 @@ impl Harness {
             }
         }
         let flushed = !dead.is_empty();
-        self.q().ack(upto, dead).unwrap();
+        self.q().ack(upto, dead)?;
         self.m.acked = upto;
         if flushed {
             self.m.acked_floor = upto;
         }
+        Ok(())
     }
 
     fn replay_dead_letter(&mut self) {
@@ -269,6 +281,25 @@ impl Harness {
         } else {
             assert_eq!(acked, self.m.acked, "a killed process keeps every ack (the ack file)");
         }
+        self.crash_reconcile_acks(acked);
+        // A commit that failed is there as a whole, right after the model's events, or not at all.
+        if let Some(req) = failed {
+            let got = q.read(self.m.highest_seq, usize::MAX, usize::MAX).unwrap();
+            let there = !got.is_empty() || (req.events.is_empty() && q.counts().quarantine != self.m.quarantine.len() as u64);
+            if there {
+                let data: Vec<Bytes> = got.iter().map(|e| e.data.clone()).collect();
+                assert_eq!(data, req.events, "a failed commit came back only in part");
+                let first = got.first().map(|e| e.seq).unwrap_or(self.m.highest_seq + 1);
+                self.committed(&req, first);
+            } else if q.checkpoint(b"file").unwrap() != self.m.checkpoint {
+                // An event-less failed commit (checkpoint only) that made it to disk.
+                self.committed(&req, self.m.highest_seq + 1);
+            }
+        }
+    }
+
+    /// After a crash: acknowledged events back to `acked` are pending again (sent again).
+    fn crash_reconcile_acks(&mut self, acked: u64) {
         // Acknowledged events that came back are pending again (they will be sent again).
         let back: Vec<(u64, Bytes)> = match acked < self.m.acked {
             true => self
@@ -288,20 +319,6 @@ impl Harness {
         }
         self.m.acked = acked;
         self.m.acked_floor = acked;
-        // A commit that failed is there as a whole, right after the model's events, or not at all.
-        if let Some(req) = failed {
-            let got = q.read(self.m.highest_seq, usize::MAX, usize::MAX).unwrap();
-            let there = !got.is_empty() || (req.events.is_empty() && q.counts().quarantine != self.m.quarantine.len() as u64);
-            if there {
-                let data: Vec<Bytes> = got.iter().map(|e| e.data.clone()).collect();
-                assert_eq!(data, req.events, "a failed commit came back only in part");
-                let first = got.first().map(|e| e.seq).unwrap_or(self.m.highest_seq + 1);
-                self.committed(&req, first);
-            } else if q.checkpoint(b"file").unwrap() != self.m.checkpoint {
-                // An event-less failed commit (checkpoint only) that made it to disk.
-                self.committed(&req, self.m.highest_seq + 1);
-            }
-        }
     }
 
     /// The queue holds exactly the model.
@@ -353,6 +370,31 @@ impl Harness {
                 self.open();
             }
             Op::Crash { power_loss, tear } => self.crash(power_loss, tear, None),
+            Op::DieDuringAck { after, power_loss, n } => {
+                let n = n.min(self.m.pending.len());
+                if n == 0 {
+                    return self.check();
+                }
+                let before = (self.m.pending.clone(), self.m.dead.clone(), self.m.acked, self.m.acked_floor);
+                let upto = self.m.pending[n - 1].0;
+                self.storage.fail_after(u64::from(after));
+                let ok = self.try_ack(n, 1).is_ok();
+                self.q.take();
+                self.storage.crash(power_loss, None);
+                self.crashes += 1;
+                self.open();
+                let acked = self.q().acked();
+                if acked >= upto {
+                    // It took effect: its dead letters must be there (checked below).
+                    self.m.acked = acked;
+                    self.m.acked_floor = acked;
+                } else {
+                    assert!(!ok, "an ack with dead letters that returned Ok was undone by a crash");
+                    // Undone: everything is as before it, dead letters included.
+                    (self.m.pending, self.m.dead, self.m.acked, self.m.acked_floor) = before;
+                    self.crash_reconcile_acks(acked);
+                }
+            }
             Op::DieDuringAppend {
                 after,
                 power_loss,

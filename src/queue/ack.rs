@@ -100,22 +100,27 @@ impl Queue {
             }
             st.acked = upto;
             st.overlay.dirty = true;
-            // Before the next request goes out, `acked` must survive a process crash: it is
-            // written to the OS (one pwrite of 16 bytes, no sync) and re-applied at open if
-            // sled's copy is older; the next commit's frame carries it too.
-            // Under the state lock, so ack files are written in the order of the acks.
-            let written = store.ack_file.write(upto).map_err(|e| storage_err(&store.dir, e));
             if !dead.is_empty() {
-                // Dead letters are the only copy of a rejected event: durable now.
-                written?;
+                // Dead letters are the only copy of a rejected event: durable, in the same sled
+                // batch as the `acked` that removes them from the queue, *before* anything else
+                // can record that `acked` (the ack file below; a commit frame, which reads it
+                // under the state lock held here): a crash in between must not replay the ack
+                // without the dead letters.
                 flush_sled_locked(&self.inner, &store, &mut st)?;
-                drop(st);
                 if dead.iter().any(|(_, d)| d.len() + 4096 > INLINE_LIMIT) {
                     // A value over sled's inline limit lives in a blob file, which sled does
                     // not fsync: sync the filesystem holding the queue.
                     syncfs(&store)?;
                 }
+                let written = store.ack_file.write(upto).map_err(|e| storage_err(&store.dir, e));
+                drop(st);
+                written?;
             } else {
+                // Before the next request goes out, `acked` must survive a process crash: it is
+                // written to the OS (one pwrite of 16 bytes, no sync) and re-applied at open if
+                // sled's copy is older; the next commit's frame carries it too. Under the state
+                // lock, so ack files are written in the order of the acks.
+                let written = store.ack_file.write(upto).map_err(|e| storage_err(&store.dir, e));
                 drop(st);
                 written?;
                 if !self.inner.sled_dirty.swap(true, Ordering::AcqRel) {

@@ -40,8 +40,24 @@ pub(super) fn open_sled_once(dir: &Path, storage: &dyn Storage) -> Result<Store,
         Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
             return Err(QueueError::Locked(dir.to_path_buf()))
         }
-        Ok(Err(e)) => return Err(storage_err(dir, e)),
-        Err(_) => return Err(storage_err(dir, "sled panicked while opening the database (corrupted?)")),
+        Ok(Err(sled::Error::Io(e))) => {
+            return Err(storage_err(
+                dir,
+                format!("{e}; the store was left as it is (this is not damage): fix the cause (free disk space, permissions, the disk) and start the agent again"),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(QueueError::Corrupt {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            })
+        }
+        Err(_) => {
+            return Err(QueueError::Corrupt {
+                path: dir.to_path_buf(),
+                message: "sled panicked while opening it".into(),
+            })
+        }
     };
     let log = File::options().read(true).open(dir.join("db")).map_err(|e| storage_err(dir, e))?;
     let ack_file = CheckedFile::open(storage, &dir.join(ACK_FILE), ACK_FILE_CHECK).map_err(|e| storage_err(dir, e))?;
@@ -159,7 +175,7 @@ pub(super) fn replay_wal(
     // segments are deleted below on the strength of it.
     db.flush().map_err(|e| storage_err(&store.dir, e))?;
     sync_data(&store.log).map_err(|e| storage_err(&store.dir, e))?;
-    storage.sled_durable(&store.dir);
+    storage.sled_durable(&store.dir).map_err(|e| storage_err(&store.dir, e))?;
     Ok((acked, (!incidents.is_empty()).then(|| incidents.join("; "))))
 }
 
@@ -242,7 +258,7 @@ pub(super) fn flush_sled_locked(inner: &Inner, store: &Store, st: &mut State) ->
     drain(&store.db, st).map_err(|e| sled_err(inner, &store.dir, e))?;
     store.db.flush().map_err(|e| sled_err(inner, &store.dir, e))?;
     sync_data(&store.log).map_err(|e| sled_err(inner, &store.dir, e))?;
-    inner.storage.sled_durable(&store.dir);
+    inner.storage.sled_durable(&store.dir).map_err(|e| sled_err(inner, &store.dir, e))?;
     if let Err(e) = inner.witness.sync() {
         tracing::warn!(target: "queue", "cannot sync the witness file in {}: {e}", inner.root.display());
     }

@@ -142,6 +142,10 @@ pub enum QueueError {
     Locked(PathBuf),
     #[error("the queue is shutting down")]
     Closed,
+    /// The store is damaged (sled reports corruption, or panics opening it): evidence enough to
+    /// move it aside. Any other error at open (a full disk, permissions, an I/O error) is not.
+    #[error("queue database at {path} is damaged: {message}")]
+    Corrupt { path: PathBuf, message: String },
     /// A dead-letter command named ids that are not in the dead letter; nothing was changed.
     #[error("no dead-letter entry with id {}; nothing was changed (see `sendauth-siem dead-letter list` for the ids)", join_ids(.0))]
     NoSuchDeadLetter(Vec<u64>),
@@ -393,7 +397,9 @@ impl Queue {
         let mut incident = None;
         let store = match open_sled(&store_dir, &*storage) {
             Ok(s) => s,
-            Err(QueueError::Locked(p)) => return Err(QueueError::Locked(p)),
+            // Not corruption (a full disk, permissions, an I/O error): nothing is moved; the
+            // caller reports it and exits for its supervisor to retry.
+            Err(e @ (QueueError::Locked(_) | QueueError::Storage { .. })) => return Err(e),
             Err(e) => {
                 let aside = root.join(format!("corrupt-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
                 let moved = std::fs::rename(&store_dir, &aside);

@@ -27,7 +27,10 @@ pub trait Storage: Send + Sync {
     /// `fsync` of a directory: makes the creation, removal and renaming of its entries durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// sled's files under `dir` were just made durable (sled flush, then `fdatasync` of its log).
-    fn sled_durable(&self, _dir: &Path) {}
+    /// A test storage may fail here to stand for a crash before that flush.
+    fn sled_durable(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A file opened through a [`Storage`].

@@ -362,3 +362,34 @@ fn a_stale_or_damaged_ack_file_is_ignored() {
     let q = Queue::open(dir.path(), 1 << 30, 100).unwrap();
     assert_eq!((q.acked(), q.counts().pending_events), (0, 2));
 }
+
+#[test]
+fn an_open_error_that_is_not_damage_moves_nothing_aside_and_the_queue_opens_once_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = Queue::open(dir.path(), 1 << 30, 100).unwrap();
+        q.append_blocking(req(&["a", "b"])).unwrap();
+        q.close();
+    }
+    // sled's log cannot be opened (here: a directory in its place; the same path as a full
+    // disk or a permission error at open): an I/O error, not evidence of damage.
+    let db = dir.path().join("store/db");
+    std::fs::rename(&db, dir.path().join("db.real")).unwrap();
+    std::fs::create_dir(&db).unwrap();
+    let e = Queue::open(dir.path(), 1 << 30, 100).err().expect("the open fails");
+    assert!(matches!(e, QueueError::Storage { .. }), "{e}");
+    assert!(e.to_string().contains("this is not damage"), "{e}");
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("corrupt-"))
+        .collect();
+    assert!(aside.is_empty(), "nothing is moved aside");
+    // The cause is fixed: every event is still there.
+    std::fs::remove_dir(&db).unwrap();
+    std::fs::rename(dir.path().join("db.real"), &db).unwrap();
+    let q = Queue::open(dir.path(), 1 << 30, 100).unwrap();
+    assert_eq!(q.incident(), None);
+    let got: Vec<_> = q.read(0, 10, 1 << 20).unwrap().into_iter().map(|e| e.data).collect();
+    assert_eq!(got, vec![ev("a"), ev("b")]);
+}
