@@ -70,7 +70,7 @@ impl Platform {
         }
     }
 
-    /// `platform: auto` infers the SIEM from the URL path (design.md). `/services/collector` may
+    /// `platform: auto` infers the SIEM from the URL path (README.md, "Config at a glance"). `/services/collector` may
     /// sit behind a path prefix (a reverse proxy), as `splunk_hec::Endpoints` accepts: taking such
     /// a URL for generic would send bare events that HEC rejects one by one (code 12).
     pub fn infer_from_url(url: &reqwest::Url) -> Platform {

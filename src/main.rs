@@ -1,4 +1,4 @@
-//! The `sendauth-siem` command line (design.md "CLI").
+//! The `sendauth-siem` command line (docs/CONTRACT.md, "Command line").
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};

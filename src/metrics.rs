@@ -1,6 +1,6 @@
 //! Process counters, rendered as Prometheus text. They observe; nothing reads them to decide.
 //!
-//! Counters start at zero with the process (design.md); queue depth, dead-letter and quarantine
+//! Counters start at zero with the process (docs/CONTRACT.md, "Status"); queue depth, dead-letter and quarantine
 //! counts are read from the queue at scrape time instead.
 
 use std::fmt::Write;

@@ -158,7 +158,7 @@ impl StatusHub {
         self.queue_full.store(full, Ordering::Relaxed);
     }
 
-    /// `state` as design.md defines it.
+    /// `state` as docs/CONTRACT.md ("Status") defines it.
     pub fn state(&self) -> &'static str {
         if !self.config.lock().unwrap().enabled {
             return "disabled";

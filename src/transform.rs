@@ -41,7 +41,7 @@ use sha2::Sha256;
 
 use crate::config::Secret;
 
-/// The common fields every event keeps (design.md "Events").
+/// The common fields every event keeps (docs/CONTRACT.md, "Events").
 pub const COMMON_FIELDS: [&str; 4] = ["event_type", "timestamp", "org_id", "transaction_id"];
 
 /// A dotted path to a field, e.g. `location.city`.

@@ -16,7 +16,7 @@ async fn generic() -> Emulator {
 
 /// Checks that `got` holds every id of `want` and nothing else; returns the duplicated ids.
 /// Order is not checked: with several requests in flight arrivals may reorder within what is
-/// in flight (design.md invariant 3); `agent_concurrency.rs` tests strict order with
+/// in flight (ARCHITECTURE.md invariant 4); `agent_concurrency.rs` tests strict order with
 /// `max_in_flight: 1`.
 fn check_complete(got: &[String], want: &[String]) -> Vec<String> {
     let mut counts: HashMap<&str, usize> = HashMap::new();

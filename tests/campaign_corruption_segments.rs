@@ -2,7 +2,7 @@
 //! damage the queue on disk (truncated or garbage `store/db`, garbage or deleted `store/conf`,
 //! truncated or garbage segment file), then start the agent.
 //!
-//! Promise checked (design.md "queue"): the agent starts (no crash loop), says in its log what is
+//! Promise checked (ARCHITECTURE.md, queue): the agent starts (no crash loop), says in its log what is
 //! wrong, and new events still flow. What survives of the pending events is measured and printed
 //! (figures `kept_<case>`); `/status` `queue.incident` is printed for each case.
 

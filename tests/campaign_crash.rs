@@ -2,7 +2,7 @@
 //! side appends to the file and writes to the socket at a steady rate; restart it each time;
 //! count every event at the receiver.
 //!
-//! Promise checked (design.md invariants 1, 2, 7): nothing the file holds and nothing the agent
+//! Promise checked (ARCHITECTURE.md invariants 1-4): nothing the file holds and nothing the agent
 //! acknowledged on the socket is lost; a crash resends at most the requests that may be in
 //! flight at that moment (one batch of `max_batch_events` with `delivery.max_in_flight: 1`,
 //! which also keeps strict order), and never into Elasticsearch.

@@ -3,7 +3,7 @@
 //! belong, duplicate keys, a flood of tiny lines, many concurrent socket clients (slow writers,
 //! clients that never send).
 //!
-//! Promise checked (design.md "Events"): every bad line is quarantined with a clear reason, the
+//! Promise checked (docs/CONTRACT.md, "Events"): every bad line is quarantined with a clear reason, the
 //! good events around it arrive in order, the agent stays up and its peak memory stays bounded.
 //!
 //! `CAMPAIGN=long` (or `CAMPAIGN_HUGE_MB`, `CAMPAIGN_TINY_LINES`, `CAMPAIGN_CLIENTS`).

@@ -1,7 +1,7 @@
 //! Hostile-SIEM campaign (docs/RELIABILITY.md): the SIEM answers with a huge body, slowly, not at
 //! all (hang), with garbage or HTML where JSON belongs, with redirects, or closes the connection.
 //!
-//! Promise checked (design.md invariants 1, 2): each fault is classified (`/status` state `error`,
+//! Promise checked (ARCHITECTURE.md invariants 1-3): each fault is classified (`/status` state `error`,
 //! `last_error.message` naming the class) and nothing is lost: once the fault clears every event
 //! arrives, in order (a resend after a timeout may repeat a request; never into Elasticsearch,
 //! whose `create` deduplicates).

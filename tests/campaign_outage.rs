@@ -2,7 +2,7 @@
 //! hanging connections) while events keep arriving; the queue grows on disk with flat memory;
 //! on recovery everything arrives in order with no operator action.
 //!
-//! Promise checked (design.md invariants 2, 3, 6): destination failures never drop an event;
+//! Promise checked (ARCHITECTURE.md invariants 2, 3, 7): destination failures never drop an event;
 //! order holds; memory stays bounded whatever the backlog.
 
 mod common;

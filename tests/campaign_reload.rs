@@ -2,7 +2,7 @@
 //! half-written, renamed over, Kubernetes-style symlink swaps; the SIEM URL switching between
 //! two receivers, sources restarting) while events arrive on the file and the socket.
 //!
-//! Promise checked (design.md invariant 5): no loss, no duplicate, no stuck state, bounded
+//! Promise checked (ARCHITECTURE.md invariant 6): no loss, no duplicate, no stuck state, bounded
 //! memory; an invalid config never replaces a valid one.
 
 mod common;
@@ -289,7 +289,7 @@ async fn hundreds_of_config_rewrites_under_load_lose_and_duplicate_nothing() {
     assert_eq!(s["quarantine"]["count"], 0, "no half line may be read across a source restart");
     // Order: within each receiver's stream, file events and socket events each arrive in the
     // order they were accepted (the URL switches split the stream between the two), up to what
-    // may be in flight (design invariant 3: at most 200 events per request here).
+    // may be in flight (ARCHITECTURE.md invariant 4: at most 200 events per request here).
     for (name, emu) in [("a", &a), ("b", &b)] {
         let nums: Vec<usize> = tx_ids(&emu.events())
             .iter()

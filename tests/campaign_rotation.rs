@@ -1,7 +1,7 @@
 //! Rotation campaign (docs/RELIABILITY.md): logrotate-style rename+create and copytruncate at
 //! high rates while the auth side keeps appending, and rotation while the agent is down.
 //!
-//! Promise checked (design.md invariant 1, the file source's docs): no loss and no duplicate
+//! Promise checked (ARCHITECTURE.md invariant 1, the file source's docs): no loss and no duplicate
 //! for rename rotation; for copytruncate, none as long as the agent has read the file before it
 //! is truncated (lines the agent had not read when the file was truncated are gone with it:
 //! that window belongs to copytruncate, and is measured, not asserted, below).

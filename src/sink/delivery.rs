@@ -9,7 +9,7 @@
 //! - delivered events, and events the SIEM rejected for good (into the dead letter), are *done*;
 //!   only the contiguous done prefix of the window is removed from the queue with
 //!   [`Queue::ack`], so a later request is never acknowledged before an earlier one is done and
-//!   a crash resends at most what was in flight (design.md invariants 3 and 7);
+//!   a crash resends at most what was in flight (ARCHITECTURE.md invariant 4);
 //! - a failure of the destination as a whole (network, timeout, 408, 429, 5xx, 401/403, 404,
 //!   3xx) changes nothing in the queue: that request's events go back to pending, status turns
 //!   `error` at once, and no new request starts until an exponential backoff with jitter (at

@@ -1,7 +1,7 @@
 //! The socket source: a Unix stream socket speaking NDJSON, for auth servers that prefer not
 //! to write a file.
 //!
-//! Protocol (design.md): any number of lines per connection, any number of concurrent
+//! Protocol (docs/CONTRACT.md, "Socket protocol"): any number of lines per connection, any number of concurrent
 //! connections. When the client shuts down its write side, the agent answers one line,
 //! `{"accepted":N,"rejected":M}`, once every accepted event is durable, then closes. When the
 //! queue is full, the lines of that chunk are refused with

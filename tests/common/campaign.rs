@@ -136,7 +136,7 @@ impl Ledger {
 pub const IN_FLIGHT_REQUESTS: usize = sendauth_siem::sink::concurrency::AUTO_CEILING + 1;
 
 /// Every wanted id arrived, and in order up to what may be in flight: several requests in
-/// flight may reorder arrivals (design invariant 3), but never by more than
+/// flight may reorder arrivals (ARCHITECTURE.md invariant 4), but never by more than
 /// `in_flight_events` positions (requests in flight times events per request).
 pub fn first_occurrences_in_order(got: &[String], want: &[String], in_flight_events: usize) -> Result<(), String> {
     let index: std::collections::HashMap<&str, usize> = want.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
