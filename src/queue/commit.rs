@@ -31,8 +31,10 @@ pub(super) const COMMIT_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// open and makes acks durable when no commit follows them).
 pub(super) const SETTLE: Duration = Duration::from_secs(2);
 
-/// While commits keep coming, sled is still flushed this often.
+/// While commits keep coming, sled is still flushed this often...
 pub(super) const FLUSH_EVERY: Duration = Duration::from_secs(30);
+/// ...and after this many bytes of commits, so the replay after a crash in bulk stays short.
+const FLUSH_EVERY_BYTES: usize = 256 * 1024 * 1024;
 
 pub(super) fn job_bytes(j: &Job) -> usize {
     j.req.events.iter().map(|e| e.len()).sum::<usize>() + j.req.quarantine.iter().map(|(_, l)| l.len()).sum::<usize>()
@@ -52,6 +54,7 @@ pub(super) fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<W
             .unwrap_or(COMMIT_GAP)
     };
     let mut last_flush = Instant::now();
+    let mut bytes_since_flush = 0usize;
     let mut dirty = false;
     loop {
         let first = if dirty {
@@ -62,6 +65,7 @@ pub(super) fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<W
                     settle(&inner);
                     dirty = false;
                     last_flush = Instant::now();
+                    bytes_since_flush = 0;
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -100,9 +104,11 @@ pub(super) fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<W
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }
-        if last_flush.elapsed() >= FLUSH_EVERY {
+        bytes_since_flush += bytes;
+        if last_flush.elapsed() >= FLUSH_EVERY || bytes_since_flush >= FLUSH_EVERY_BYTES {
             settle(&inner);
             last_flush = Instant::now();
+            bytes_since_flush = 0;
         }
     }
 }

@@ -28,9 +28,10 @@
 //!
 //! Commit (one group commit, see [`wal`]): one frame with the records, their checkpoints,
 //! quarantine entries, counter deltas and the current `acked` is appended to the current
-//! segment in one `write`, and the segment is `fdatasync`ed: the only disk wait. The frame is
-//! then applied to sled (pointers, checkpoints, counters, `wal_pos`) *without* a sled flush;
-//! at open, frames after sled's `wal_pos` are replayed. A crash before the `fdatasync`
+//! segment in one `write`, and the segment is `fdatasync`ed: the only disk wait. The commit
+//! then changes memory only (the [`overlay`], which readers see); sled gets it lazily, in one
+//! consistent batch per drain, and at open the frames sled does not have (after its
+//! `wal_commit`) are replayed into it. A crash before the `fdatasync`
 //! completes leaves a torn frame at a segment's end, which replay ignores; after a restart the
 //! writer starts a new segment, so those bytes are never referenced.
 //!
@@ -42,14 +43,15 @@
 //! | a checkpoint never runs ahead of its events | same frame, same `fdatasync` |
 //! | an acknowledgement survives a process crash | the ack file's `pwrite` (OS page cache) before `ack` returns |
 //! | an acknowledgement survives a power loss | the next commit's frame (it carries `acked`), or the sled flush when the committer settles ([`SETTLE`] after the last change) |
-//! | a dead letter is never lost | sled flush + `fdatasync` of sled's log before `ack` returns |
+//! | a dead letter is never lost | sled flush + `fdatasync` of sled's log, with the `acked` that removes it, before the ack file or any frame records that `acked` |
 //! | a segment is deleted only when nothing needs it | sled flush + `fdatasync` (frames applied and `acked` durable) before the unlink |
 //! | a new segment file's name survives a power loss | `fsync` of `segments/` after creating it |
 //!
-//! sled is flushed (its `flush`, then `fdatasync` of its log) only: when the committer settles
-//! after activity, every [`FLUSH_EVERY`] under steady load, before a segment is deleted, for
-//! dead letters and operator commands, and at close. At idle nothing runs: the committer
-//! blocks in `recv`, and sled's own periodic flusher is off.
+//! sled is drained and flushed (its `flush`, then `fdatasync` of its log) only: when the
+//! committer settles after activity, every [`FLUSH_EVERY`] or 256 MiB of commits under load,
+//! after opening, before a segment is deleted, for dead letters and operator commands, and at
+//! close. At idle nothing runs: the committer blocks in `recv`, and sled's own periodic flusher
+//! is off. (sled's seven pool threads still wake once a second each: sled 0.34's thread pool.)
 //!
 //! Group commit adapts to the rate: a request after a quiet spell is committed at once; one
 //! that follows the previous commit within [`COMMIT_GAP`] waits out the gap while others join
@@ -59,8 +61,9 @@
 //! A segment file is deleted only once every sequence number in it is acknowledged *and* that
 //! acknowledgement is durable.
 //!
-//! Acks: an ack applies one sled batch (pointers removed, counters, `acked`) without a sled
-//! flush, and writes `acked` to `store/acked` (16 bytes, `pwrite`, no sync), which `open`
+//! Acks: an ack changes memory (the overlay: records leave it, or are removed from sled at the
+//! next drain; counters; `acked`) and writes `acked` to `store/acked` (16 bytes, `pwrite`, no
+//! sync), which `open`
 //! re-applies when sled's copy is older, as it does the `acked` of the newest replayed frame:
 //! a killed process resends at most the requests in flight; a power loss may resend what was
 //! acked since the last commit or settle.
@@ -70,7 +73,10 @@
 //! - `append` returns only once the frame holding its records, checkpoint and quarantine
 //!   entries is `fdatasync`ed (sled's own `flush` is `sync_file_range`, which is not power-loss
 //!   safe, and is never what an append waits for);
-//! - every frame is applied to sled exactly once: the batch that applies it moves `wal_pos`;
+//! - every frame reaches sled exactly once: the batch that applies it records its number
+//!   (`wal_commit`) and position (`wal_pos`), and replay applies only frames after that number;
+//! - sled always holds one consistent snapshot: every frame up to `wal_commit` and every ack up
+//!   to its `acked`, with the counters of exactly that state (see [`overlay`]);
 //! - readers never see an event before it is durable (`durable_next`);
 //! - an event leaves the queue only through [`Queue::ack`]: acknowledged by the SIEM, or moved to
 //!   the dead letter in the same atomic batch;
