@@ -336,3 +336,32 @@ async fn enospc_without_the_reserve_pauses_or_exits_clearly_and_loses_nothing() 
     assert_eq!(v.duplicate_copies, 0);
     first_occurrences_in_order(&got, &expected_ids(0..written), 500 * IN_FLIGHT_REQUESTS).unwrap();
 }
+
+/// The queue directory removed under a running agent: new events are refused (never
+/// "accepted" into files that vanish at exit), the log says what happened, and the agent exits
+/// with 74 for its service manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_directory_removed_under_the_agent_refuses_events_and_exits_74() {
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    let cfg = Cfg::new(&emu.url());
+    env.write_config(&cfg);
+    let mut agent = AgentProc::start(&env).await;
+    let (o, _) = socket_try_send(&env.socket, &[event(SOCKET_BASE)], DEADLINE).await;
+    assert!(matches!(o, SockOutcome::Answered { accepted: 1, .. }), "{o:?}");
+    assert!(emu.wait_for_events(1, DEADLINE).await);
+    std::fs::remove_dir_all(&env.queue).unwrap();
+    let (o, answers) = socket_try_send(&env.socket, &[event(SOCKET_BASE + 1)], DEADLINE).await;
+    assert!(
+        !matches!(o, SockOutcome::Answered { accepted: 1, .. }),
+        "an event was accepted into a removed queue: {o:?} {answers:?}"
+    );
+    let exit = tokio::task::spawn_blocking(move || {
+        let st = agent.wait_exit(DEADLINE);
+        (st, agent.logs())
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.0.and_then(|s| s.code()), Some(74), "{}", exit.1);
+    assert!(exit.1.contains("removed or replaced"), "{}", exit.1);
+}

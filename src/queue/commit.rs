@@ -139,7 +139,7 @@ pub(super) fn write_durably(seg: &mut SegmentWriter, c: &wal::CommitOut<'_>) -> 
 /// then applied to sled without a flush (see the module docs). Requests that do not fit under
 /// `queue.max_bytes` are refused individually.
 pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Result<Appended, QueueError>> {
-    if let Err(e) = check_failed(inner) {
+    if let Err(e) = check_failed(inner).and_then(|()| check_root(inner)) {
         return reqs.iter().map(|_| Err(e.clone())).collect();
     }
     let store = inner.store.read().unwrap();

@@ -232,6 +232,8 @@ fn sync_data(file: &File) -> std::io::Result<()> {
 
 struct Inner {
     root: PathBuf,
+    /// `queue.path`'s device and inode at open: a commit checks the directory is still there.
+    root_id: Option<(u64, u64)>,
     store: RwLock<Store>,
     /// Lock order: `store`, then `segments`, then `state`.
     segments: Mutex<SegmentWriter>,
@@ -314,11 +316,31 @@ fn storage_err(path: &Path, e: impl std::fmt::Display) -> QueueError {
 fn note_failure(inner: &Inner, e: &QueueError) {
     let mut f = inner.failed.lock().unwrap();
     if f.is_none() {
-        tracing::error!(target: "queue", "{e}; sled cannot write again after an I/O error: nothing more is accepted, and the agent exits so that its service manager restarts it (the queue reopens with everything that was committed)");
+        tracing::error!(target: "queue", "{e}; nothing more is accepted, and the agent exits so that its service manager restarts it");
         *f = Some(e.clone());
         inner.fatal.notify_waiters();
         inner.fatal.notify_one();
     }
+}
+
+fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether `queue.path` is still the directory opened: removed or replaced under a running
+/// agent, its files live on only through open handles and vanish at exit, so accepting more
+/// would accept into nothing. Fatal, like an I/O error inside sled.
+fn check_root(inner: &Inner) -> Result<(), QueueError> {
+    if inner.root_id.is_none() || dir_id(&inner.root) == inner.root_id {
+        return Ok(());
+    }
+    let e = QueueError::Storage {
+        path: inner.root.clone(),
+        message: "the queue directory was removed or replaced while the agent was running; nothing more is accepted and the agent exits (restore the directory, or let the service manager start the agent on a new queue)".into(),
+    };
+    note_failure(inner, &e);
+    Err(e)
 }
 
 /// Refuses writes once the store has failed.
@@ -480,6 +502,7 @@ impl Queue {
         let segments = SegmentWriter::open(storage.clone(), &seg_dir, state.next_seq, state.acked).map_err(|e| storage_err(&seg_dir, e))?;
         let inner = Arc::new(Inner {
             root: root.to_path_buf(),
+            root_id: dir_id(root),
             store: RwLock::new(store),
             segments: Mutex::new(segments),
             readers: SegmentReaders {

@@ -393,3 +393,34 @@ fn an_open_error_that_is_not_damage_moves_nothing_aside_and_the_queue_opens_once
     let got: Vec<_> = q.read(0, 10, 1 << 20).unwrap().into_iter().map(|e| e.data).collect();
     assert_eq!(got, vec![ev("a"), ev("b")]);
 }
+
+#[test]
+fn nothing_is_written_outside_queue_path_not_even_by_a_reclaim() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("queue");
+    let shm = || -> Vec<std::ffi::OsString> {
+        std::fs::read_dir("/dev/shm")
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    };
+    let shm_before = shm();
+    {
+        let q = Queue::open(&root, 1 << 40, 100).unwrap();
+        let line = "x".repeat(400);
+        for _ in 0..5 {
+            let evs: Vec<&str> = (0..1000).map(|_| line.as_str()).collect();
+            q.append_blocking(req(&evs)).unwrap();
+        }
+        q.ack(5_000, vec![]).unwrap();
+        q.reclaim().unwrap();
+        q.append_blocking(req(&["after"])).unwrap();
+        q.close();
+    }
+    let beside: Vec<_> = std::fs::read_dir(parent.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(beside, vec![std::ffi::OsString::from("queue")], "only queue.path itself");
+    let new_in_shm: Vec<_> = shm().into_iter().filter(|n| !shm_before.contains(n)).collect();
+    assert!(
+        !new_in_shm.iter().any(|n| n.to_string_lossy().starts_with("pagecache.tmp")),
+        "a sled temporary store in /dev/shm: {new_in_shm:?}"
+    );
+}
