@@ -86,9 +86,11 @@ receiver_args() {
 run_sendauth() { # run-number [binary label]
   local bin=${2:-$BIN} label=${3:-sendauth-siem}
   local d=$WORK/$label-$1 input=$INPUT
-  mkdir -p "$d"
+  # The config in its own directory, as deployed (/etc vs /var/log): the agent watches its
+  # config's directory, and would otherwise wake for every line appended beside it.
+  mkdir -p "$d/etc"
   [[ $MODE == throughput ]] || input=$d/events.jsonl
-  cat >"$d/config.yaml" <<EOF
+  cat >"$d/etc/config.yaml" <<EOF
 siem:
   url: http://127.0.0.1:\${BENCH_PORT}/ingest
   platform: generic
@@ -108,7 +110,7 @@ log:
 EOF
   # shellcheck disable=SC2046 # receiver_args prints separate words on purpose
   "$BIN" bench-receiver $(receiver_args "$d") --metrics --label "$label" --json-out "$OUT" --log "$d/agent.log" \
-    -- "$bin" run --config "$d/config.yaml"
+    -- "$bin" run --config "$d/etc/config.yaml"
 }
 
 run_syslog_ng() {
