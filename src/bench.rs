@@ -960,20 +960,33 @@ fn check_exact(tally: &Tally, n: u64, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_file(o: &Options, n: u64) -> anyhow::Result<Value> {
-    let w = Workdir::new("file", o.keep)?;
+/// A fresh work dir holding `n` pre-written events, and an agent started on that file against
+/// the receiver at `receiver`. Returns the bytes written and the moment just before the spawn.
+fn agent_on_events_file(
+    o: &Options,
+    name: &str,
+    n: u64,
+    receiver: SocketAddr,
+    batch: &str,
+) -> anyhow::Result<(Workdir, u64, Instant, Agent)> {
+    let w = Workdir::new(name, o.keep)?;
     let input = w.path.join("events.jsonl");
     let bytes = write_events_file(&input, n)?;
-    let rx = start_receiver(o, n)?;
     let t0 = Instant::now();
-    let mut agent = spawn_agent(&AgentSetup {
+    let agent = spawn_agent(&AgentSetup {
         dir: &w.path,
-        receiver: rx.addr,
+        receiver,
         file: Some(&input),
         socket: None,
         extra: o.agent_config_extra.as_deref(),
-        batch: "ndjson",
+        batch,
     })?;
+    Ok((w, bytes, t0, agent))
+}
+
+fn run_file(o: &Options, n: u64) -> anyhow::Result<Value> {
+    let rx = start_receiver(o, n)?;
+    let (_w, bytes, t0, mut agent) = agent_on_events_file(o, "file", n, rx.addr, "ndjson")?;
     if !rx.wait_for(n, throughput_deadline(n), || agent.proc.alive()) {
         bail!("file: only {} of {n} events arrived:\n{}", rx.tally.count(), agent.proc.log_tail());
     }
@@ -1179,19 +1192,8 @@ fn run_idle(o: &Options, secs: u64) -> anyhow::Result<Value> {
 /// until every event arrived or `cap` passed, whichever is first; then, if events are left, the
 /// receiver stops delaying so they arrive quickly and the exactness check covers all `n`.
 fn run_rtt(o: &Options, rtt: Duration, batch: &str, n: u64, cap: Duration) -> anyhow::Result<Value> {
-    let w = Workdir::new(&format!("rtt-{batch}"), o.keep)?;
-    let input = w.path.join("events.jsonl");
-    write_events_file(&input, n)?;
     let rx = Receiver::start_with_rtt("127.0.0.1:0".parse()?, n, rtt)?;
-    let t0 = Instant::now();
-    let mut agent = spawn_agent(&AgentSetup {
-        dir: &w.path,
-        receiver: rx.addr,
-        file: Some(&input),
-        socket: None,
-        extra: o.agent_config_extra.as_deref(),
-        batch,
-    })?;
+    let (_w, _, t0, mut agent) = agent_on_events_file(o, &format!("rtt-{batch}"), n, rx.addr, batch)?;
     let mut start = Snapshot::take(agent.proc.pid, None, &rx.tally)?;
     start.at = t0;
     let all = rx.wait_for(n, cap, || agent.proc.alive());

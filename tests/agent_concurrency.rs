@@ -144,6 +144,22 @@ fn agent_config(env: &TestEnv, url: &str, delivery_extra: &str) {
     env.write_config(&cfg);
 }
 
+/// Starts an agent on `rx` (with `delivery_extra` under `delivery:`), appends events
+/// `0..n` to its file and waits until the receiver has accepted that many.
+async fn deliver(rx: &Receiver, delivery_extra: &str, n: usize, deadline: Duration) -> (TestEnv, AgentProc) {
+    let env = TestEnv::new();
+    agent_config(&env, &rx.url, delivery_extra);
+    let agent = AgentProc::start(&env).await;
+    env.append(&(0..n).map(event).collect::<Vec<_>>());
+    assert!(
+        wait_until(deadline, || rx.accepted_count() >= n).await,
+        "got {}\n{}",
+        rx.accepted_count(),
+        agent.logs()
+    );
+    (env, agent)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_siem_gets_many_requests_at_once_and_each_event_once() {
     let rx = Receiver::start(Behaviour {
@@ -151,16 +167,7 @@ async fn a_slow_siem_gets_many_requests_at_once_and_each_event_once() {
         max_open: None,
     })
     .await;
-    let env = TestEnv::new();
-    agent_config(&env, &rx.url, "");
-    let agent = AgentProc::start(&env).await;
-    env.append(&(0..400).map(event).collect::<Vec<_>>());
-    assert!(
-        wait_until(DEADLINE, || rx.accepted_count() >= 400).await,
-        "got {}\n{}",
-        rx.accepted_count(),
-        agent.logs()
-    );
+    let (_env, agent) = deliver(&rx, "", 400, DEADLINE).await;
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     assert_eq!(sorted(rx.accepted()), expected_ids(0..400), "each event exactly once");
     let max_open = rx.get(|c| &c.max_open);
@@ -177,16 +184,7 @@ async fn a_siem_refusing_past_k_open_requests_gets_about_k_and_loses_nothing() {
         max_open: Some(K),
     })
     .await;
-    let env = TestEnv::new();
-    agent_config(&env, &rx.url, "");
-    let agent = AgentProc::start(&env).await;
-    env.append(&(0..N).map(event).collect::<Vec<_>>());
-    assert!(
-        wait_until(DEADLINE * 2, || rx.accepted_count() >= N).await,
-        "got {}\n{}",
-        rx.accepted_count(),
-        agent.logs()
-    );
+    let (_env, agent) = deliver(&rx, "", N, DEADLINE * 2).await;
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     let accepted = rx.accepted();
     assert_eq!(duplicates(&accepted), 0, "no event accepted twice");
@@ -209,16 +207,7 @@ async fn max_in_flight_1_keeps_strict_order() {
         max_open: None,
     })
     .await;
-    let env = TestEnv::new();
-    agent_config(&env, &rx.url, "  max_in_flight: 1\n");
-    let agent = AgentProc::start(&env).await;
-    env.append(&(0..200).map(event).collect::<Vec<_>>());
-    assert!(
-        wait_until(DEADLINE, || rx.accepted_count() >= 200).await,
-        "got {}\n{}",
-        rx.accepted_count(),
-        agent.logs()
-    );
+    let (_env, _agent) = deliver(&rx, "  max_in_flight: 1\n", 200, DEADLINE).await;
     assert_eq!(rx.accepted(), expected_ids(0..200), "arrival order is queue order");
     assert_eq!(rx.get(|c| &c.max_open), 1);
 }
@@ -274,16 +263,7 @@ async fn connections_are_reused_across_requests() {
         max_open: None,
     })
     .await;
-    let env = TestEnv::new();
-    agent_config(&env, &rx.url, "");
-    let agent = AgentProc::start(&env).await;
-    env.append(&(0..N).map(event).collect::<Vec<_>>());
-    assert!(
-        wait_until(DEADLINE * 2, || rx.accepted_count() >= N).await,
-        "got {}\n{}",
-        rx.accepted_count(),
-        agent.logs()
-    );
+    let (_env, _agent) = deliver(&rx, "", N, DEADLINE * 2).await;
     assert_eq!(sorted(rx.accepted()), expected_ids(0..N));
     let connections = rx.get(|c| &c.connections);
     let max_open = rx.get(|c| &c.max_open);

@@ -124,6 +124,16 @@ pub(super) fn settle(inner: &Inner) {
     }
 }
 
+/// A commit whose frame is durable, applied to memory: the state's counters and numbers, and
+/// the overlay (sled gets it at the next drain).
+pub(super) fn apply_to_state(st: &mut State, c: &mut wal::CommitOut<'_>, pointers: Vec<Pointer>, pos: WalPos) {
+    st.counts = add_deltas(st.counts, c.deltas);
+    st.next_seq = c.next_seq;
+    st.q_next = c.q_next;
+    st.commits = c.commit;
+    st.overlay.add_commit(pointers, std::mem::take(&mut c.ops), c.commit, pos);
+}
+
 /// Writes the frame of `c` to the current segment and `fdatasync`s it: the one disk wait of a
 /// commit. On failure the segment is abandoned (the next commit starts a new one).
 pub(super) fn write_durably(seg: &mut SegmentWriter, c: &wal::CommitOut<'_>) -> Result<(Vec<Pointer>, WalPos), QueueError> {
@@ -237,11 +247,7 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
     let durable = write_durably(&mut seg, &commit).and_then(|(pointers, pos)| {
         // Durable: from here on only memory changes; sled gets it at the next drain.
         let mut st = inner.state.lock().unwrap();
-        st.counts = add_deltas(st.counts, deltas);
-        st.next_seq = next_seq;
-        st.q_next = q_next;
-        st.commits = number;
-        st.overlay.add_commit(pointers, std::mem::take(&mut commit.ops), number, pos);
+        apply_to_state(&mut st, &mut commit, pointers, pos);
         if st.overlay.is_large() {
             drain(&store.db, &mut st).map_err(|e| sled_err(inner, &store.dir, e))?;
         }

@@ -145,10 +145,7 @@ impl Queue {
             };
             let (pointers, pos) = write_durably(&mut seg, &commit)?;
             let mut st = self.inner.state.lock().unwrap();
-            st.counts = add_deltas(st.counts, deltas);
-            st.next_seq = next_seq;
-            st.commits = number;
-            st.overlay.add_commit(pointers, std::mem::take(&mut commit.ops), number, pos);
+            apply_to_state(&mut st, &mut commit, pointers, pos);
             flush_sled_locked(&self.inner, &store, &mut st)?;
             drop(st);
             self.inner.durable_next.store(next_seq, Ordering::Release);

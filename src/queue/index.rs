@@ -213,16 +213,7 @@ pub(super) fn apply_commit(
 ) -> sled::Result<()> {
     let (next_seq, q_next) = seqs;
     let (quarantine, rest): (Vec<&wal::Op>, Vec<&wal::Op>) = ops.iter().partition(|(k, _)| k.first() == Some(&b'q'));
-    for chunk in quarantine.chunks(QUARANTINE_KEYS_PER_BATCH) {
-        let mut qb = sled::Batch::default();
-        for (k, v) in chunk {
-            match v {
-                Some(v) => qb.insert(k.as_slice(), v.as_slice()),
-                None => qb.remove(k.as_slice()),
-            }
-        }
-        db.apply_batch(qb)?;
-    }
+    apply_quarantine(db, &quarantine)?;
     let mut batch = sled::Batch::default();
     for (k, p) in pointers {
         batch.insert(&k[..], &p[..]);
@@ -243,6 +234,23 @@ pub(super) fn apply_commit(
     batch.insert(meta_key("wal_pos"), &pos.to_bytes());
     batch.insert(meta_key("wal_commit"), &commit.to_be_bytes());
     db.apply_batch(batch)
+}
+
+/// Applies quarantine writes in small batches of their own, in order: sled's memory grows
+/// steeply with the keys in one batch (a flood of tiny bad lines took it to ~1 GiB), and they
+/// need no atomicity with the events (a replay rewrites them under the same ids).
+pub(super) fn apply_quarantine(db: &sled::Db, ops: &[&wal::Op]) -> sled::Result<()> {
+    for chunk in ops.chunks(QUARANTINE_KEYS_PER_BATCH) {
+        let mut qb = sled::Batch::default();
+        for (k, v) in chunk {
+            match v {
+                Some(v) => qb.insert(k.as_slice(), v.as_slice()),
+                None => qb.remove(k.as_slice()),
+            }
+        }
+        db.apply_batch(qb)?;
+    }
+    Ok(())
 }
 
 /// Makes everything applied to sled durable: sled's `flush`, then `fdatasync` of its log (sled's

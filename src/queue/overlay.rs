@@ -80,25 +80,14 @@ impl Overlay {
 }
 
 /// Writes the overlay and the counters of `st` to sled in one consistent snapshot (quarantine
-/// entries first, in small batches of their own: sled's memory grows steeply with the keys in
-/// one batch, and a replay rewrites them under the same ids). No sled flush. The caller holds
-/// the state lock.
+/// entries first, see [`apply_quarantine`]). No sled flush. The caller holds the state lock.
 pub(super) fn drain(db: &sled::Db, st: &mut State) -> sled::Result<()> {
     if !st.overlay.dirty {
         return Ok(());
     }
     let ov = std::mem::take(&mut st.overlay);
     let (quarantine, rest): (Vec<wal::Op>, Vec<wal::Op>) = ov.ops.into_iter().partition(|(k, _)| k.first() == Some(&b'q'));
-    for chunk in quarantine.chunks(QUARANTINE_KEYS_PER_BATCH) {
-        let mut qb = sled::Batch::default();
-        for (k, v) in chunk {
-            match v {
-                Some(v) => qb.insert(k.as_slice(), v.as_slice()),
-                None => qb.remove(k.as_slice()),
-            }
-        }
-        db.apply_batch(qb)?;
-    }
+    apply_quarantine(db, &quarantine.iter().collect::<Vec<_>>())?;
     let mut batch = sled::Batch::default();
     for k in &ov.removed {
         batch.remove(&k[..]);
