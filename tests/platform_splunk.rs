@@ -217,6 +217,31 @@ async fn incorrect_index_holds_and_names_the_index() {
     );
 }
 
+/// A batch answered 400 code 6 with an `invalid-event-number` is a normal step with a healthy
+/// SIEM: no failed attempt, no backoff, no `error` state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_batch_is_progress_not_a_failure() {
+    let emu = hec(hec_config()).await;
+    for index in [3, 2, 5] {
+        emu.push_fault(Fault::SplunkInvalidEventNumber { index, code: 6 });
+    }
+    let env = TestEnv::new();
+    env.write_config(&agent_cfg(&emu, TOKEN, ""));
+    env.append(&(0..30).map(event).collect::<Vec<_>>());
+    let agent = AgentProc::start(&env).await;
+    let s = agent
+        .wait_status(DEADLINE, |s| s["queue"]["pending"] == 0 && s["dead_letter"]["count"] == 3)
+        .await;
+    assert_eq!(emu.event_count(), 27);
+    assert_eq!(s["state"], "success");
+    assert!(s["last_error"].is_null(), "no failed attempt was recorded: {}", s["last_error"]);
+    let (_, metrics) = get(agent.port, "/metrics").await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "sendauth_siem_retries_total 0"),
+        "no retry was counted:\n{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_batch_delivers_the_prefix_once_dead_letters_the_bad_event_and_sends_the_rest() {
     let emu = hec(hec_config()).await;

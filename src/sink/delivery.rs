@@ -632,6 +632,7 @@ impl Delivery {
             Verdict::PerEvent(outcomes) => {
                 m.requests_ok.fetch_add(1, Relaxed);
                 let mut retry: Option<Failure> = None;
+                let mut progress = false;
                 for (e, o) in sent
                     .iter()
                     .zip(outcomes.into_iter().chain(std::iter::repeat(EventOutcome::Retry(Failure::new(
@@ -641,8 +642,12 @@ impl Delivery {
                     )))))
                 {
                     match o {
-                        EventOutcome::Delivered => self.mark(e.seq, ItemState::Delivered),
+                        EventOutcome::Delivered => {
+                            progress = true;
+                            self.mark(e.seq, ItemState::Delivered)
+                        }
                         EventOutcome::DeadLetter(f) => {
+                            progress = true;
                             let f = redacted(client, f);
                             tracing::warn!(target: "sink", seq = e.seq, "the SIEM rejected an event; moved to the dead letter: {}", f.message);
                             let st = self.dead(&f, e.seq, "");
@@ -658,6 +663,11 @@ impl Delivery {
                 }
                 match retry {
                     None => self.succeeded(),
+                    // A partial batch is progress, not a failure: the SIEM took or rejected events
+                    // of the request and left the rest unread because of a bad one (Splunk HEC
+                    // stops at `invalid-event-number`), not for want of capacity. The rest goes
+                    // out again at once, with no backoff and no failed attempt.
+                    Some(f) if progress && f.kind == FailureKind::Rejected => self.succeeded(),
                     Some(f) => {
                         let f = redacted(client, f);
                         self.failed(sent, f, attempt);
