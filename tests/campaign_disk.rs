@@ -365,3 +365,79 @@ async fn a_queue_directory_removed_under_the_agent_refuses_events_and_exits_74()
     assert_eq!(exit.0.and_then(|s| s.code()), Some(74), "{}", exit.1);
     assert!(exit.1.contains("removed or replaced"), "{}", exit.1);
 }
+
+/// A writer that floods the socket while the queue is full and never reads the refusals: the
+/// agent drops it after a bounded wait instead of blocking on it, so SIGTERM stops the agent
+/// (it used to wait forever on the refusal write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_writer_that_never_reads_cannot_hold_up_a_stop() {
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    down(&emu);
+    let env = TestEnv::new();
+    let mut cfg = Cfg::new(&emu.url());
+    cfg.file = false;
+    cfg.queue_extra = "  max_bytes: 64KiB\n".into();
+    env.write_config(&cfg);
+    let mut agent = AgentProc::start(&env).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let path = env.socket.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            use std::os::unix::io::AsRawFd;
+            let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+            // A small receive buffer: the agent's refusal lines fill it at once.
+            let size: libc::c_int = 4096;
+            // SAFETY: setsockopt on a valid socket with a pointer to a c_int of the given size.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    &size as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+            let chunk: String = (0..200).map(|i| event(SOCKET_BASE + i) + "\n").collect();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if s.write_all(chunk.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let refusals = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("sendauth_siem_queue_full_refusals_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let port = agent.port;
+    // Wait until the refusals stop: the agent's refusal lines have filled the socket's buffer
+    // (it blocks writing them, or has dropped the writer).
+    let (mut seen, mut steady_since) = (0, Instant::now());
+    let t = Instant::now();
+    while t.elapsed() < DEADLINE {
+        let now = match get(port, "/metrics").await {
+            Some((200, body)) => refusals(&body),
+            _ => seen,
+        };
+        if now != seen {
+            (seen, steady_since) = (now, Instant::now());
+        } else if seen >= 100 && steady_since.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen >= 100, "the queue never refused the flood ({seen} refusals)\n{}", agent.logs());
+    let status = tokio::task::spawn_blocking(move || {
+        let st = agent.term();
+        (st, agent.logs())
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(status.0.success(), "{:?}\n{}", status.0, status.1);
+}

@@ -39,6 +39,8 @@ use crate::transform::Transform;
 
 /// Most bytes of one connection committed together (what was already waiting in the socket).
 const READ_AHEAD_BYTES: usize = 256 * 1024;
+/// How long a refusal line may wait for a writer that does not read (see `write_refusal`).
+const REFUSAL_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Read-ahead is used while at most this many clients are connected (bounds its memory).
 const READ_AHEAD_MAX_CONNECTIONS: u64 = 16;
 
@@ -242,7 +244,7 @@ impl Conn {
             // entries (or events) at once.
             for slice in frames.chunks(MAX_LINES_PER_COMMIT) {
                 if let Some(err_line) = self.commit(slice.to_vec(), &mut tally).await {
-                    if wr.write_all(err_line.as_bytes()).await.is_err() {
+                    if !self.write_refusal(&mut wr, &err_line).await {
                         return;
                     }
                 }
@@ -254,7 +256,7 @@ impl Conn {
         if reason_closed == "end of stream" {
             if let Some(last) = framer.finish() {
                 if let Some(err_line) = self.commit(vec![last], &mut tally).await {
-                    let _ = wr.write_all(err_line.as_bytes()).await;
+                    let _ = self.write_refusal(&mut wr, &err_line).await;
                 }
             }
         }
@@ -275,6 +277,21 @@ impl Conn {
         tracing::debug!(target: "source::socket", conn = self.id, accepted = tally.accepted, rejected = tally.rejected, "connection closed ({reason_closed})");
     }
 
+    /// Writes a refusal line to a writer that may never read it: gives up after
+    /// [`REFUSAL_WRITE_TIMEOUT`] or at shutdown, and then the connection is dropped. The lines it
+    /// refers to were refused, never accepted, so nothing is lost; and a writer that floods
+    /// without reading can no longer hold up a stop or a reload of the socket source.
+    async fn write_refusal(&mut self, wr: &mut tokio::net::unix::OwnedWriteHalf, line: &str) -> bool {
+        let written = tokio::select! {
+            r = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, wr.write_all(line.as_bytes())) => matches!(r, Ok(Ok(()))),
+            _ = self.shutdown.wait() => false,
+        };
+        if !written {
+            tracing::warn!(target: "source::socket", conn = self.id, peer = %self.peer, "dropped a connection that does not read the agent's answers (queue full: its lines were refused, not accepted)");
+        }
+        written
+    }
+
     /// Commits a chunk; returns an error line for the client if it was refused.
     async fn commit(&mut self, frames: Vec<Frame>, tally: &mut Tally) -> Option<String> {
         let first_line = tally.lines + 1;
@@ -292,12 +309,22 @@ impl Conn {
         let n_events = chunk.events.len() as u64;
         let n_rejected = chunk.quarantine.len() as u64;
         let unknown = chunk.unknown_types;
+        let bytes: u64 = chunk.events.iter().map(|e| e.len() as u64).sum();
         let req = AppendRequest {
             events: chunk.events,
             quarantine: chunk.quarantine,
             checkpoint: None,
         };
-        match self.queue.append(req).await {
+        // A full queue refuses at once, without a trip through the committer.
+        let appended = if n_events > 0 && !self.queue.has_room(bytes) {
+            Err(QueueError::Full {
+                pending_bytes: self.queue.counts().pending_bytes,
+                max_bytes: self.queue.max_bytes(),
+            })
+        } else {
+            self.queue.append(req).await
+        };
+        match appended {
             Ok(_) => {
                 tally.accepted += n_events;
                 tally.rejected += n_rejected;
