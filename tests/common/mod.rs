@@ -58,7 +58,18 @@ pub fn expected_ids(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("tx-{i}")).collect()
 }
 
+/// A port that is free now, for an agent's `status.listen`, which the agent may bind again after
+/// a restart. Taken below the kernel's ephemeral range (32768-60999 here): a port the kernel
+/// handed out with `:0` may be handed to another test's socket while our agent is stopped.
 pub fn free_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
