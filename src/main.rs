@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use sendauth_siem::config::{Config, LogFormat};
+use sendauth_siem::source::file::not_a_regular_file;
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -217,6 +218,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::CheckConfig(a) => match Config::load(&a.config) {
+            Ok(cfg) if cfg.sources.file.as_ref().is_some_and(|f| not_a_regular_file(&f.path).is_some()) => {
+                let f = cfg.sources.file.as_ref().expect("checked");
+                let what = not_a_regular_file(&f.path).unwrap_or("not a regular file");
+                println!(
+                    "{}: sources.file.path: {} is {what}, not a regular file; point it at the JSONL file the auth server appends to",
+                    a.config.display(),
+                    f.path.display()
+                );
+                Ok(ExitCode::from(1))
+            }
             Ok(cfg) => {
                 println!(
                     "{}: OK (platform {}, {})",

@@ -40,6 +40,34 @@ fn check_config_refuses_a_queue_path_too_long_for_the_admin_socket() {
     assert!(out.contains("at most 88 bytes"), "{out}");
 }
 
+/// A file source pointed at a directory, a FIFO or a device cannot be tailed: check-config
+/// says so (it used to pass, and the agent then showed "waiting for ... to be created").
+#[test]
+fn check_config_refuses_a_file_source_that_is_not_a_regular_file() {
+    let env = TestEnv::new();
+    let fifo = env.dir.path().join("events.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let dir = env.dir.path().join("a-directory");
+    std::fs::create_dir(&dir).unwrap();
+    for (path, what) in [
+        (dir.as_path(), "is a directory"),
+        (fifo.as_path(), "is a FIFO (named pipe)"),
+        (std::path::Path::new("/dev/zero"), "is a character device"),
+    ] {
+        env.write_config_text(&format!(
+            "siem:\n  url: http://127.0.0.1:9/collector\nsources:\n  file: {{ path: {} }}\nqueue:\n  path: {}\n",
+            path.display(),
+            env.queue.display()
+        ));
+        let (code, out, err) = cli(&["check-config", "--config", env.config.to_str().unwrap()]);
+        assert_ne!(code, 0, "{out}{err}");
+        assert!(out.contains("sources.file.path:") && out.contains(what), "{out}");
+        assert!(out.contains("point it at the JSONL file"), "{out}");
+    }
+}
+
 #[test]
 fn check_config_accepts_the_shipped_examples() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");

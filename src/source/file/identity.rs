@@ -28,6 +28,28 @@ impl FileId {
 }
 
 /// The identity and size of what is at `path` now, if anything.
+/// What `path` is, if it exists and is not a regular file ("a directory", "a FIFO (named
+/// pipe)", ...): a file source cannot tail it.
+pub fn not_a_regular_file(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
+
 pub fn stat_path(path: &Path) -> Option<(FileId, u64)> {
     let m = std::fs::metadata(path).ok()?;
     m.is_file().then(|| (FileId::of(&m), m.len()))

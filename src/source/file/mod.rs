@@ -31,6 +31,7 @@
 
 mod checkpoint;
 mod identity;
+pub use identity::not_a_regular_file;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -470,6 +471,17 @@ impl Tailer {
     }
 
     fn pause_waiting(&mut self) {
+        if let Some(what) = not_a_regular_file(&self.cfg.path) {
+            let why = format!(
+                "{} is {what}, not a regular file: point sources.file.path at the JSONL file the auth server appends to",
+                self.shown
+            );
+            if self.paused.as_deref() != Some(why.as_str()) {
+                tracing::error!(target: "source::file", "{why}");
+                self.paused = Some(why);
+            }
+            return;
+        }
         let why = format!("waiting for {} to be created", self.shown);
         if self.paused.as_deref() != Some(why.as_str()) {
             tracing::info!(target: "source::file", path = %self.shown, "the file does not exist yet; waiting for it");
