@@ -36,7 +36,11 @@ pub enum Rejection {
     MissingField(&'static str),
     #[error("\"{field}\" must be a string, got {got}")]
     NotAString { field: &'static str, got: &'static str },
-    #[error("\"timestamp\" is not ISO 8601 / RFC 3339 (e.g. 2025-01-28T10:30:00Z): {0:?}")]
+    /// "ISO 8601" here means its RFC 3339 profile (docs/CONTRACT.md): a full date, a time to the
+    /// second (fractions allowed) and an offset (`Z` or `±hh:mm`). Shorter ISO forms
+    /// (`2025-01-28T10:30Z`, `+0100`, a date alone) are rejected, so every SIEM reads the same
+    /// instant.
+    #[error("\"timestamp\" is not RFC 3339 (the ISO 8601 form with date, time to the second and offset, e.g. 2025-01-28T10:30:00Z or 2025-01-28T11:30:00+01:00): {0:?}")]
     BadTimestamp(String),
     #[error("JSON nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
@@ -252,6 +256,15 @@ mod tests {
             v(&GOOD.replace("2025-01-28T10:31:00Z", "yesterday")),
             Err(Rejection::BadTimestamp(_))
         ));
+        // The RFC 3339 profile of ISO 8601 only (see `Rejection::BadTimestamp`).
+        for ok in ["2025-01-28T10:31:00.123Z", "2025-01-28T11:31:00+01:00", "2025-01-28t10:31:00z"] {
+            assert!(v(&GOOD.replace("2025-01-28T10:31:00Z", ok)).is_ok(), "{ok}");
+        }
+        for short in ["2025-01-28T10:30Z", "2025-01-28T10:30:00+0100", "2025-01-28", "20250128T103000Z"] {
+            let r = v(&GOOD.replace("2025-01-28T10:31:00Z", short));
+            assert!(matches!(r, Err(Rejection::BadTimestamp(_))), "{short}: {r:?}");
+            assert!(r.unwrap_err().to_string().contains("time to the second and offset"));
+        }
         assert!(matches!(validate(GOOD.as_bytes(), 100), Err(Rejection::TooLarge { .. })));
         assert!(matches!(validate(b"{\"a\":\"\xff\"}", 1000), Err(Rejection::InvalidUtf8(6))));
         assert_eq!(v("   "), Err(Rejection::Empty));
