@@ -81,10 +81,10 @@ pub(super) fn syncfs(store: &Store) -> Result<(), QueueError> {
 }
 
 /// Replays into sled the frames it does not have (see `wal`): every frame of the segments from
-/// `wal_pos`'s on is
-/// read once to find, for each commit number, the last frame written under it; then those are
-/// applied in number order from sled's `wal_commit` on, each exactly once (the batch that
-/// applies a frame records its number), up to the first gap. Then sled is flushed. Returns the
+/// `wal_pos`'s on is read once to find, for each commit number, the last frame written under
+/// it; then those are applied in number order from sled's `wal_commit` on, up to the first gap,
+/// as a live commit is (state and overlay), and drained (the drain records the last number, so
+/// each frame reaches sled exactly once). Then sled is flushed. Returns the
 /// highest `acked` the applied frames carry, and an incident if a segment is damaged before its
 /// end.
 pub(super) fn replay_wal(
@@ -155,19 +155,22 @@ pub(super) fn replay_wal(
             Err(_) => break,
         };
         let pointers: Vec<Pointer> = c.records.iter().map(|r| pointer(c.accepted_at_ms, r, name, at)).collect();
-        let counts = add_deltas(state.counts, c.deltas);
-        let seqs = (c.next_seq.max(state.next_seq), c.q_next.max(state.q_next));
         let pos = WalPos {
             segment: name,
             offset: end,
         };
-        apply_commit(db, &pointers, &c.ops, &counts, seqs, c.commit, pos).map_err(|e| storage_err(&store.dir, e))?;
-        state.counts = counts;
-        (state.next_seq, state.q_next) = seqs;
+        // The same path as a live commit: memory, then sled in one drain.
+        state.counts = add_deltas(state.counts, c.deltas);
+        (state.next_seq, state.q_next) = (c.next_seq.max(state.next_seq), c.q_next.max(state.q_next));
         state.commits = c.commit;
+        state.overlay.add_commit(pointers, c.ops, c.commit, pos);
+        if state.overlay.is_large() {
+            drain(db, state).map_err(|e| storage_err(&store.dir, e))?;
+        }
         acked = acked.max(c.acked);
         replayed += 1;
     }
+    drain(db, state).map_err(|e| storage_err(&store.dir, e))?;
     if replayed > 0 {
         tracing::info!(target: "queue", commits = replayed, next_seq = state.next_seq, "replayed commits from the write-ahead log");
     }
@@ -195,62 +198,6 @@ pub(super) fn add_deltas(c: Counts, d: wal::Deltas) -> Counts {
         quarantine: add(c.quarantine, d.quarantine),
         quarantine_evicted: add(c.quarantine_evicted, d.quarantine_evicted),
     }
-}
-
-/// Applies a commit whose frame is durable to sled, without a sled flush: quarantine entries in
-/// small batches of their own (sled's memory grows steeply with the keys in one batch; they need
-/// no atomicity with the events, a replay rewrites them under the same ids), then one batch with
-/// the records' pointers, the other writes (checkpoints with the events they cover), the
-/// counters and `wal_pos`. The live commit and the replay at open both come through here.
-pub(super) fn apply_commit(
-    db: &sled::Db,
-    pointers: &[Pointer],
-    ops: &[wal::Op],
-    counts: &Counts,
-    seqs: (u64, u64),
-    commit: u64,
-    pos: WalPos,
-) -> sled::Result<()> {
-    let (next_seq, q_next) = seqs;
-    let (quarantine, rest): (Vec<&wal::Op>, Vec<&wal::Op>) = ops.iter().partition(|(k, _)| k.first() == Some(&b'q'));
-    apply_quarantine(db, &quarantine)?;
-    let mut batch = sled::Batch::default();
-    for (k, p) in pointers {
-        batch.insert(&k[..], &p[..]);
-    }
-    for (k, v) in rest {
-        match v {
-            Some(v) => batch.insert(k.as_slice(), v.as_slice()),
-            None => batch.remove(k.as_slice()),
-        }
-    }
-    batch.insert(meta_key("next_seq"), &next_seq.to_be_bytes());
-    batch.insert(meta_key("q_next"), &q_next.to_be_bytes());
-    batch.insert(meta_key("pending_events"), &counts.pending_events.to_be_bytes());
-    batch.insert(meta_key("pending_bytes"), &counts.pending_bytes.to_be_bytes());
-    batch.insert(meta_key("dl_count"), &counts.dead_letter.to_be_bytes());
-    batch.insert(meta_key("q_count"), &counts.quarantine.to_be_bytes());
-    batch.insert(meta_key("q_evicted"), &counts.quarantine_evicted.to_be_bytes());
-    batch.insert(meta_key("wal_pos"), &pos.to_bytes());
-    batch.insert(meta_key("wal_commit"), &commit.to_be_bytes());
-    db.apply_batch(batch)
-}
-
-/// Applies quarantine writes in small batches of their own, in order: sled's memory grows
-/// steeply with the keys in one batch (a flood of tiny bad lines took it to ~1 GiB), and they
-/// need no atomicity with the events (a replay rewrites them under the same ids).
-pub(super) fn apply_quarantine(db: &sled::Db, ops: &[&wal::Op]) -> sled::Result<()> {
-    for chunk in ops.chunks(QUARANTINE_KEYS_PER_BATCH) {
-        let mut qb = sled::Batch::default();
-        for (k, v) in chunk {
-            match v {
-                Some(v) => qb.insert(k.as_slice(), v.as_slice()),
-                None => qb.remove(k.as_slice()),
-            }
-        }
-        db.apply_batch(qb)?;
-    }
-    Ok(())
 }
 
 /// Makes everything applied to sled durable: sled's `flush`, then `fdatasync` of its log (sled's

@@ -121,3 +121,20 @@ pub(super) fn drain(db: &sled::Db, st: &mut State) -> sled::Result<()> {
     }
     db.apply_batch(batch)
 }
+
+/// Applies quarantine writes in small batches of their own, in order: sled's memory grows
+/// steeply with the keys in one batch (a flood of tiny bad lines took it to ~1 GiB), and they
+/// need no atomicity with the events (a replay rewrites them under the same ids).
+pub(super) fn apply_quarantine(db: &sled::Db, ops: &[&wal::Op]) -> sled::Result<()> {
+    for chunk in ops.chunks(QUARANTINE_KEYS_PER_BATCH) {
+        let mut qb = sled::Batch::default();
+        for (k, v) in chunk {
+            match v {
+                Some(v) => qb.insert(k.as_slice(), v.as_slice()),
+                None => qb.remove(k.as_slice()),
+            }
+        }
+        db.apply_batch(qb)?;
+    }
+    Ok(())
+}
