@@ -98,9 +98,14 @@ pub(super) fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<W
             }
         }
         let Some(inner) = inner.upgrade() else { break };
-        last_commit = Instant::now();
+        let (started, frames_before) = (Instant::now(), inner.state.lock().unwrap().commits);
         let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.req, j.reply)).unzip();
         let results = commit_group(&inner, reqs);
+        // The gap is counted from the last commit that wrote a frame: a group that was only
+        // refused (queue full) cost no fdatasync, so the next one need not wait.
+        if inner.state.lock().unwrap().commits != frames_before {
+            last_commit = started;
+        }
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }

@@ -309,22 +309,12 @@ impl Conn {
         let n_events = chunk.events.len() as u64;
         let n_rejected = chunk.quarantine.len() as u64;
         let unknown = chunk.unknown_types;
-        let bytes: u64 = chunk.events.iter().map(|e| e.len() as u64).sum();
         let req = AppendRequest {
             events: chunk.events,
             quarantine: chunk.quarantine,
             checkpoint: None,
         };
-        // A full queue refuses at once, without a trip through the committer.
-        let appended = if n_events > 0 && !self.queue.has_room(bytes) {
-            Err(QueueError::Full {
-                pending_bytes: self.queue.counts().pending_bytes,
-                max_bytes: self.queue.max_bytes(),
-            })
-        } else {
-            self.queue.append(req).await
-        };
-        match appended {
+        match self.queue.append(req).await {
             Ok(_) => {
                 tally.accepted += n_events;
                 tally.rejected += n_rejected;
