@@ -124,11 +124,6 @@ async fn handle(
     Ok(resp)
 }
 
-fn sorted(mut ids: Vec<String>) -> Vec<String> {
-    ids.sort_by_key(|id| id.strip_prefix("tx-").and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX));
-    ids
-}
-
 fn duplicates(ids: &[String]) -> usize {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for id in ids {
@@ -169,7 +164,7 @@ async fn a_slow_siem_gets_many_requests_at_once_and_each_event_once() {
     .await;
     let (_env, agent) = deliver(&rx, "", 400, DEADLINE).await;
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
-    assert_eq!(sorted(rx.accepted()), expected_ids(0..400), "each event exactly once");
+    assert_eq!(sort_tx_ids(rx.accepted()), expected_ids(0..400), "each event exactly once");
     let max_open = rx.get(|c| &c.max_open);
     assert!(max_open > 4, "the receiver saw at most {max_open} requests at once");
     assert_eq!(rx.get(|c| &c.requests), 400, "no request was retried");
@@ -188,7 +183,7 @@ async fn a_siem_refusing_past_k_open_requests_gets_about_k_and_loses_nothing() {
     agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     let accepted = rx.accepted();
     assert_eq!(duplicates(&accepted), 0, "no event accepted twice");
-    assert_eq!(sorted(accepted), expected_ids(0..N), "nothing lost");
+    assert_eq!(sort_tx_ids(accepted), expected_ids(0..N), "nothing lost");
     let refused = rx.get(|c| &c.refused);
     let max_open = rx.get(|c| &c.max_open);
     // The agent backs off on 429: a handful per ramp back up, not one per event.
@@ -242,7 +237,7 @@ async fn a_crash_with_requests_in_flight_resends_at_most_those_and_loses_nothing
     );
     _agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     let accepted = rx.accepted();
-    let mut distinct = sorted(accepted.clone());
+    let mut distinct = sort_tx_ids(accepted.clone());
     distinct.dedup();
     assert_eq!(distinct, expected_ids(0..N), "nothing lost");
     // Resent: at most the requests in flight (answered or not) that were not yet acknowledged
@@ -264,7 +259,7 @@ async fn connections_are_reused_across_requests() {
     })
     .await;
     let (_env, _agent) = deliver(&rx, "", N, DEADLINE * 2).await;
-    assert_eq!(sorted(rx.accepted()), expected_ids(0..N));
+    assert_eq!(sort_tx_ids(rx.accepted()), expected_ids(0..N));
     let connections = rx.get(|c| &c.connections);
     let max_open = rx.get(|c| &c.max_open);
     // The pool opens a connection when none is idle at that instant, so a few more than the

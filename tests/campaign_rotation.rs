@@ -115,9 +115,7 @@ async fn rename_rotation_at_a_high_rate_loses_and_duplicates_nothing() {
     fig.set("lost", v.lost.len());
     fig.set("duplicates", v.duplicate_copies);
     fig.set("quarantined", agent.status().await["quarantine"]["count"].clone());
-    let mut sorted = got.clone();
-    sorted.sort_by_key(|id| id.strip_prefix("tx-").and_then(|n| n.parse::<u64>().ok()));
-    assert_eq!(sorted, expected_ids(0..n), "each event once");
+    assert_eq!(sort_tx_ids(got.clone()), expected_ids(0..n), "each event once");
     first_occurrences_in_order(&got, &expected_ids(0..n), BATCH * IN_FLIGHT_REQUESTS).unwrap();
     assert_eq!(agent.status().await["quarantine"]["count"], 0);
 }

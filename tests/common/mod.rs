@@ -49,7 +49,11 @@ pub fn tx_ids(events: &[Value]) -> Vec<String> {
 /// flight (`delivery.max_in_flight: auto`) arrivals may reorder within what is in flight, so
 /// "each event exactly once" compares this with `expected_ids`.
 pub fn sorted_ids(events: &[Value]) -> Vec<String> {
-    let mut ids = tx_ids(events);
+    sort_tx_ids(tx_ids(events))
+}
+
+/// `tx-<n>` ids sorted by their number (see [`sorted_ids`]).
+pub fn sort_tx_ids(mut ids: Vec<String>) -> Vec<String> {
     ids.sort_by_key(|id| id.strip_prefix("tx-").and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX));
     ids
 }
