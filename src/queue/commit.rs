@@ -130,13 +130,14 @@ pub(super) fn settle(inner: &Inner) {
 }
 
 /// A commit whose frame is durable, applied to memory: the state's counters and numbers, and
-/// the overlay (sled gets it at the next drain).
-pub(super) fn apply_to_state(st: &mut State, c: &mut wal::CommitOut<'_>, pointers: Vec<Pointer>, pos: WalPos) {
-    st.counts = add_deltas(st.counts, c.deltas);
-    st.next_seq = c.next_seq;
-    st.q_next = c.q_next;
-    st.commits = c.commit;
-    st.overlay.add_commit(pointers, std::mem::take(&mut c.ops), c.commit, pos);
+/// the overlay (sled gets it at the next drain). Live commits and the replay at open both come
+/// through here.
+pub(super) fn apply_to_state(st: &mut State, h: &wal::Header, ops: Vec<wal::Op>, pointers: Vec<Pointer>, pos: WalPos) {
+    st.counts = add_deltas(st.counts, h.deltas);
+    st.next_seq = st.next_seq.max(h.next_seq);
+    st.q_next = st.q_next.max(h.q_next);
+    st.commits = h.commit;
+    st.overlay.add_commit(pointers, ops, h.commit, pos);
 }
 
 /// Writes the frame of `c` to the current segment and `fdatasync`s it: the one disk wait of a
@@ -239,20 +240,22 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
         (st.acked, st.commits + 1)
     };
     let mut commit = wal::CommitOut {
-        commit: number,
-        first_seq: start_seq,
-        next_seq,
-        q_next,
-        acked,
-        accepted_at_ms: now_ms(),
-        deltas,
+        h: wal::Header {
+            commit: number,
+            first_seq: start_seq,
+            next_seq,
+            q_next,
+            acked,
+            accepted_at_ms: now_ms(),
+            deltas,
+        },
         records: chunk_events(&events),
         ops,
     };
     let durable = write_durably(&mut seg, &commit).and_then(|(pointers, pos)| {
         // Durable: from here on only memory changes; sled gets it at the next drain.
         let mut st = inner.state.lock().unwrap();
-        apply_to_state(&mut st, &mut commit, pointers, pos);
+        apply_to_state(&mut st, &commit.h, std::mem::take(&mut commit.ops), pointers, pos);
         if st.overlay.is_large() {
             drain(&store.db, &mut st).map_err(|e| sled_err(inner, &store.dir, e))?;
         }

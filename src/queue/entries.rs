@@ -133,19 +133,21 @@ impl Queue {
                 ..Default::default()
             };
             let mut commit = wal::CommitOut {
-                commit: number,
-                first_seq,
-                next_seq,
-                q_next,
-                acked,
-                accepted_at_ms: now_ms(),
-                deltas,
+                h: wal::Header {
+                    commit: number,
+                    first_seq,
+                    next_seq,
+                    q_next,
+                    acked,
+                    accepted_at_ms: now_ms(),
+                    deltas,
+                },
                 records: chunk_events(&events),
                 ops: chosen.iter().map(|e| (key(b'd', e.id).to_vec(), None)).collect(),
             };
             let (pointers, pos) = write_durably(&mut seg, &commit)?;
             let mut st = self.inner.state.lock().unwrap();
-            apply_to_state(&mut st, &mut commit, pointers, pos);
+            apply_to_state(&mut st, &commit.h, std::mem::take(&mut commit.ops), pointers, pos);
             flush_sled_locked(&self.inner, &store, &mut st)?;
             drop(st);
             self.inner.durable_next.store(next_seq, Ordering::Release);

@@ -123,8 +123,8 @@ pub(super) fn replay_wal(
         // commits can be deleted at open and created again under the same name, so an offset
         // into it may belong to an earlier file. Frames already applied are skipped by number.
         let end = wal::scan(&file, 0, |at, c, _| {
-            if c.commit > state.commits {
-                latest.insert(c.commit, (name, at));
+            if c.h.commit > state.commits {
+                latest.insert(c.h.commit, (name, at));
             }
         })
         .map_err(|e| storage_err(&path, e))?;
@@ -154,20 +154,17 @@ pub(super) fn replay_wal(
             Ok(frame) => frame,
             Err(_) => break,
         };
-        let pointers: Vec<Pointer> = c.records.iter().map(|r| pointer(c.accepted_at_ms, r, name, at)).collect();
+        let pointers: Vec<Pointer> = c.records.iter().map(|r| pointer(c.h.accepted_at_ms, r, name, at)).collect();
         let pos = WalPos {
             segment: name,
             offset: end,
         };
         // The same path as a live commit: memory, then sled in one drain.
-        state.counts = add_deltas(state.counts, c.deltas);
-        (state.next_seq, state.q_next) = (c.next_seq.max(state.next_seq), c.q_next.max(state.q_next));
-        state.commits = c.commit;
-        state.overlay.add_commit(pointers, c.ops, c.commit, pos);
+        apply_to_state(state, &c.h, c.ops, pointers, pos);
         if state.overlay.is_large() {
             drain(db, state).map_err(|e| storage_err(&store.dir, e))?;
         }
-        acked = acked.max(c.acked);
+        acked = acked.max(c.h.acked);
         replayed += 1;
     }
     drain(db, state).map_err(|e| storage_err(&store.dir, e))?;

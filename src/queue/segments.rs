@@ -125,20 +125,20 @@ impl SegmentWriter {
         let roll = match &self.current {
             None => true,
             // A new segment is named after `first_seq`: never the current one's own name.
-            Some(cur) => cur.len >= self.roll_bytes && cur.first_seq != c.first_seq,
+            Some(cur) => cur.len >= self.roll_bytes && cur.first_seq != c.h.first_seq,
         };
         self.buf.clear();
         if roll {
             // A file of this name can only hold frames of commits whose sequence numbers were
             // never given out (`open` replays, then deletes such files), so truncating is safe.
-            let path = segment_path(&self.dir, c.first_seq);
+            let path = segment_path(&self.dir, c.h.first_seq);
             let file = self.storage.create(&path)?;
             self.storage.sync_dir(&self.dir)?;
-            if self.segments.back() != Some(&c.first_seq) {
-                self.segments.push_back(c.first_seq);
+            if self.segments.back() != Some(&c.h.first_seq) {
+                self.segments.push_back(c.h.first_seq);
             }
             self.current = Some(CurrentSegment {
-                first_seq: c.first_seq,
+                first_seq: c.h.first_seq,
                 file,
                 len: 0,
             });
@@ -149,7 +149,7 @@ impl SegmentWriter {
         let records = wal::encode(c, &mut self.buf);
         let out = records
             .iter()
-            .map(|r| pointer(c.accepted_at_ms, r, cur.first_seq, frame_at))
+            .map(|r| pointer(c.h.accepted_at_ms, r, cur.first_seq, frame_at))
             .collect();
         cur.file.write_at(&self.buf, cur.len)?;
         cur.len += self.buf.len() as u64;

@@ -59,15 +59,25 @@ pub struct Deltas {
 /// One sled write of a commit: insert (`Some`) or remove (`None`).
 pub type Op = (Vec<u8>, Option<Vec<u8>>);
 
-/// A commit as the committer builds it.
-pub struct CommitOut<'a> {
+/// What a frame says about its commit, besides its records and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The commit's number (see the module docs).
     pub commit: u64,
+    /// Events `first_seq..next_seq` are the frame's records.
     pub first_seq: u64,
     pub next_seq: u64,
+    /// The next quarantine id after this commit.
     pub q_next: u64,
+    /// `acked` when the commit was made.
     pub acked: u64,
     pub accepted_at_ms: u64,
     pub deltas: Deltas,
+}
+
+/// A commit as the committer builds it.
+pub struct CommitOut<'a> {
+    pub h: Header,
     /// The events `first_seq..next_seq`, cut into records.
     pub records: Vec<&'a [Bytes]>,
     pub ops: Vec<Op>,
@@ -86,13 +96,7 @@ pub struct RecordPos {
 /// A frame read back from a segment.
 #[derive(Debug)]
 pub struct CommitIn {
-    pub commit: u64,
-    pub first_seq: u64,
-    pub next_seq: u64,
-    pub q_next: u64,
-    pub acked: u64,
-    pub accepted_at_ms: u64,
-    pub deltas: Deltas,
+    pub h: Header,
     pub records: Vec<RecordPos>,
     pub ops: Vec<Op>,
 }
@@ -111,21 +115,22 @@ pub fn encode(c: &CommitOut<'_>, buf: &mut Vec<u8>) -> Vec<RecordPos> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; FRAME_HEADER]);
     buf.push(KIND_COMMIT);
-    for x in [c.commit, c.first_seq, c.next_seq, c.q_next, c.acked, c.accepted_at_ms] {
+    let h = &c.h;
+    for x in [h.commit, h.first_seq, h.next_seq, h.q_next, h.acked, h.accepted_at_ms] {
         put_u64(buf, x);
     }
-    let d = c.deltas;
+    let d = h.deltas;
     for x in [d.pending_events, d.pending_bytes, d.dead_letter, d.quarantine, d.quarantine_evicted] {
         buf.extend_from_slice(&x.to_be_bytes());
     }
     put_u32(buf, c.records.len() as u32);
     let mut out = Vec::with_capacity(c.records.len());
-    let mut seq = c.first_seq;
+    let mut seq = h.first_seq;
     for events in &c.records {
         let len_at = buf.len();
         put_u32(buf, 0);
         let rec_start = buf.len();
-        super::encode_record_into(buf, c.accepted_at_ms, events);
+        super::encode_record_into(buf, h.accepted_at_ms, events);
         let len = (buf.len() - rec_start) as u32;
         buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
         out.push(RecordPos {
@@ -209,24 +214,26 @@ pub fn decode(b: &[u8]) -> Result<(CommitIn, usize), Bad> {
         return Err(Bad::Damaged("unknown frame kind".into()));
     }
     let mut c = CommitIn {
-        commit: r.u64().ok_or_else(bad)?,
-        first_seq: r.u64().ok_or_else(bad)?,
-        next_seq: r.u64().ok_or_else(bad)?,
-        q_next: r.u64().ok_or_else(bad)?,
-        acked: r.u64().ok_or_else(bad)?,
-        accepted_at_ms: r.u64().ok_or_else(bad)?,
-        deltas: Deltas {
-            pending_events: r.i64().ok_or_else(bad)?,
-            pending_bytes: r.i64().ok_or_else(bad)?,
-            dead_letter: r.i64().ok_or_else(bad)?,
-            quarantine: r.i64().ok_or_else(bad)?,
-            quarantine_evicted: r.i64().ok_or_else(bad)?,
+        h: Header {
+            commit: r.u64().ok_or_else(bad)?,
+            first_seq: r.u64().ok_or_else(bad)?,
+            next_seq: r.u64().ok_or_else(bad)?,
+            q_next: r.u64().ok_or_else(bad)?,
+            acked: r.u64().ok_or_else(bad)?,
+            accepted_at_ms: r.u64().ok_or_else(bad)?,
+            deltas: Deltas {
+                pending_events: r.i64().ok_or_else(bad)?,
+                pending_bytes: r.i64().ok_or_else(bad)?,
+                dead_letter: r.i64().ok_or_else(bad)?,
+                quarantine: r.i64().ok_or_else(bad)?,
+                quarantine_evicted: r.i64().ok_or_else(bad)?,
+            },
         },
         records: Vec::new(),
         ops: Vec::new(),
     };
     let n = r.u32().ok_or_else(bad)?;
-    let mut seq = c.first_seq;
+    let mut seq = c.h.first_seq;
     for _ in 0..n {
         let len = r.u32().ok_or_else(bad)?;
         let at = r.pos;
@@ -241,7 +248,7 @@ pub fn decode(b: &[u8]) -> Result<(CommitIn, usize), Bad> {
         });
         seq += u64::from(count);
     }
-    if seq != c.next_seq {
+    if seq != c.h.next_seq {
         return Err(bad());
     }
     let n = r.u32().ok_or_else(bad)?;
@@ -324,18 +331,20 @@ mod tests {
 
     fn sample(events: &[Bytes]) -> Vec<u8> {
         let c = CommitOut {
-            commit: 4,
-            first_seq: 10,
-            next_seq: 10 + events.len() as u64,
-            q_next: 3,
-            acked: 7,
-            accepted_at_ms: 123,
-            deltas: Deltas {
-                pending_events: events.len() as i64,
-                pending_bytes: 5,
-                dead_letter: -1,
-                quarantine: 2,
-                quarantine_evicted: 0,
+            h: Header {
+                commit: 4,
+                first_seq: 10,
+                next_seq: 10 + events.len() as u64,
+                q_next: 3,
+                acked: 7,
+                accepted_at_ms: 123,
+                deltas: Deltas {
+                    pending_events: events.len() as i64,
+                    pending_bytes: 5,
+                    dead_letter: -1,
+                    quarantine: 2,
+                    quarantine_evicted: 0,
+                },
             },
             records: vec![&events[..1], &events[1..]],
             ops: vec![(b"cfile".to_vec(), Some(b"ck".to_vec())), (b"d\0".to_vec(), None)],
@@ -367,10 +376,10 @@ mod tests {
         let (at, c, stop) = &frames[0];
         assert_eq!((*at, *stop), (SEGMENT_MAGIC.len() as u64, buf.len() as u64));
         assert_eq!(
-            (c.commit, c.first_seq, c.next_seq, c.q_next, c.acked, c.accepted_at_ms),
+            (c.h.commit, c.h.first_seq, c.h.next_seq, c.h.q_next, c.h.acked, c.h.accepted_at_ms),
             (4, 10, 13, 3, 7, 123)
         );
-        assert_eq!(c.deltas.dead_letter, -1);
+        assert_eq!(c.h.deltas.dead_letter, -1);
         assert_eq!(c.ops.len(), 2);
         assert_eq!(c.ops[1], (b"d\0".to_vec(), None));
         assert_eq!(c.records.len(), 2);
