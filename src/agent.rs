@@ -23,6 +23,7 @@ use crate::queue::Queue;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::sink::delivery::Delivery;
 use crate::source::file::FileSource;
+use crate::source::socket::Control;
 use crate::status::{ConfigView, StatusHub};
 use crate::transform::Transform;
 
@@ -77,6 +78,8 @@ impl Agent {
             shutdown: shutdown.clone(),
             file: None,
             socket: None,
+            socket_draining: Vec::new(),
+            sources_stop: shutdown::channel(),
             log_hook,
         };
         // At start-up a source that cannot start is fatal (a clear error beats a silent agent);
@@ -157,7 +160,7 @@ impl LineRules {
 struct SocketTask {
     cfg: SocketSourceConfig,
     rules: LineRules,
-    trigger: ShutdownTrigger,
+    control: tokio::sync::mpsc::UnboundedSender<Control>,
     handle: JoinHandle<()>,
 }
 
@@ -168,6 +171,10 @@ struct Supervisor {
     shutdown: Shutdown,
     file: Option<(crate::config::FileSourceConfig, LineRules, FileSource)>,
     socket: Option<SocketTask>,
+    /// Socket sources removed from the config whose writers are still connected.
+    socket_draining: Vec<JoinHandle<()>>,
+    /// Stops the socket source(s) at shutdown: they stop accepting and reading, and answer.
+    sources_stop: (ShutdownTrigger, Shutdown),
     log_hook: Option<LogLevelHook>,
 }
 
@@ -217,9 +224,12 @@ impl Supervisor {
         if let Some((_, _, f)) = self.file.take() {
             tokio::task::block_in_place(|| f.stop());
         }
+        self.sources_stop.0.trigger();
         if let Some(s) = self.socket.take() {
-            s.trigger.trigger();
             let _ = s.handle.await;
+        }
+        for h in self.socket_draining.drain(..) {
+            let _ = h.await;
         }
         status_trigger.0.trigger();
         let _ = status_task.await;
@@ -253,42 +263,64 @@ impl Supervisor {
                 self.file = Some((w, rules.clone(), f));
             }
         }
-        // Socket source.
+        // Socket source. A reload never cuts a connected writer (ARCHITECTURE.md invariant 6):
+        // settings reach the running source, which keeps its connections; a new path or mode
+        // is bound *before* the old listener stops, so the path is never missing.
         let want_sock = cfg.sources.socket.clone();
-        let same_sock = match (&self.socket, &want_sock) {
-            (Some(s), Some(w)) => s.cfg == *w && s.rules == rules,
-            (None, None) => true,
-            _ => false,
+        let conn = |w: &SocketSourceConfig| crate::source::socket::ConnSettings {
+            max_event_bytes: rules.max_event_bytes,
+            transform: rules.transform.clone(),
+            idle_timeout: w.idle_timeout,
         };
-        if !same_sock {
-            if let Some(s) = self.socket.take() {
-                tracing::info!(target: "agent", path = %s.cfg.path.display(), "stopping the socket source (config changed)");
-                s.trigger.trigger();
-                // The old listener removes its file when it stops; wait so the new bind (maybe
-                // on the same path) does not race it.
-                let h = s.handle;
-                tokio::task::block_in_place(|| {
-                    tokio::runtime::Handle::current().block_on(async {
-                        let _ = h.await;
-                    })
-                });
+        match (self.socket.take(), want_sock) {
+            (None, None) => {}
+            (Some(s), None) => {
+                tracing::info!(target: "agent", path = %s.cfg.path.display(), "socket source removed from the config: it stops accepting; connected writers continue");
+                let _ = s.control.send(Control::StopListening);
+                self.socket_draining.push(s.handle);
             }
-            if let Some(w) = want_sock {
-                let l = crate::source::socket::bind(&w.path, w.mode)?;
-                let (trigger, sd) = shutdown::channel();
+            (Some(mut s), Some(w)) => {
+                if s.cfg.path != w.path || s.cfg.mode != w.mode {
+                    let ours = s.cfg.path == w.path;
+                    let listener = match crate::source::socket::bind(&w.path, w.mode, ours) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            // The old socket keeps serving.
+                            self.socket = Some(s);
+                            return Err(e);
+                        }
+                    };
+                    let _ = s.control.send(Control::Listen {
+                        listener,
+                        cfg: w.clone(),
+                        conn: conn(&w),
+                    });
+                } else if s.cfg != w || s.rules != rules {
+                    let _ = s.control.send(Control::Settings {
+                        cfg: w.clone(),
+                        conn: conn(&w),
+                    });
+                }
+                s.cfg = w;
+                s.rules = rules;
+                self.socket = Some(s);
+            }
+            (None, Some(w)) => {
+                let l = crate::source::socket::bind(&w.path, w.mode, false)?;
+                let (control, rx) = tokio::sync::mpsc::unbounded_channel();
                 let handle = tokio::spawn(crate::source::socket::serve(
                     l,
                     w.clone(),
-                    rules.max_event_bytes,
-                    rules.transform.clone(),
+                    conn(&w),
+                    rx,
                     self.queue.clone(),
                     self.status.clone(),
-                    sd,
+                    self.sources_stop.1.clone(),
                 ));
                 self.socket = Some(SocketTask {
                     cfg: w,
                     rules,
-                    trigger,
+                    control,
                     handle,
                 });
             }

@@ -123,7 +123,7 @@ async fn hundreds_of_config_rewrites_under_load_lose_and_duplicate_nothing() {
     let sampler = MemSampler::start(agent.pid(), Duration::from_millis(250));
 
     // Load: the file at a steady rate; the socket as a careful client that resends what the
-    // agent did not acknowledge (a socket-source restart cuts connections after answering).
+    // agent did not acknowledge (a full queue refuses lines; reloads no longer cut connections).
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicUsize::new(0));
     let file_thread = {
@@ -312,5 +312,153 @@ async fn hundreds_of_config_rewrites_under_load_lose_and_duplicate_nothing() {
     assert!(
         samples.iter().map(|m| m.rss_kib).max().unwrap_or(0) < 256 * 1024,
         "memory not bounded"
+    );
+}
+
+/// Issue 10 item 3: a writer that keeps one connection open and never reads its answers, while
+/// the config is reloaded eight times with socket settings changed each time (idle timeout,
+/// mode: a mode change rebinds the path), loses nothing: its stream is never cut, every line is
+/// accepted and arrives, and a second writer probing the path never finds it missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_that_change_socket_settings_never_cut_a_persistent_writer() {
+    use std::io::{Read, Write};
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    let c = Cfg {
+        file: false,
+        ..Cfg::new(&emu.url())
+    };
+    let base = env.render(&c);
+    let with_socket = |idle: u64, mode: &str| {
+        base.replace(
+            &format!("  socket:\n    path: {}\n", env.socket.display()),
+            &format!(
+                "  socket:\n    path: {}\n    idle_timeout: {idle}s\n    mode: \"{mode}\"\n",
+                env.socket.display()
+            ),
+        )
+    };
+    env.write_config_text(&with_socket(30, "0600"));
+    let agent = AgentProc::start(&env).await;
+    assert!(wait_until(DEADLINE, || env.socket.exists()).await, "{}", agent.logs());
+
+    let mut writer = std::os::unix::net::UnixStream::connect(&env.socket).unwrap();
+    // A prober: a second writer that connects over and over must always find the socket.
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (stop, path) = (stop.clone(), env.socket.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut missing) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match std::os::unix::net::UnixStream::connect(&path) {
+                    Ok(s) => {
+                        ok += 1;
+                        drop(s);
+                    }
+                    Err(e) => missing.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (ok, missing)
+        })
+    };
+    let reloads = 8;
+    let per_round = 60;
+    let mut sent = 0;
+    for k in 0..reloads {
+        let lines: String = (sent..sent + per_round).map(|i| event(i) + "\n").collect();
+        writer.write_all(lines.as_bytes()).expect("the agent cut the writer's connection");
+        sent += per_round;
+        let applied_before = metric(agent.port, "sendauth_siem_config_reloads_total{result=\"applied\"}").await;
+        let mode = if k % 2 == 0 { "0660" } else { "0600" };
+        env.write_config_text(&with_socket(31 + k as u64, mode));
+        let port = agent.port;
+        let mut applied = false;
+        let t = Instant::now();
+        while t.elapsed() < DEADLINE {
+            if metric(port, "sendauth_siem_config_reloads_total{result=\"applied\"}").await > applied_before {
+                applied = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(applied, "reload {k} was not applied\n{}", agent.logs());
+        // Lines written right after the reload too, before the writer could notice anything.
+        let lines: String = (sent..sent + per_round).map(|i| event(i) + "\n").collect();
+        writer.write_all(lines.as_bytes()).expect("the agent cut the writer's connection");
+        sent += per_round;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (probes_ok, missing) = prober.join().unwrap();
+    // Now, and only now, the writer reads: one answer for the whole stream.
+    writer.shutdown(std::net::Shutdown::Write).unwrap();
+    writer.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut answer = String::new();
+    let _ = writer.read_to_string(&mut answer);
+    assert_eq!(
+        answer.trim(),
+        format!("{{\"accepted\":{sent},\"rejected\":0}}"),
+        "one connection across {reloads} reloads\n{}",
+        agent.logs()
+    );
+    let want = expected_ids(0..sent);
+    let arrived = wait_until(DEADLINE, || sorted_ids(&emu.events()) == want).await;
+    assert!(arrived, "got {} of {sent} events\n{}", emu.event_count(), agent.logs());
+    assert!(probes_ok > 0);
+    assert!(
+        missing.is_empty(),
+        "{} connects found no socket during reloads, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&env.socket).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o600, "the last mode applies to the socket file");
+}
+
+/// A socket source removed from the config stops accepting (its file goes) while a connected
+/// writer finishes its stream; added back, it listens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_removed_from_the_config_lets_its_connected_writer_finish() {
+    use std::io::{Read, Write};
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    let with = Cfg {
+        file: false,
+        ..Cfg::new(&emu.url())
+    };
+    env.write_config(&with);
+    let agent = AgentProc::start(&env).await;
+    assert!(wait_until(DEADLINE, || env.socket.exists()).await, "{}", agent.logs());
+    let mut writer = std::os::unix::net::UnixStream::connect(&env.socket).unwrap();
+    let first: String = (0..100).map(|i| event(i) + "\n").collect();
+    writer.write_all(first.as_bytes()).unwrap();
+    // No source at all but the file, which is not there yet: the socket goes.
+    env.write_config(&Cfg {
+        file: true,
+        socket: false,
+        ..Cfg::new(&emu.url())
+    });
+    assert!(
+        wait_until(DEADLINE, || !env.socket.exists()).await,
+        "the socket file stays after its source was removed\n{}",
+        agent.logs()
+    );
+    let second: String = (100..200).map(|i| event(i) + "\n").collect();
+    writer.write_all(second.as_bytes()).expect("the removal cut the connected writer");
+    writer.shutdown(std::net::Shutdown::Write).unwrap();
+    writer.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut answer = String::new();
+    let _ = writer.read_to_string(&mut answer);
+    assert_eq!(answer.trim(), "{\"accepted\":200,\"rejected\":0}", "{}", agent.logs());
+    env.write_config(&with);
+    assert!(wait_until(DEADLINE, || env.socket.exists()).await, "{}", agent.logs());
+    let (outcome, _) = socket_try_send(&env.socket, &[event(200)], DEADLINE).await;
+    assert!(matches!(outcome, SockOutcome::Answered { accepted: 1, .. }), "{}", agent.logs());
+    let want = expected_ids(0..201);
+    assert!(
+        wait_until(DEADLINE, || sorted_ids(&emu.events()) == want).await,
+        "got {}\n{}",
+        emu.event_count(),
+        agent.logs()
     );
 }

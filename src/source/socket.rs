@@ -14,6 +14,12 @@
 //! a client idle for `idle_timeout` is closed after what it sent is committed. A writer waits
 //! at most for a local disk append (invariant 4); it never waits on the network.
 //!
+//! Reloads ([`Control`]) never cut a connected writer: the source runs for the agent's lifetime,
+//! connections read their settings (`max_event_bytes`, `transform`, `idle_timeout`) afresh for
+//! each chunk (the line framer keeps the limit the connection started with), and a new path or
+//! mode is bound by the supervisor before this source swaps listeners, so writers never find the
+//! socket missing.
+//!
 //! The socket file is created under a temporary name, given its mode, then renamed into place,
 //! so it is never reachable with looser permissions. A stale socket left by a crashed run is
 //! replaced; a live one (another agent answering) is an error.
@@ -26,7 +32,6 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::config::SocketSourceConfig;
@@ -55,9 +60,11 @@ pub enum SocketError {
     Bind { path: PathBuf, source: std::io::Error },
 }
 
-/// Binds the socket safely (see the module docs).
-pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
-    if path.exists() {
+/// Binds the socket safely (see the module docs). `ours`: the socket at `path` (if any) is this
+/// agent's own, being replaced by a reload: the new one takes its place in one `rename`, so
+/// writers never find the path missing.
+pub fn bind(path: &Path, mode: u32, ours: bool) -> Result<UnixListener, SocketError> {
+    if path.exists() && !ours {
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => return Err(SocketError::InUse { path: path.to_path_buf() }),
             Err(_) => {
@@ -82,28 +89,89 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
     Ok(listener)
 }
 
-/// Serves the socket until shutdown. Connections in progress finish their current chunk and
-/// get their answer line before the function returns.
+/// What a connection reads for each chunk: reloads change it for connected writers too.
+#[derive(Clone)]
+pub struct ConnSettings {
+    pub max_event_bytes: usize,
+    pub transform: Option<Arc<Transform>>,
+    pub idle_timeout: std::time::Duration,
+}
+
+/// A config reload's instruction to the running socket source ([`serve`]). None of them cuts a
+/// connected writer: connections keep their stream and follow the new settings from their next
+/// chunk.
+pub enum Control {
+    /// New settings for every connection; `max_connections` applies to new ones.
+    Settings { cfg: SocketSourceConfig, conn: ConnSettings },
+    /// Accept on this listener from now on (already bound, at `cfg.path`, by [`bind`]); the old
+    /// listener stops accepting, and its file is removed if the path changed.
+    Listen {
+        listener: UnixListener,
+        cfg: SocketSourceConfig,
+        conn: ConnSettings,
+    },
+    /// Stop accepting and remove the socket file (the source was removed from the config).
+    /// Connected writers continue until they close, go idle, or the agent stops.
+    StopListening,
+}
+
+/// Serves the socket until the agent shuts down (or, after [`Control::StopListening`], until
+/// its last connection ends). Connections in progress finish their current chunk and get their
+/// answer line before the function returns.
 pub async fn serve(
     listener: UnixListener,
     cfg: SocketSourceConfig,
-    max_event_bytes: usize,
-    transform: Option<Arc<Transform>>,
+    conn_settings: ConnSettings,
+    mut control: tokio::sync::mpsc::UnboundedReceiver<Control>,
     queue: Queue,
     status: Arc<StatusHub>,
     mut shutdown: Shutdown,
 ) {
-    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let mut cfg = cfg;
+    let mut listener = Some(listener);
+    let (settings_tx, settings) = tokio::sync::watch::channel(conn_settings);
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut conns = JoinSet::new();
     let mut next_id: u64 = 0;
-    let shown = cfg.path.display().to_string();
+    let mut shown = cfg.path.display().to_string();
     tracing::info!(target: "source::socket", path = %shown, mode = format!("{:o}", cfg.mode), "listening");
     publish(&status, &cfg, 0);
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
+            Some(_) = conns.join_next(), if !conns.is_empty() => {
+                if listener.is_none() && conns.is_empty() {
+                    break;
+                }
+            }
+            cmd = control.recv() => match cmd {
+                Some(Control::Settings { cfg: new, conn }) => {
+                    cfg = new;
+                    let _ = settings_tx.send(conn);
+                }
+                Some(Control::Listen { listener: l, cfg: new, conn }) => {
+                    // The new socket is already in place (bound before this old one stops), so
+                    // writers never find no socket; the old file goes only if it moved.
+                    if listener.is_some() && new.path != cfg.path {
+                        let _ = std::fs::remove_file(&cfg.path);
+                    }
+                    listener = Some(l);
+                    cfg = new;
+                    shown = cfg.path.display().to_string();
+                    let _ = settings_tx.send(conn);
+                    tracing::info!(target: "source::socket", path = %shown, mode = format!("{:o}", cfg.mode), "listening (config changed; connected writers keep their connections)");
+                }
+                Some(Control::StopListening) | None => {
+                    if listener.take().is_some() {
+                        let _ = std::fs::remove_file(&cfg.path);
+                        tracing::info!(target: "source::socket", path = %shown, connections = conns.len(), "stopped accepting (removed from the config); connected writers continue until they close");
+                    }
+                    if conns.is_empty() {
+                        break;
+                    }
+                }
+            },
+            accepted = async { listener.as_ref().expect("guarded").accept().await }, if listener.is_some() => {
                 let (mut stream, _) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
@@ -114,37 +182,39 @@ pub async fn serve(
                     }
                 };
                 next_id += 1;
-                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                if active.load(Ordering::Acquire) >= cfg.max_connections {
                     let msg = format!("{{\"error\":\"too many connections\",\"max_connections\":{},\"hint\":\"retry later or raise sources.socket.max_connections\"}}\n", cfg.max_connections);
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(msg.as_bytes())).await;
                     });
                     tracing::warn!(target: "source::socket", max = cfg.max_connections, "refused a connection: sources.socket.max_connections reached");
                     continue;
-                };
+                }
                 let conn = Conn {
                     id: next_id,
                     peer: peer_name(&stream, &shown),
-                    max_event_bytes,
-                    transform: transform.clone(),
-                    cfg: cfg.clone(),
+                    settings: settings.clone(),
                     queue: queue.clone(),
                     status: status.clone(),
                     shutdown: shutdown.clone(),
                 };
+                active.fetch_add(1, Ordering::AcqRel);
                 status.metrics.socket_connections.fetch_add(1, Ordering::Relaxed);
-                let st = status.clone();
+                let (st, active) = (status.clone(), active.clone());
                 conns.spawn(async move {
                     conn.run(stream).await;
                     st.metrics.socket_connections.fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
+                    active.fetch_sub(1, Ordering::AcqRel);
                 });
             }
         }
-        publish(&status, &cfg, status.metrics.socket_connections.load(Ordering::Relaxed));
+        if listener.is_some() {
+            publish(&status, &cfg, status.metrics.socket_connections.load(Ordering::Relaxed));
+        }
     }
-    drop(listener);
-    let _ = std::fs::remove_file(&cfg.path);
+    if listener.take().is_some() {
+        let _ = std::fs::remove_file(&cfg.path);
+    }
     // Let connections finish what they are committing (they stop reading on shutdown).
     while conns.join_next().await.is_some() {}
     status.set_socket_source(None);
@@ -172,9 +242,7 @@ fn peer_name(stream: &UnixStream, shown: &str) -> String {
 struct Conn {
     id: u64,
     peer: String,
-    max_event_bytes: usize,
-    transform: Option<Arc<Transform>>,
-    cfg: SocketSourceConfig,
+    settings: tokio::sync::watch::Receiver<ConnSettings>,
     queue: Queue,
     status: Arc<StatusHub>,
     shutdown: Shutdown,
@@ -191,13 +259,14 @@ struct Tally {
 impl Conn {
     async fn run(mut self, stream: UnixStream) {
         let (mut rd, mut wr) = stream.into_split();
-        let mut framer = LineFramer::new(self.max_event_bytes, 0);
+        let mut framer = LineFramer::new(self.settings.borrow().max_event_bytes, 0);
         let mut tally = Tally::default();
         let mut buf = vec![0u8; 64 * 1024];
         let mut reason_closed = "end of stream";
         loop {
+            let idle_timeout = self.settings.borrow().idle_timeout;
             let read = tokio::select! {
-                r = tokio::time::timeout(self.cfg.idle_timeout, rd.read(&mut buf)) => r,
+                r = tokio::time::timeout(idle_timeout, rd.read(&mut buf)) => r,
                 _ = self.shutdown.wait() => { reason_closed = "agent shutting down"; break; }
             };
             let n = match read {
@@ -298,10 +367,12 @@ impl Conn {
         let n = frames.len() as u64;
         let peer = self.peer.clone();
         let mut origin = |i: usize, _f: &Frame| format!("{peer} conn #{} line {}", self.id, first_line + i as u64);
+        // The settings of this moment: a reload applies to connected writers from their next chunk.
+        let settings = self.settings.borrow().clone();
         let chunk = validate_frames(
             frames,
-            self.max_event_bytes,
-            self.transform.as_deref(),
+            settings.max_event_bytes,
+            settings.transform.as_deref(),
             &self.status.metrics,
             &mut origin,
         );
