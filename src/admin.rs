@@ -2,8 +2,11 @@
 //! for the running agent.
 //!
 //! A Unix socket at `<queue.path>/admin.sock`, mode 0600: only the agent's own user (the
-//! "admin role") can connect. One JSON request line in, one JSON answer line out. With no agent
-//! running, the CLI opens the queue directly and runs the same [`execute`].
+//! "admin role") can connect. One JSON request line in; out, one JSON answer line, or for a
+//! listing a stream of lines: a header (`{"ok":true,"stream":true,"total":N}`), one line per
+//! entry, and `{"end":true,"listed":K}`. Listings are read from the queue a page at a time and
+//! written as they are read, so neither side holds the whole dead letter in memory. With no
+//! agent running, the CLI opens the queue directly and runs the same [`execute`].
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
-use crate::queue::Queue;
+use crate::queue::{DeadLetterMeta, QuarantineMeta, Queue};
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,31 +44,34 @@ fn text_of(data: &[u8]) -> Value {
     }
 }
 
-/// Runs a request against the queue.
-pub fn execute(queue: &Queue, req: &Request) -> Value {
+/// Runs a request against the queue, giving the answer line(s) to `out` (see the module docs).
+/// `out` returns false when the reader has gone; a listing then stops.
+pub fn execute(queue: &Queue, req: &Request, out: &mut dyn FnMut(&Value) -> bool) {
     let r = match req {
-        Request::DeadLetterList { limit } => queue.list_dead_letter(limit.unwrap_or(1000)).map(|es| {
-            let entries: Vec<Value> = es
-                .iter()
-                .map(|e| json!({"id": e.id, "at": e.meta.at, "reason": e.meta.reason, "http_status": e.meta.http_status, "original_seq": e.meta.original_seq, "event": text_of(&e.data)}))
-                .collect();
-            json!({"ok": true, "entries": entries, "total": queue.counts().dead_letter})
-        }),
-        Request::QuarantineList { limit } => queue.list_quarantine(limit.unwrap_or(1000)).map(|es| {
-            let entries: Vec<Value> = es
-                .iter()
-                .map(|e| json!({"id": e.id, "at": e.meta.at, "origin": e.meta.origin, "reason": e.meta.reason, "len": e.meta.len, "line": text_of(&e.data)}))
-                .collect();
-            json!({"ok": true, "entries": entries, "total": queue.counts().quarantine})
-        }),
-        Request::DeadLetterReplay { ids } => queue
-            .replay_dead_letter(ids.as_deref())
-            .map(|n| json!({"ok": true, "replayed": n})),
-        Request::DeadLetterPurge { ids } => queue
-            .purge_dead_letter(ids.as_deref())
-            .map(|n| json!({"ok": true, "purged": n})),
+        Request::DeadLetterList { limit } => {
+            let total = queue.counts().dead_letter;
+            if !out(&json!({"ok": true, "stream": true, "total": total})) {
+                return;
+            }
+            queue.for_each_entry::<DeadLetterMeta>(b'd', limit.unwrap_or(1000), |e| {
+                out(&json!({"id": e.id, "at": e.meta.at, "reason": e.meta.reason, "http_status": e.meta.http_status, "original_seq": e.meta.original_seq, "event": text_of(&e.data)}))
+            })
+            .map(|n| json!({"end": true, "listed": n}))
+        }
+        Request::QuarantineList { limit } => {
+            let total = queue.counts().quarantine;
+            if !out(&json!({"ok": true, "stream": true, "total": total})) {
+                return;
+            }
+            queue.for_each_entry::<QuarantineMeta>(b'q', limit.unwrap_or(1000), |e| {
+                out(&json!({"id": e.id, "at": e.meta.at, "origin": e.meta.origin, "reason": e.meta.reason, "len": e.meta.len, "line": text_of(&e.data)}))
+            })
+            .map(|n| json!({"end": true, "listed": n}))
+        }
+        Request::DeadLetterReplay { ids } => queue.replay_dead_letter(ids.as_deref()).map(|n| json!({"ok": true, "replayed": n})),
+        Request::DeadLetterPurge { ids } => queue.purge_dead_letter(ids.as_deref()).map(|n| json!({"ok": true, "purged": n})),
     };
-    r.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()}))
+    out(&r.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})));
 }
 
 /// Binds the admin socket with mode 0600 (created under a temporary name first).
@@ -91,19 +97,35 @@ pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown)
             let (rd, mut wr) = stream.into_split();
             let mut lines = BufReader::new(rd.take(64 * 1024)).lines();
             if let Ok(Ok(Some(line))) = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await {
-                let answer = match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => {
-                        tracing::info!(target: "admin", "admin command: {line}");
-                        let q = queue.clone();
-                        tokio::task::spawn_blocking(move || execute(&q, &req))
-                            .await
-                            .unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()}))
+                let req = match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => req,
+                    Err(e) => {
+                        let answer = json!({"ok": false, "error": format!("bad request: {e}")});
+                        let _ = wr.write_all(format!("{answer}\n").as_bytes()).await;
+                        return;
                     }
-                    Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
                 };
-                let mut out = serde_json::to_vec(&answer).unwrap_or_default();
-                out.push(b'\n');
-                let _ = wr.write_all(&out).await;
+                tracing::info!(target: "admin", "admin command: {line}");
+                // The answer is written as it is produced, from a blocking thread (the queue's
+                // calls block); a reader that stops reading for 30 s ends it.
+                let Ok(stream) = lines.into_inner().into_inner().into_inner().reunite(wr) else {
+                    return;
+                };
+                let Ok(stream) = stream.into_std() else { return };
+                let q = queue.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    if stream.set_nonblocking(false).is_err() || stream.set_write_timeout(Some(std::time::Duration::from_secs(30))).is_err()
+                    {
+                        return;
+                    }
+                    let mut w = std::io::BufWriter::new(stream);
+                    execute(&q, &req, &mut |v| {
+                        serde_json::to_writer(&mut w, v).is_ok() && w.write_all(b"\n").is_ok()
+                    });
+                    let _ = w.flush();
+                })
+                .await;
             }
         });
     }
@@ -112,20 +134,35 @@ pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown)
 
 use tokio::io::AsyncReadExt;
 
-/// Client side: sends one request to a running agent. `Ok(None)` means no agent is listening.
-pub fn call(queue_path: &Path, req: &Request) -> std::io::Result<Option<Value>> {
+/// Client side: sends one request to a running agent and gives each answer line to `on_line`
+/// as it arrives. `Ok(false)` means no agent is listening.
+pub fn call(queue_path: &Path, req: &Request, on_line: &mut dyn FnMut(Value)) -> std::io::Result<bool> {
     use std::io::{BufRead, Write};
     let path = socket_path(queue_path);
     let mut s = match std::os::unix::net::UnixStream::connect(&path) {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(false),
         Err(e) => return Err(e),
     };
     s.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     s.write_all(&line)?;
-    let mut answer = String::new();
-    std::io::BufReader::new(s).read_line(&mut answer)?;
-    Ok(Some(serde_json::from_str(&answer).map_err(std::io::Error::other)?))
+    let mut streaming = false;
+    for line in std::io::BufReader::new(s).lines() {
+        let v: Value = serde_json::from_str(&line?).map_err(std::io::Error::other)?;
+        let first_of_stream = v["stream"] == true;
+        let end = v["end"] == true;
+        let failed = v["ok"] == false;
+        on_line(v);
+        if first_of_stream {
+            streaming = true;
+        } else if !streaming || end || failed {
+            return Ok(true);
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "the agent closed the admin socket {} before the end of its answer; see the agent's log",
+        path.display()
+    )))
 }

@@ -47,6 +47,7 @@ impl Agent {
             .await
             .context("queue open task failed")?
             .with_context(|| format!("queue.path: cannot open the queue at {}", cfg.queue.path.display()))?;
+        queue.set_limits(cfg.queue.limits());
         queue.set_min_free(cfg.queue.min_free_bytes);
         let status = Arc::new(StatusHub::new(queue.clone()));
         status.set_config(ConfigView {
@@ -191,7 +192,7 @@ impl Supervisor {
                 r = self.cfg.changed() => {
                     if r.is_err() { break; }
                     let cfg = self.cfg.borrow_and_update().clone();
-                    self.queue.set_limits(cfg.queue.max_bytes, cfg.queue.max_quarantine_entries);
+                    self.queue.set_limits(cfg.queue.limits());
                     self.queue.set_min_free(cfg.queue.min_free_bytes);
                     if let Err(e) = self.apply_sources() {
                         tracing::error!(target: "agent", "{e}");

@@ -248,8 +248,25 @@ pub struct QueueConfig {
     pub path: PathBuf,
     pub max_bytes: u64,
     pub max_quarantine_entries: u64,
+    pub max_quarantine_bytes: u64,
+    /// Bounds of the dead letter: when it is full, rejected events stay queued (delivery holds).
+    pub max_dead_letter_entries: u64,
+    pub max_dead_letter_bytes: u64,
     /// Free space kept on the queue's filesystem: appends are refused below it (0: none).
     pub min_free_bytes: u64,
+}
+
+impl QueueConfig {
+    /// The bounds the queue enforces.
+    pub fn limits(&self) -> crate::queue::Limits {
+        crate::queue::Limits {
+            max_bytes: self.max_bytes,
+            max_quarantine_entries: self.max_quarantine_entries,
+            max_quarantine_bytes: self.max_quarantine_bytes,
+            max_dead_letter_entries: self.max_dead_letter_entries,
+            max_dead_letter_bytes: self.max_dead_letter_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1520,6 +1537,14 @@ fn parse_queue(n: &mut Node) -> Option<QueueConfig> {
     let path = n.required_string("path", "set a directory for the durable queue, e.g. /var/lib/sendauth-siem");
     let max_bytes = n.size("max_bytes", 1024 * 1024 * 1024, 64 * 1024);
     let max_quarantine_entries = n.uint("max_quarantine_entries", 10_000, 1, 100_000_000);
+    let max_quarantine_bytes = n.size("max_quarantine_bytes", crate::queue::DEFAULT_MAX_QUARANTINE_BYTES, 64 * 1024);
+    let max_dead_letter_entries = n.uint(
+        "max_dead_letter_entries",
+        crate::queue::DEFAULT_MAX_DEAD_LETTER_ENTRIES,
+        1,
+        100_000_000,
+    );
+    let max_dead_letter_bytes = n.size("max_dead_letter_bytes", crate::queue::DEFAULT_MAX_DEAD_LETTER_BYTES, 64 * 1024);
     let min_free_bytes = n.size("min_free_bytes", crate::queue::DEFAULT_MIN_FREE_BYTES, 0);
     if let Some(p) = &path {
         let max = crate::admin::MAX_QUEUE_PATH_BYTES;
@@ -1537,6 +1562,9 @@ fn parse_queue(n: &mut Node) -> Option<QueueConfig> {
         path: PathBuf::from(path?),
         max_bytes,
         max_quarantine_entries,
+        max_quarantine_bytes,
+        max_dead_letter_entries,
+        max_dead_letter_bytes,
         min_free_bytes,
     })
 }

@@ -256,8 +256,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Quarantine { action } => match action {
             QuarantineCmd::List { config, json, limit } => {
                 let cfg = load(&config.config)?;
-                let v = admin(&cfg, sendauth_siem::admin::Request::QuarantineList { limit: Some(limit) })?;
-                print_entries(&v, json, "line", &["origin", "reason"])?;
+                print_entries(
+                    &cfg,
+                    sendauth_siem::admin::Request::QuarantineList { limit: Some(limit) },
+                    json,
+                    "line",
+                    &["origin", "reason"],
+                )?;
                 Ok(ExitCode::SUCCESS)
             }
         },
@@ -409,41 +414,61 @@ fn send_cmd(socket: &Path) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-/// Talks to the running agent's admin socket, or opens the queue directly if none runs.
-fn admin(cfg: &Config, req: sendauth_siem::admin::Request) -> anyhow::Result<Value> {
-    if let Some(v) = sendauth_siem::admin::call(&cfg.queue.path, &req).context("admin socket")? {
-        return Ok(v);
+/// Talks to the running agent's admin socket, or opens the queue directly if none runs; each
+/// answer line goes to `on_line` as it arrives (listings stream; see `admin`'s module docs).
+fn admin_stream(cfg: &Config, req: sendauth_siem::admin::Request, on_line: &mut dyn FnMut(Value)) -> anyhow::Result<()> {
+    if sendauth_siem::admin::call(&cfg.queue.path, &req, on_line).context("admin socket")? {
+        return Ok(());
     }
     let q = sendauth_siem::queue::Queue::open(&cfg.queue.path, cfg.queue.max_bytes, cfg.queue.max_quarantine_entries)
         .with_context(|| format!("cannot open the queue at {}", cfg.queue.path.display()))?;
-    let v = sendauth_siem::admin::execute(&q, &req);
+    q.set_limits(cfg.queue.limits());
+    q.set_min_free(cfg.queue.min_free_bytes);
+    sendauth_siem::admin::execute(&q, &req, &mut |v| {
+        on_line(v.clone());
+        true
+    });
     q.close();
-    Ok(v)
+    Ok(())
 }
 
-/// Prints a listing from the admin socket (or the queue opened directly). Fails when the agent
-/// answered an error, so a script sees a non-zero exit instead of an empty listing.
-fn print_entries(v: &Value, json: bool, body_key: &str, fields: &[&str]) -> anyhow::Result<()> {
-    if v["ok"] != true {
-        bail!("{}", v["error"].as_str().unwrap_or("the listing failed"));
-    }
-    let entries = v["entries"].as_array().cloned().unwrap_or_default();
-    if json {
-        for e in &entries {
-            println!("{}", serde_json::to_string(e).unwrap_or_default());
+/// A request with a one-line answer.
+fn admin(cfg: &Config, req: sendauth_siem::admin::Request) -> anyhow::Result<Value> {
+    let mut answer = Value::Null;
+    admin_stream(cfg, req, &mut |v| answer = v)?;
+    Ok(answer)
+}
+
+/// Prints a listing as it streams from the admin socket (or the queue opened directly). Fails
+/// when the agent answered an error, so a script sees a non-zero exit instead of an empty
+/// listing.
+fn print_entries(cfg: &Config, req: sendauth_siem::admin::Request, json: bool, body_key: &str, fields: &[&str]) -> anyhow::Result<()> {
+    let mut total = Value::Null;
+    let mut error = None;
+    admin_stream(cfg, req, &mut |e| {
+        if e["ok"] == false {
+            error = Some(e["error"].as_str().unwrap_or("the listing failed").to_string());
+        } else if e["stream"] == true {
+            total = e["total"].clone();
+        } else if e["end"] == true {
+            if !json {
+                println!("{} entries (of {total})", e["listed"]);
+            }
+        } else if json {
+            println!("{}", serde_json::to_string(&e).unwrap_or_default());
+        } else {
+            let mut parts = vec![format!("#{}", e["id"]), e["at"].as_str().unwrap_or("").to_string()];
+            for f in fields {
+                parts.push(e[*f].as_str().map(|s| s.to_string()).unwrap_or_else(|| e[*f].to_string()));
+            }
+            println!("{}", parts.join("  "));
+            println!("    {}", e[body_key].as_str().unwrap_or(""));
         }
-        return Ok(());
+    })?;
+    match error {
+        Some(e) => bail!("{e}"),
+        None => Ok(()),
     }
-    println!("{} entries (of {})", entries.len(), v["total"]);
-    for e in &entries {
-        let mut parts = vec![format!("#{}", e["id"]), e["at"].as_str().unwrap_or("").to_string()];
-        for f in fields {
-            parts.push(e[*f].as_str().map(|s| s.to_string()).unwrap_or_else(|| e[*f].to_string()));
-        }
-        println!("{}", parts.join("  "));
-        println!("    {}", e[body_key].as_str().unwrap_or(""));
-    }
-    Ok(())
 }
 
 fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
@@ -458,8 +483,7 @@ fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
     match action {
         DeadLetterCmd::List { config, json, limit } => {
             let cfg = load(&config.config)?;
-            let v = admin(&cfg, Request::DeadLetterList { limit: Some(limit) })?;
-            print_entries(&v, json, "event", &["reason"])?;
+            print_entries(&cfg, Request::DeadLetterList { limit: Some(limit) }, json, "event", &["reason"])?;
         }
         DeadLetterCmd::Replay { config, ids, all } => {
             let cfg = load(&config.config)?;

@@ -190,9 +190,19 @@ impl Metrics {
             counts.dead_letter.to_string(),
         );
         gauge(
+            "sendauth_siem_dead_letter_bytes",
+            "Bytes the dead letter keeps (bounded by queue.max_dead_letter_bytes).",
+            counts.dead_letter_bytes.to_string(),
+        );
+        gauge(
             "sendauth_siem_quarantine_count",
             "Lines in the quarantine.",
             counts.quarantine.to_string(),
+        );
+        gauge(
+            "sendauth_siem_quarantine_bytes",
+            "Bytes the quarantine keeps (bounded by queue.max_quarantine_bytes).",
+            counts.quarantine_bytes.to_string(),
         );
         gauge(
             "sendauth_siem_socket_connections",

@@ -59,6 +59,7 @@ pub struct StatusHub {
     socket_source: Mutex<Option<serde_json::Value>>,
     recent_errors: Mutex<VecDeque<LastError>>,
     queue_full: AtomicBool,
+    dead_letter_full: Mutex<Option<String>>,
     started: Instant,
 }
 
@@ -85,6 +86,7 @@ impl StatusHub {
             socket_source: Mutex::new(None),
             recent_errors: Mutex::new(VecDeque::new()),
             queue_full: AtomicBool::new(false),
+            dead_letter_full: Mutex::new(None),
             started: Instant::now(),
         }
     }
@@ -154,6 +156,16 @@ impl StatusHub {
         *self.socket_source.lock().unwrap() = v;
     }
 
+    /// Set by the sink while the dead letter refuses rejected events (the message says why and
+    /// what to do); `None` once it has room again.
+    pub fn set_dead_letter_full(&self, why: Option<String>) {
+        *self.dead_letter_full.lock().unwrap() = why;
+    }
+
+    pub fn dead_letter_full(&self) -> Option<String> {
+        self.dead_letter_full.lock().unwrap().clone()
+    }
+
     pub fn set_queue_full(&self, full: bool) {
         self.queue_full.store(full, Ordering::Relaxed);
     }
@@ -180,6 +192,7 @@ impl StatusHub {
     pub fn snapshot(&self) -> serde_json::Value {
         let p = self.persisted.lock().unwrap().clone();
         let counts = self.queue.counts();
+        let limits = self.queue.limits();
         let age = self.queue.oldest_pending_age();
         let cfg = self.config.lock().unwrap().clone();
         let full = self.queue_full.load(Ordering::Relaxed) || !self.queue.has_room(1);
@@ -197,8 +210,20 @@ impl StatusHub {
                 "incident": self.queue.incident(),
                 "storage_error": self.queue.storage_error(),
             },
-            "dead_letter": {"count": counts.dead_letter},
-            "quarantine": {"count": counts.quarantine, "evicted": counts.quarantine_evicted},
+            "dead_letter": {
+                "count": counts.dead_letter,
+                "bytes": counts.dead_letter_bytes,
+                "max_entries": limits.max_dead_letter_entries,
+                "max_bytes": limits.max_dead_letter_bytes,
+                "full": self.dead_letter_full.lock().unwrap().clone(),
+            },
+            "quarantine": {
+                "count": counts.quarantine,
+                "evicted": counts.quarantine_evicted,
+                "bytes": counts.quarantine_bytes,
+                "max_entries": limits.max_quarantine_entries,
+                "max_bytes": limits.max_quarantine_bytes,
+            },
             "config": {
                 "url": cfg.url,
                 "platform": cfg.platform,

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::campaign::*;
@@ -22,30 +21,6 @@ fn down(emu: &Emulator) {
         body: String::new(),
         headers: vec![],
     }));
-}
-
-/// A tmpfs of `mib` MiB mounted at `dir`, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, mib: u64) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(Tmpfs(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 /// Appends to the file until `/status` satisfies `pred`; returns the number written and the
@@ -145,29 +120,6 @@ async fn queue_max_bytes_pauses_the_file_refuses_socket_lines_and_recovers_witho
 }
 
 /// A config whose queue lives on `qdir` (on the small filesystem).
-fn write_config_with_queue(env: &TestEnv, cfg: &Cfg, qdir: &Path) {
-    let text = env
-        .render(cfg)
-        .replace(&env.queue.display().to_string(), &qdir.display().to_string());
-    env.write_config_text(&text);
-}
-
-/// Mounts the small filesystem with ballast leaving about `free_mib` free; None (skipped) when
-/// not permitted.
-fn small_fs(env: &TestEnv, fs_mib: u64, free_mib: u64) -> Option<(Tmpfs, PathBuf)> {
-    let fs_dir = env.dir.path().join("qfs");
-    let fs = match Tmpfs::mount(&fs_dir, fs_mib) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("SKIPPED: the full-filesystem campaign mounts a tmpfs, which needs root: {e}");
-            return None;
-        }
-    };
-    let ballast = fs_dir.join("ballast");
-    std::fs::write(&ballast, vec![0u8; ((fs_mib - free_mib) * 1024 * 1024) as usize]).unwrap();
-    Some((fs, ballast))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_filesystem_is_reported_pauses_sources_and_recovers_when_space_returns() {
     let mut fig = Figures::new("disk_full_filesystem");

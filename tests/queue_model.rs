@@ -22,10 +22,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use crash_storage::CrashStorage;
 use proptest::prelude::*;
-use sendauth_siem::queue::{AppendRequest, DeadLetterMeta, QuarantineMeta, Queue, QueueError};
+use sendauth_siem::queue::{AppendRequest, DeadLetterMeta, Limits, QuarantineMeta, Queue, QueueError};
 
 const MAX_BYTES: u64 = 24 * 1024;
 const MAX_QUARANTINE: u64 = 5;
+/// Small, so acks with dead letters are refused (the dead letter is full) in many cases.
+const MAX_DEAD_LETTER: u64 = 12;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -37,6 +39,7 @@ enum Op {
         dead_every: usize,
     },
     ReplayDeadLetter,
+    PurgeDeadLetter,
     Restart,
     Crash {
         power_loss: bool,
@@ -55,6 +58,13 @@ enum Op {
         power_loss: bool,
         n: usize,
     },
+    /// The disk dies `after` operations into a dead-letter replay (or purge), then the machine
+    /// crashes.
+    DieDuringReplay {
+        after: u8,
+        power_loss: bool,
+        purge: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -63,11 +73,13 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (proptest::collection::vec(any::<u16>(), 0..12), 0u8..3, any::<bool>()).prop_map(|(e, q, c)| Op::Append(e, q, c)),
         3 => (0usize..20, 0usize..4).prop_map(|(n, dead_every)| Op::Ack { n, dead_every }),
         1 => Just(Op::ReplayDeadLetter),
+        1 => Just(Op::PurgeDeadLetter),
         1 => Just(Op::Restart),
         2 => (any::<bool>(), tear.clone()).prop_map(|(power_loss, tear)| Op::Crash { power_loss, tear }),
         2 => (0u8..8, any::<bool>(), tear, proptest::collection::vec(any::<u16>(), 1..12))
             .prop_map(|(after, power_loss, tear, events)| Op::DieDuringAppend { after, power_loss, tear, events }),
         1 => (0u8..4, any::<bool>(), 1usize..10).prop_map(|(after, power_loss, n)| Op::DieDuringAck { after, power_loss, n }),
+        1 => (0u8..6, any::<bool>(), any::<bool>()).prop_map(|(after, power_loss, purge)| Op::DieDuringReplay { after, power_loss, purge }),
     ]
 }
 
@@ -136,6 +148,13 @@ impl Harness {
         let q = Queue::open_with_storage(self.root.path(), MAX_BYTES, MAX_QUARANTINE, Arc::new(self.storage.clone())).unwrap();
         q.set_commit_gap(Duration::ZERO);
         q.set_min_free(0);
+        q.set_limits(Limits {
+            max_bytes: MAX_BYTES,
+            max_quarantine_entries: MAX_QUARANTINE,
+            max_quarantine_bytes: u64::MAX,
+            max_dead_letter_entries: MAX_DEAD_LETTER,
+            max_dead_letter_bytes: u64::MAX,
+        });
         self.q = Some(q);
     }
 
@@ -210,34 +229,60 @@ impl Harness {
         self.try_ack(n, dead_every).unwrap();
     }
 
-    fn try_ack(&mut self, n: usize, dead_every: usize) -> Result<(), QueueError> {
+    /// Acks the first `n` pending events, dead-lettering every `dead_every`-th. Returns whether
+    /// the ack was made: one that would overfill the dead letter must be refused, changing
+    /// nothing.
+    fn try_ack(&mut self, n: usize, dead_every: usize) -> Result<bool, QueueError> {
         let n = n.min(self.m.pending.len());
         if n == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let mut dead = Vec::new();
         let mut upto = 0;
-        for i in 0..n {
-            let (seq, data) = self.m.pending.pop_front().unwrap();
-            upto = seq;
+        for (i, (seq, data)) in self.m.pending.iter().take(n).enumerate() {
+            upto = *seq;
             if dead_every > 0 && i % dead_every == 0 {
                 let meta = DeadLetterMeta {
                     at: "t".into(),
                     reason: "r".into(),
                     http_status: Some(400),
-                    original_seq: seq,
+                    original_seq: *seq,
                 };
                 dead.push((meta, data.clone()));
-                self.m.dead.push(data);
             }
         }
+        let over = self.m.dead.len() + dead.len() > MAX_DEAD_LETTER as usize;
         let flushed = !dead.is_empty();
-        self.q().ack(upto, dead)?;
+        let dead_data: Vec<Bytes> = dead.iter().map(|(_, d)| d.clone()).collect();
+        let r = self.q().ack(upto, dead);
+        match &r {
+            Err(QueueError::DeadLetterFull { seq, .. }) => {
+                assert!(over, "the dead letter was refused with room in it");
+                assert_eq!(*seq, self.m.pending[0].0, "the refusal names the first rejected event");
+                return Ok(false);
+            }
+            // The disk died: the model takes the ack as made; a caller that crashes next
+            // decides from what the queue holds (see `DieDuringAck`).
+            Err(_) => {}
+            Ok(()) => assert!(!over, "the dead letter took more than queue.max_dead_letter_entries"),
+        }
+        self.m.pending.drain(..n);
+        self.m.dead.extend(dead_data);
         self.m.acked = upto;
         if flushed {
             self.m.acked_floor = upto;
         }
-        Ok(())
+        r.map(|()| true)
+    }
+
+    fn purge_dead_letter(&mut self) {
+        let n = self.q().purge_dead_letter(None).unwrap();
+        assert_eq!(n as usize, self.m.dead.len());
+        if n > 0 {
+            self.m.dead.clear();
+            // Written and flushed with sled.
+            self.m.acked_floor = self.m.acked;
+        }
     }
 
     fn replay_dead_letter(&mut self) {
@@ -347,9 +392,23 @@ impl Harness {
             "pending_bytes"
         );
         assert_eq!(c.dead_letter as usize, self.m.dead.len(), "dead-letter count");
-        let dl: Vec<Vec<u8>> = q.list_dead_letter(usize::MAX).unwrap().into_iter().map(|e| e.data).collect();
+        let dl = q.list_dead_letter(usize::MAX).unwrap();
+        // Byte counters: each entry is stored as [header length u32][header JSON][data].
+        let stored = |meta: &dyn erased::Json, data: &[u8]| (4 + meta.json_len() + data.len()) as u64;
+        assert_eq!(
+            c.dead_letter_bytes,
+            dl.iter().map(|e| stored(&e.meta, &e.data)).sum::<u64>(),
+            "dead-letter bytes"
+        );
+        let dl: Vec<Vec<u8>> = dl.into_iter().map(|e| e.data).collect();
         assert_eq!(dl, self.m.dead.iter().map(|d| d.to_vec()).collect::<Vec<_>>(), "dead letter");
-        let ql: Vec<String> = q.list_quarantine(usize::MAX).unwrap().into_iter().map(|e| e.meta.origin).collect();
+        let ql = q.list_quarantine(usize::MAX).unwrap();
+        assert_eq!(
+            c.quarantine_bytes,
+            ql.iter().map(|e| stored(&e.meta, &e.data)).sum::<u64>(),
+            "quarantine bytes"
+        );
+        let ql: Vec<String> = ql.into_iter().map(|e| e.meta.origin).collect();
         assert_eq!(ql, self.m.quarantine.iter().cloned().collect::<Vec<_>>(), "quarantine");
         assert_eq!(c.quarantine as usize, self.m.quarantine.len(), "quarantine count");
         assert_eq!(q.checkpoint(b"file").unwrap(), self.m.checkpoint, "checkpoint");
@@ -363,6 +422,44 @@ impl Harness {
             }
             Op::Ack { n, dead_every } => self.ack(n, dead_every),
             Op::ReplayDeadLetter => self.replay_dead_letter(),
+            Op::PurgeDeadLetter => self.purge_dead_letter(),
+            Op::DieDuringReplay { after, power_loss, purge } => {
+                let dead = self.m.dead.clone();
+                self.storage.fail_after(u64::from(after));
+                let q = self.q().clone();
+                let ok = if purge {
+                    q.purge_dead_letter(None)
+                } else {
+                    q.replay_dead_letter(None)
+                }
+                .is_ok();
+                drop(q);
+                self.q.take();
+                self.storage.crash(power_loss, None);
+                self.crashes += 1;
+                self.open();
+                let acked = self.q().acked();
+                self.crash_reconcile_acks(acked);
+                let left = self.q().counts().dead_letter as usize;
+                if left == dead.len() && !dead.is_empty() {
+                    // Undone as a whole: everything is as before.
+                    assert!(!ok, "a replay that returned Ok was undone by a crash");
+                } else if !dead.is_empty() {
+                    assert_eq!(left, 0, "a crash left a replay half done");
+                    self.m.dead.clear();
+                    if !purge {
+                        let got = self.q().read(self.m.highest_seq, usize::MAX, usize::MAX).unwrap();
+                        let data: Vec<Bytes> = got.iter().map(|e| e.data.clone()).collect();
+                        assert_eq!(data, dead, "replayed events are re-queued, in order, exactly once");
+                        let req = AppendRequest {
+                            events: dead,
+                            quarantine: vec![],
+                            checkpoint: None,
+                        };
+                        self.committed(&req, got[0].seq);
+                    }
+                }
+            }
             Op::Restart => {
                 let q = self.q.take().unwrap();
                 q.close();
@@ -378,7 +475,13 @@ impl Harness {
                 let before = (self.m.pending.clone(), self.m.dead.clone(), self.m.acked, self.m.acked_floor);
                 let upto = self.m.pending[n - 1].0;
                 self.storage.fail_after(u64::from(after));
-                let ok = self.try_ack(n, 1).is_ok();
+                let made = self.try_ack(n, 1);
+                if matches!(made, Ok(false)) {
+                    // Refused (the dead letter is full) before touching the disk.
+                    self.storage.disarm();
+                    return self.check();
+                }
+                let ok = made.is_ok();
                 self.q.take();
                 self.storage.crash(power_loss, None);
                 self.crashes += 1;
@@ -411,6 +514,18 @@ impl Harness {
             }
         }
         self.check();
+    }
+}
+
+/// The stored size of an entry's header, whatever its metadata type.
+mod erased {
+    pub trait Json {
+        fn json_len(&self) -> usize;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json_len(&self) -> usize {
+            serde_json::to_vec(self).unwrap().len()
+        }
     }
 }
 

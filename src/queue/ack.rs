@@ -55,6 +55,16 @@ impl Queue {
                 return Ok(());
             }
             let upto = upto.min(st.next_seq.saturating_sub(1));
+            let entries: Vec<Vec<u8>> = dead.iter().map(|(meta, data)| encode_entry(meta, data)).collect();
+            let entry_bytes: u64 = entries.iter().map(|e| e.len() as u64).sum();
+            if let Some((meta, _)) = dead.first() {
+                // Checked before anything changes: a refused dead letter leaves the queue as it was.
+                self.dead_letter_room(&store, &st, entries.len() as u64, entry_bytes)
+                    .map_err(|why| QueueError::DeadLetterFull {
+                        why,
+                        seq: meta.original_seq,
+                    })?;
+            }
             let mut freed_events = 0u64;
             let mut freed_bytes = 0u64;
             let acked = st.acked;
@@ -92,12 +102,13 @@ impl Queue {
             }
             st.counts.pending_events = st.counts.pending_events.saturating_sub(freed_events);
             st.counts.pending_bytes = st.counts.pending_bytes.saturating_sub(freed_bytes);
-            for (meta, data) in &dead {
+            for entry in entries {
                 let id = st.d_next;
-                st.overlay.add_op((key(b'd', id).to_vec(), Some(encode_entry(meta, data))));
+                st.overlay.add_op((key(b'd', id).to_vec(), Some(entry)));
                 st.d_next += 1;
                 st.counts.dead_letter += 1;
             }
+            st.counts.dead_letter_bytes += entry_bytes;
             st.acked = upto;
             st.overlay.dirty = true;
             if !dead.is_empty() {
@@ -137,6 +148,40 @@ impl Queue {
                 if seg.has_acked(upto) {
                     flush_sled(&self.inner, &store)?;
                     seg.delete_acked(upto, Some(&self.inner.readers));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `n` more dead letters of `bytes` fit: under `queue.max_dead_letter_entries` and
+    /// `queue.max_dead_letter_bytes`, and without using the disk reserve (`queue.min_free_bytes`:
+    /// a rejected event left in the queue costs no new space, a dead letter does). `Err` says
+    /// which bound was hit, for the operator.
+    fn dead_letter_room(&self, store: &Store, st: &State, n: u64, bytes: u64) -> Result<(), String> {
+        let limits = *self.inner.limits.lock().unwrap();
+        let c = st.counts;
+        if c.dead_letter + n > limits.max_dead_letter_entries {
+            return Err(format!(
+                "{} entries; queue.max_dead_letter_entries is {}",
+                c.dead_letter, limits.max_dead_letter_entries
+            ));
+        }
+        if c.dead_letter_bytes + bytes > limits.max_dead_letter_bytes {
+            return Err(format!(
+                "{} bytes kept; queue.max_dead_letter_bytes is {}",
+                c.dead_letter_bytes, limits.max_dead_letter_bytes
+            ));
+        }
+        let min_free = self.inner.min_free.load(Ordering::Relaxed);
+        if min_free > 0 {
+            if let Some(free) = free_bytes(&store.dir) {
+                if free < min_free.saturating_add(bytes.saturating_mul(2)) {
+                    return Err(format!(
+                        "the disk is full: {} MiB free, and queue.min_free_bytes keeps {} MiB in reserve",
+                        free / (1024 * 1024),
+                        min_free / (1024 * 1024)
+                    ));
                 }
             }
         }

@@ -169,8 +169,8 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
         let st = inner.state.lock().unwrap();
         (st.next_seq, st.q_next, st.counts)
     };
-    let max_bytes = inner.max_bytes.load(Ordering::Relaxed);
-    let max_q = inner.max_quarantine.load(Ordering::Relaxed);
+    let limits = *inner.limits.lock().unwrap();
+    let max_bytes = limits.max_bytes;
     let mut results = Vec::with_capacity(reqs.len());
     let mut events: Vec<Bytes> = Vec::new();
     let mut next_seq = start_seq;
@@ -198,10 +198,13 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
     let mut ops: Vec<wal::Op> = Vec::new();
     let mut q_next = q_start;
     let mut added_q = 0u64;
+    let mut added_q_bytes = 0u64;
     for (req, _) in reqs.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
         for (meta, line) in &req.quarantine {
             let keep = &line[..line.len().min(QUARANTINE_KEEP_BYTES)];
-            ops.push((key(b'q', q_next).to_vec(), Some(encode_entry(meta, keep))));
+            let entry = encode_entry(meta, keep);
+            added_q_bytes += entry.len() as u64;
+            ops.push((key(b'q', q_next).to_vec(), Some(entry)));
             q_next += 1;
             added_q += 1;
         }
@@ -211,18 +214,58 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
             ops.push((k, Some(ck.clone())));
         }
     }
-    // Keep the quarantine bounded: evict the oldest entries beyond the limit (counted). Ids are
-    // consecutive, so the live ones are exactly the last `quarantine` ids before `q_next`: evict
-    // from the oldest live id on (new entries that would be evicted at once are not written).
+    // Keep the quarantine bounded in entries and bytes: evict the oldest entries beyond either
+    // bound (counted). Ids are consecutive, so the live ones are exactly the last `quarantine`
+    // ids before `q_next`: evict from the oldest live id on (new entries that would be evicted
+    // at once are not written).
     let mut evicted = 0u64;
-    let live = before.quarantine + added_q;
-    if live > max_q {
-        evicted = live - max_q;
+    let mut evicted_bytes = 0u64;
+    let mut live = before.quarantine + added_q;
+    let mut live_bytes = before.quarantine_bytes + added_q_bytes;
+    if live > limits.max_quarantine_entries || live_bytes > limits.max_quarantine_bytes {
         let oldest = q_next - live;
-        let first_kept = oldest + evicted;
+        // Sizes of the entries about to be evicted: this commit's, the overlay's (newest write
+        // per key), else sled's.
+        let overlay_sizes: std::collections::HashMap<u64, usize> = {
+            let st = inner.state.lock().unwrap();
+            st.overlay
+                .ops
+                .iter()
+                .filter(|(k, _)| k.len() == 9 && k[0] == b'q')
+                .map(|(k, v)| {
+                    (
+                        u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])),
+                        v.as_ref().map_or(0, Vec::len),
+                    )
+                })
+                .collect()
+        };
+        let new_sizes: std::collections::HashMap<u64, usize> = ops
+            .iter()
+            .filter(|(k, _)| k.len() == 9 && k[0] == b'q')
+            .map(|(k, v)| {
+                (
+                    u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])),
+                    v.as_ref().map_or(0, Vec::len),
+                )
+            })
+            .collect();
+        let mut id = oldest;
+        while id < q_next && (live > limits.max_quarantine_entries || live_bytes > limits.max_quarantine_bytes) {
+            let size = match (new_sizes.get(&id), overlay_sizes.get(&id)) {
+                (Some(n), _) | (None, Some(n)) => *n,
+                (None, None) => store.db.get(key(b'q', id)).ok().flatten().map_or(0, |v| v.len()),
+            } as u64;
+            live -= 1;
+            live_bytes = live_bytes.saturating_sub(size);
+            evicted += 1;
+            evicted_bytes += size;
+            id += 1;
+        }
+        let first_kept = id;
         ops.retain(|(k, _)| k.first() != Some(&b'q') || u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])) >= first_kept);
         ops.extend((oldest..first_kept.min(q_start)).map(|id| (key(b'q', id).to_vec(), None)));
-        tracing::warn!(target: "queue", evicted, "quarantine is over queue.max_quarantine_entries; the oldest entries were dropped (counted in status as quarantine.evicted)");
+        tracing::warn!(target: "queue", evicted, "the quarantine is over queue.max_quarantine_entries or queue.max_quarantine_bytes; its oldest entries were dropped (counted in status as quarantine.evicted)");
     }
     let deltas = wal::Deltas {
         pending_events: (next_seq - start_seq) as i64,
@@ -230,6 +273,8 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
         dead_letter: 0,
         quarantine: added_q as i64 - evicted as i64,
         quarantine_evicted: evicted as i64,
+        dead_letter_bytes: 0,
+        quarantine_bytes: added_q_bytes as i64 - evicted_bytes as i64,
     };
     if next_seq == start_seq && ops.is_empty() && evicted == 0 {
         // Nothing to write (empty requests, or every one refused).

@@ -54,16 +54,62 @@ pub(super) fn decode_entry<M: for<'de> Deserialize<'de>>(raw: &[u8]) -> Option<(
     Some((meta, raw[4 + hl..].to_vec()))
 }
 
+/// Listings, replays and purges go through the entries this many at a time (or this many
+/// bytes): memory stays constant however large the dead letter or the quarantine is.
+pub(super) const ENTRY_PAGE: usize = 512;
+pub(super) const ENTRY_PAGE_BYTES: usize = 8 << 20;
+
 impl Queue {
     pub fn list_quarantine(&self, limit: usize) -> Result<Vec<Entry<QuarantineMeta>>, QueueError> {
-        self.list_entries(b'q', limit)
+        self.collect_entries(b'q', limit)
     }
 
     pub fn list_dead_letter(&self, limit: usize) -> Result<Vec<Entry<DeadLetterMeta>>, QueueError> {
-        self.list_entries(b'd', limit)
+        self.collect_entries(b'd', limit)
     }
 
-    pub(super) fn list_entries<M: for<'de> Deserialize<'de>>(&self, prefix: u8, limit: usize) -> Result<Vec<Entry<M>>, QueueError> {
+    fn collect_entries<M: for<'de> Deserialize<'de>>(&self, prefix: u8, limit: usize) -> Result<Vec<Entry<M>>, QueueError> {
+        let mut out = Vec::new();
+        self.for_each_entry(prefix, limit, |e| {
+            out.push(e);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with up to `limit` entries (`b'd'`: dead letter, `b'q'`: quarantine), oldest
+    /// first, a page at a time (constant memory); stops early when `f` returns false. Returns
+    /// how many were passed to `f`.
+    pub fn for_each_entry<M: for<'de> Deserialize<'de>>(
+        &self,
+        prefix: u8,
+        limit: usize,
+        mut f: impl FnMut(Entry<M>) -> bool,
+    ) -> Result<usize, QueueError> {
+        let mut after = 0u64;
+        let mut n = 0usize;
+        while n < limit {
+            let page = self.entries_page::<M>(prefix, after, (limit - n).min(ENTRY_PAGE))?;
+            let Some(last) = page.last() else { break };
+            after = last.0.id;
+            for (e, _) in page {
+                n += 1;
+                if !f(e) {
+                    return Ok(n);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Up to `max` entries with ids above `after` (and [`ENTRY_PAGE_BYTES`]), each with the size
+    /// it is stored with.
+    pub(super) fn entries_page<M: for<'de> Deserialize<'de>>(
+        &self,
+        prefix: u8,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(Entry<M>, u64)>, QueueError> {
         let store = self.inner.store.read().unwrap();
         {
             // Listings read sled: give it what the overlay holds first.
@@ -71,11 +117,19 @@ impl Queue {
             drain(&store.db, &mut st).map_err(|e| self.sled_failed(e))?;
         }
         let mut out = Vec::new();
-        for item in store.db.range(key(prefix, 0)..=key(prefix, u64::MAX)).take(limit) {
+        let mut bytes = 0usize;
+        for item in store.db.range(key(prefix, after.saturating_add(1))..=key(prefix, u64::MAX)) {
+            if out.len() >= max || (bytes >= ENTRY_PAGE_BYTES && !out.is_empty()) {
+                break;
+            }
             let (k, v) = item.map_err(|e| storage_err(&store.dir, e))?;
             let id = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
-            if let Some((meta, data)) = decode_entry::<M>(&v) {
-                out.push(Entry { id, meta, data });
+            bytes += v.len();
+            match decode_entry::<M>(&v) {
+                Some((meta, data)) => out.push((Entry { id, meta, data }, v.len() as u64)),
+                None => {
+                    tracing::warn!(target: "queue", id, "an entry of the {} cannot be read and was skipped", if prefix == b'd' { "dead letter" } else { "quarantine" })
+                }
             }
         }
         Ok(out)
@@ -92,23 +146,51 @@ impl Queue {
         self.take_dead_letter(ids, false)
     }
 
+    /// Replays or purges a page at a time: each page is one atomic transition (one frame with
+    /// the re-queued events and the removals, then a sled flush), so a crash leaves every entry
+    /// either still in the dead letter or re-queued/purged, never both or neither.
     pub(super) fn take_dead_letter(&self, ids: Option<&[u64]>, requeue: bool) -> Result<u64, QueueError> {
         check_failed(&self.inner)?;
-        let entries = self.list_dead_letter(usize::MAX)?;
-        let chosen: Vec<_> = entries.into_iter().filter(|e| ids.is_none_or(|ids| ids.contains(&e.id))).collect();
-        // Named ids must all exist: a typo must not look like success, and a partial replay
-        // would leave the operator guessing which ones moved.
-        if let Some(ids) = ids {
-            let mut missing: Vec<u64> = ids.iter().copied().filter(|id| !chosen.iter().any(|e| e.id == *id)).collect();
-            missing.sort_unstable();
-            missing.dedup();
-            if !missing.is_empty() {
-                return Err(QueueError::NoSuchDeadLetter(missing));
+        let mut done = 0u64;
+        match ids {
+            Some(ids) => {
+                let mut ids = ids.to_vec();
+                ids.sort_unstable();
+                ids.dedup();
+                // Named ids must all exist: a typo must not look like success, and a partial
+                // replay would leave the operator guessing which ones moved.
+                let mut chosen = Vec::with_capacity(ids.len());
+                let mut missing = Vec::new();
+                for id in ids {
+                    let found = match id.checked_sub(1) {
+                        Some(after) => self.entries_page::<DeadLetterMeta>(b'd', after, 1)?.pop(),
+                        None => None,
+                    };
+                    match found {
+                        Some(e) if e.0.id == id => chosen.push(e),
+                        _ => missing.push(id),
+                    }
+                }
+                if !missing.is_empty() {
+                    return Err(QueueError::NoSuchDeadLetter(missing));
+                }
+                for page in chosen.chunks(ENTRY_PAGE) {
+                    done += self.take_page(page, requeue)?;
+                }
             }
+            None => loop {
+                // Always from the start: the page just taken is gone.
+                let page = self.entries_page::<DeadLetterMeta>(b'd', 0, ENTRY_PAGE)?;
+                if page.is_empty() {
+                    break;
+                }
+                done += self.take_page(&page, requeue)?;
+            },
         }
-        if chosen.is_empty() {
-            return Ok(0);
-        }
+        Ok(done)
+    }
+
+    fn take_page(&self, chosen: &[(Entry<DeadLetterMeta>, u64)], requeue: bool) -> Result<u64, QueueError> {
         let n = chosen.len() as u64;
         {
             // One frame like a commit (the re-queued events and the removals), then sled is
@@ -120,16 +202,35 @@ impl Queue {
                 (st.next_seq, st.q_next, st.acked, st.commits + 1)
             };
             let events: Vec<Bytes> = if requeue {
-                chosen.iter().map(|e| Bytes::from(e.data.clone())).collect()
+                chosen.iter().map(|(e, _)| Bytes::from(e.data.clone())).collect()
             } else {
                 Vec::new()
             };
             let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
+            // Re-queued events need room like any append (a write through sled on a full disk
+            // would stop the agent); a purge frees space and may use the reserve.
+            let min_free = self.inner.min_free.load(Ordering::Relaxed);
+            if requeue && min_free > 0 {
+                if let Some(free) = free_bytes(&store.dir) {
+                    if free < min_free.saturating_add(bytes.saturating_mul(2)) {
+                        return Err(QueueError::Storage {
+                            path: store.dir.clone(),
+                            message: format!(
+                                "no room to re-queue {n} dead-lettered event(s) ({} KiB): {} MiB free, and queue.min_free_bytes keeps {} MiB in reserve; free some space, then replay again (entries not yet replayed stay in the dead letter)",
+                                bytes / 1024,
+                                free / (1024 * 1024),
+                                min_free / (1024 * 1024)
+                            ),
+                        });
+                    }
+                }
+            }
             let next_seq = first_seq + events.len() as u64;
             let deltas = wal::Deltas {
                 pending_events: events.len() as i64,
                 pending_bytes: bytes as i64,
                 dead_letter: -(n as i64),
+                dead_letter_bytes: -(chosen.iter().map(|(_, len)| *len as i64).sum::<i64>()),
                 ..Default::default()
             };
             let mut commit = wal::CommitOut {
@@ -143,7 +244,7 @@ impl Queue {
                     deltas,
                 },
                 records: chunk_events(&events),
-                ops: chosen.iter().map(|e| (key(b'd', e.id).to_vec(), None)).collect(),
+                ops: chosen.iter().map(|(e, _)| (key(b'd', e.id).to_vec(), None)).collect(),
             };
             let (pointers, pos) = write_durably(&mut seg, &commit)?;
             let mut st = self.inner.state.lock().unwrap();

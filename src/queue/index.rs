@@ -194,6 +194,8 @@ pub(super) fn add_deltas(c: Counts, d: wal::Deltas) -> Counts {
         dead_letter: add(c.dead_letter, d.dead_letter),
         quarantine: add(c.quarantine, d.quarantine),
         quarantine_evicted: add(c.quarantine_evicted, d.quarantine_evicted),
+        dead_letter_bytes: add(c.dead_letter_bytes, d.dead_letter_bytes),
+        quarantine_bytes: add(c.quarantine_bytes, d.quarantine_bytes),
     }
 }
 

@@ -136,6 +136,13 @@ pub use storage::{RealStorage, Storage, StoredFile};
 
 /// Default `queue.min_free_bytes`: free space kept on the queue's filesystem.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+/// Default `queue.max_quarantine_bytes`.
+pub const DEFAULT_MAX_QUARANTINE_BYTES: u64 = 32 * 1024 * 1024;
+/// Default `queue.max_dead_letter_entries`.
+pub const DEFAULT_MAX_DEAD_LETTER_ENTRIES: u64 = 100_000;
+/// Default `queue.max_dead_letter_bytes`. sled keeps the values it has written in memory, so
+/// this also bounds what a full dead letter costs in memory (docs/BENCHMARKS.md).
+pub const DEFAULT_MAX_DEAD_LETTER_BYTES: u64 = 32 * 1024 * 1024;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     #[error("queue full: {pending_bytes} bytes pending, queue.max_bytes is {max_bytes}; the SIEM is not keeping up or is unreachable (see `sendauth-siem status`)")]
@@ -152,6 +159,10 @@ pub enum QueueError {
     /// move it aside. Any other error at open (a full disk, permissions, an I/O error) is not.
     #[error("queue database at {path} is damaged: {message}")]
     Corrupt { path: PathBuf, message: String },
+    /// Rejected events could not be moved to the dead letter: it is at a bound, or the disk
+    /// reserve would be used. Nothing changed: the events stay in the queue.
+    #[error("the dead letter is full ({why}): the SIEM rejected event {seq}, which stays in the queue, and delivery holds at it; list the dead letter (`sendauth-siem dead-letter list`), then replay or purge entries, or raise the limit")]
+    DeadLetterFull { why: String, seq: u64 },
     /// A dead-letter command named ids that are not in the dead letter; nothing was changed.
     #[error("no dead-letter entry with id {}; nothing was changed (see `sendauth-siem dead-letter list` for the ids)", join_ids(.0))]
     NoSuchDeadLetter(Vec<u64>),
@@ -178,6 +189,35 @@ pub struct Counts {
     pub dead_letter: u64,
     pub quarantine: u64,
     pub quarantine_evicted: u64,
+    /// Bytes the dead letter and the quarantine keep (their entries as stored).
+    pub dead_letter_bytes: u64,
+    pub quarantine_bytes: u64,
+}
+
+/// The queue's bounds (`queue.*` in the config); see [`Queue::set_limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Pending events, in bytes: appends beyond it are refused (queue full).
+    pub max_bytes: u64,
+    /// Quarantined lines: the oldest are evicted (and counted) beyond either bound.
+    pub max_quarantine_entries: u64,
+    pub max_quarantine_bytes: u64,
+    /// Dead letters: beyond either bound (or the disk reserve), a rejected event stays in the
+    /// queue and delivery holds at it until an operator makes room ([`QueueError::DeadLetterFull`]).
+    pub max_dead_letter_entries: u64,
+    pub max_dead_letter_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_bytes: 1 << 30,
+            max_quarantine_entries: 10_000,
+            max_quarantine_bytes: DEFAULT_MAX_QUARANTINE_BYTES,
+            max_dead_letter_entries: DEFAULT_MAX_DEAD_LETTER_ENTRIES,
+            max_dead_letter_bytes: DEFAULT_MAX_DEAD_LETTER_BYTES,
+        }
+    }
 }
 
 /// One source's request to commit a chunk of input.
@@ -241,8 +281,7 @@ struct Inner {
     state: Mutex<State>,
     /// One past the last durable sequence number; readers stop before it.
     durable_next: AtomicU64,
-    max_bytes: AtomicU64,
-    max_quarantine: AtomicU64,
+    limits: Mutex<Limits>,
     appended: tokio::sync::Notify,
     incident: Mutex<Option<String>>,
     /// How far the queue has got, kept beside the store (see [`checked_file`]).
@@ -461,15 +500,33 @@ impl Queue {
                 dead_letter: g("dl_count")?,
                 quarantine: g("q_count")?,
                 quarantine_evicted: g("q_evicted")?,
+                dead_letter_bytes: g("dl_bytes")?,
+                quarantine_bytes: g("q_bytes")?,
             },
             q_next: g("q_next")?.max(1),
             d_next: g("d_next")?.max(1),
             commits: g("wal_commit")?,
             overlay: Overlay::default(),
         };
+        let mut state = state;
+        // Stores written before the dead letter and the quarantine were bounded in bytes have
+        // no byte counters: count them once (bounded by their entry limits), and keep them.
+        for (prefix, name) in [(b'd', "dl_bytes"), (b'q', "q_bytes")] {
+            if db.get(meta_key(name)).map_err(|e| storage_err(&store_dir, e))?.is_none() {
+                let mut total = 0u64;
+                for item in db.range(key(prefix, 0)..=key(prefix, u64::MAX)) {
+                    total += item.map_err(|e| storage_err(&store_dir, e))?.1.len() as u64;
+                }
+                match prefix {
+                    b'd' => state.counts.dead_letter_bytes = total,
+                    _ => state.counts.quarantine_bytes = total,
+                }
+                // Kept with the next drain (a missing key reads as 0, right for an empty store).
+                state.overlay.dirty |= total > 0;
+            }
+        }
         // Commits whose frames are durable but that sled had not written when the process
         // stopped: replay them (see `wal`).
-        let mut state = state;
         let (wal_acked, wal_incident) = replay_wal(&store, &*storage, &seg_dir, &mut state)?;
         if let Some(msg) = wal_incident {
             incident = Some(match incident {
@@ -512,8 +569,11 @@ impl Queue {
             },
             state: Mutex::new(state),
             durable_next: AtomicU64::new(durable_next),
-            max_bytes: AtomicU64::new(max_bytes),
-            max_quarantine: AtomicU64::new(max_quarantine),
+            limits: Mutex::new(Limits {
+                max_bytes,
+                max_quarantine_entries: max_quarantine,
+                ..Limits::default()
+            }),
             appended: tokio::sync::Notify::new(),
             incident: Mutex::new(incident),
             witness,
@@ -624,13 +684,17 @@ impl Queue {
         self.inner.min_free.store(bytes, Ordering::Relaxed);
     }
 
-    pub fn set_limits(&self, max_bytes: u64, max_quarantine: u64) {
-        self.inner.max_bytes.store(max_bytes, Ordering::Relaxed);
-        self.inner.max_quarantine.store(max_quarantine, Ordering::Relaxed);
+    /// Sets the queue's bounds (a config reload): they apply to the next commit or ack.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.inner.limits.lock().unwrap() = limits;
+    }
+
+    pub fn limits(&self) -> Limits {
+        *self.inner.limits.lock().unwrap()
     }
 
     pub fn max_bytes(&self) -> u64 {
-        self.inner.max_bytes.load(Ordering::Relaxed)
+        self.limits().max_bytes
     }
 
     pub fn counts(&self) -> Counts {

@@ -112,6 +112,8 @@ pub(super) fn drain(db: &sled::Db, st: &mut State) -> sled::Result<()> {
         ("dl_count", c.dead_letter),
         ("q_count", c.quarantine),
         ("q_evicted", c.quarantine_evicted),
+        ("dl_bytes", c.dead_letter_bytes),
+        ("q_bytes", c.quarantine_bytes),
     ] {
         batch.insert(meta_key(name), &v.to_be_bytes());
     }

@@ -424,3 +424,44 @@ fn nothing_is_written_outside_queue_path_not_even_by_a_reclaim() {
         "a sled temporary store in /dev/shm: {new_in_shm:?}"
     );
 }
+
+#[test]
+fn the_quarantine_is_bounded_in_bytes_too_evicting_the_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), 1 << 30, 1000).unwrap();
+    q.set_limits(Limits {
+        max_quarantine_bytes: 3 * 1100,
+        ..Limits::default()
+    });
+    for i in 0..6 {
+        let meta = QuarantineMeta {
+            at: now_rfc3339(),
+            origin: format!("test:{i}"),
+            reason: "bad".into(),
+            len: 1000,
+        };
+        q.append_blocking(AppendRequest {
+            events: vec![],
+            quarantine: vec![(meta, vec![b'x'; 1000])],
+            checkpoint: None,
+        })
+        .unwrap();
+    }
+    let c = q.counts();
+    let l = q.list_quarantine(10).unwrap();
+    let stored: u64 = l
+        .iter()
+        .map(|e| (4 + serde_json::to_vec(&e.meta).unwrap().len() + e.data.len()) as u64)
+        .sum();
+    assert_eq!(
+        l.iter().map(|e| e.meta.origin.as_str()).collect::<Vec<_>>(),
+        vec!["test:3", "test:4", "test:5"]
+    );
+    assert_eq!((c.quarantine, c.quarantine_evicted, c.quarantine_bytes), (3, 3, stored));
+    assert!(c.quarantine_bytes <= 3 * 1100);
+    // The byte counter survives a reopen.
+    q.close();
+    drop(q);
+    let q = Queue::open(dir.path(), 1 << 30, 1000).unwrap();
+    assert_eq!(q.counts().quarantine_bytes, stored);
+}

@@ -6,9 +6,10 @@
 //!
 //! ```text
 //! frame  := [body_len u32][crc32 of body u32][body]
-//! body   := [kind u8 = 1][commit u64][first_seq u64][next_seq u64][q_next u64][acked u64][accepted_at_ms u64]
+//! body   := [kind u8 = 2][commit u64][first_seq u64][next_seq u64][q_next u64][acked u64][accepted_at_ms u64]
 //!           [delta pending_events i64][delta pending_bytes i64][delta dead_letter i64]
 //!           [delta quarantine i64][delta quarantine_evicted i64]
+//!           [delta dead_letter_bytes i64][delta quarantine_bytes i64]   (kind 2 only)
 //!           [records u32] { [len u32][record] }      records: see `encode_record_into`
 //!           [ops u32]     { [key_len u32][key][value_len u32 | u32::MAX = remove][value] }
 //! ```
@@ -41,7 +42,10 @@ use bytes::Bytes;
 pub const SEGMENT_MAGIC: &[u8; 8] = b"SAQWAL1\n";
 /// Bytes before the body of a frame.
 pub const FRAME_HEADER: usize = 8;
-const KIND_COMMIT: u8 = 1;
+/// Frames written before the dead letter and the quarantine were bounded in bytes (no byte
+/// deltas for them); still read, so a store upgraded with frames not yet in sled replays them.
+const KIND_COMMIT_V1: u8 = 1;
+const KIND_COMMIT: u8 = 2;
 const REMOVE: u32 = u32::MAX;
 /// A body larger than this is not a frame we wrote (commits are cut at a few MiB).
 const MAX_BODY: usize = 1 << 30;
@@ -54,6 +58,8 @@ pub struct Deltas {
     pub dead_letter: i64,
     pub quarantine: i64,
     pub quarantine_evicted: i64,
+    pub dead_letter_bytes: i64,
+    pub quarantine_bytes: i64,
 }
 
 /// One sled write of a commit: insert (`Some`) or remove (`None`).
@@ -120,7 +126,15 @@ pub fn encode(c: &CommitOut<'_>, buf: &mut Vec<u8>) -> Vec<RecordPos> {
         put_u64(buf, x);
     }
     let d = h.deltas;
-    for x in [d.pending_events, d.pending_bytes, d.dead_letter, d.quarantine, d.quarantine_evicted] {
+    for x in [
+        d.pending_events,
+        d.pending_bytes,
+        d.dead_letter,
+        d.quarantine,
+        d.quarantine_evicted,
+        d.dead_letter_bytes,
+        d.quarantine_bytes,
+    ] {
         buf.extend_from_slice(&x.to_be_bytes());
     }
     put_u32(buf, c.records.len() as u32);
@@ -210,7 +224,8 @@ pub fn decode(b: &[u8]) -> Result<(CommitIn, usize), Bad> {
     }
     let bad = || Bad::Damaged("frame content is malformed".into());
     let mut r = Reader { b: body, pos: 0 };
-    if r.take(1).ok_or_else(bad)? != [KIND_COMMIT] {
+    let kind = r.take(1).ok_or_else(bad)?[0];
+    if kind != KIND_COMMIT && kind != KIND_COMMIT_V1 {
         return Err(Bad::Damaged("unknown frame kind".into()));
     }
     let mut c = CommitIn {
@@ -227,11 +242,17 @@ pub fn decode(b: &[u8]) -> Result<(CommitIn, usize), Bad> {
                 dead_letter: r.i64().ok_or_else(bad)?,
                 quarantine: r.i64().ok_or_else(bad)?,
                 quarantine_evicted: r.i64().ok_or_else(bad)?,
+                dead_letter_bytes: 0,
+                quarantine_bytes: 0,
             },
         },
         records: Vec::new(),
         ops: Vec::new(),
     };
+    if kind == KIND_COMMIT {
+        c.h.deltas.dead_letter_bytes = r.i64().ok_or_else(bad)?;
+        c.h.deltas.quarantine_bytes = r.i64().ok_or_else(bad)?;
+    }
     let n = r.u32().ok_or_else(bad)?;
     let mut seq = c.h.first_seq;
     for _ in 0..n {
@@ -344,6 +365,8 @@ mod tests {
                     dead_letter: -1,
                     quarantine: 2,
                     quarantine_evicted: 0,
+                    dead_letter_bytes: -300,
+                    quarantine_bytes: 90,
                 },
             },
             records: vec![&events[..1], &events[1..]],
@@ -380,6 +403,7 @@ mod tests {
             (4, 10, 13, 3, 7, 123)
         );
         assert_eq!(c.h.deltas.dead_letter, -1);
+        assert_eq!((c.h.deltas.dead_letter_bytes, c.h.deltas.quarantine_bytes), (-300, 90));
         assert_eq!(c.ops.len(), 2);
         assert_eq!(c.ops[1], (b"d\0".to_vec(), None));
         assert_eq!(c.records.len(), 2);
@@ -388,6 +412,28 @@ mod tests {
         let at = *at as usize + r.offset_in_frame;
         let rec = &buf[at..at + r.len as usize];
         assert_eq!(crate::queue::record_totals(rec), Some((2, 5)));
+    }
+
+    #[test]
+    fn a_frame_of_the_first_kind_reads_back_with_no_byte_deltas() {
+        // Rewrite the sample as the previous version wrote it: kind 1, five deltas.
+        let events = [ev("a"), ev("bb"), ev("ccc")];
+        let v2 = sample(&events);
+        let body = &v2[SEGMENT_MAGIC.len() + FRAME_HEADER..];
+        let deltas_end = 1 + 6 * 8 + 5 * 8;
+        let mut v1_body = vec![KIND_COMMIT_V1];
+        v1_body.extend_from_slice(&body[1..deltas_end]);
+        v1_body.extend_from_slice(&body[deltas_end + 16..]);
+        let mut buf = SEGMENT_MAGIC.to_vec();
+        buf.extend_from_slice(&(v1_body.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&v1_body).to_be_bytes());
+        buf.extend_from_slice(&v1_body);
+        let (frames, end) = scan_bytes(&buf);
+        assert!(end.is_none());
+        let c = &frames[0].1;
+        assert_eq!((c.h.commit, c.h.next_seq, c.h.deltas.dead_letter), (4, 13, -1));
+        assert_eq!((c.h.deltas.dead_letter_bytes, c.h.deltas.quarantine_bytes), (0, 0));
+        assert_eq!((c.records.len(), c.ops.len()), (2, 2));
     }
 
     #[test]

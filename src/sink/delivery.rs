@@ -44,7 +44,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, DeliveryConfig, OnRetryExhausted, SiemConfig};
-use crate::queue::{now_rfc3339, DeadLetterMeta, Queue, QueuedEvent};
+use crate::queue::{now_rfc3339, DeadLetterMeta, Queue, QueueError, QueuedEvent};
 use crate::shutdown::Shutdown;
 use crate::sink::concurrency::{Controller, Signal};
 use crate::sink::http::HttpClient;
@@ -153,7 +153,16 @@ pub struct Delivery {
     /// lost range is skipped): then the wait is throttled instead of spinning, which would
     /// also starve the request tasks this task spawned.
     empty_reads: u32,
+    /// The dead letter refused a rejected event (full): delivery holds at this sequence number
+    /// (see `ack_done_prefix`).
+    held_at: Option<u64>,
+    /// Rejected events are offered to the dead letter one at a time (some refused as a group).
+    dead_one_at_a_time: bool,
 }
+
+/// While the dead letter is full, how long before the held event is sent to the SIEM again (an
+/// operator's purge or replay, a raised limit, or a fixed SIEM takes effect within this).
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
 
 impl Delivery {
     pub fn new(queue: Queue, status: Arc<StatusHub>, config: watch::Receiver<Arc<Config>>, shutdown: Shutdown) -> Self {
@@ -179,6 +188,8 @@ impl Delivery {
             flight_seqs: HashMap::new(),
             concurrency: Controller::new(setting, Instant::now()),
             empty_reads: 0,
+            held_at: None,
+            dead_one_at_a_time: false,
         }
     }
 
@@ -772,32 +783,100 @@ impl Delivery {
     }
 
     /// Removes the contiguous done prefix of the window from the queue.
+    ///
+    /// When the dead letter refuses the prefix's rejected events (full:
+    /// [`QueueError::DeadLetterFull`]), they are offered one at a time until one is refused.
+    /// Delivery then *holds* at that one: it and the rejected events after it stay in the queue
+    /// and become pending again, the events delivered before it leave the queue, status says
+    /// `error` with what to do, and after [`DEAD_LETTER_RETRY`] it is sent to the SIEM again.
+    /// A fixed SIEM takes it; a SIEM that still rejects it finds room in the dead letter once an
+    /// operator made some, or holds again. Nothing is dropped to make room.
     fn ack_done_prefix(&mut self) {
-        let mut upto = None;
-        let mut dead = Vec::new();
-        let mut delivered = 0u64;
-        while self.items.front().is_some_and(|i| i.state.is_done()) {
-            let item = self.items.pop_front().expect("front exists");
-            self.window_bytes = self.window_bytes.saturating_sub(item.ev.data.len());
-            upto = Some(item.ev.seq);
-            match item.state {
-                ItemState::Dead(meta) => dead.push((meta, item.ev.data)),
-                _ => delivered += 1,
+        loop {
+            let done = self.items.iter().take_while(|i| i.state.is_done()).count();
+            let mut dead_at = self
+                .items
+                .iter()
+                .take(done)
+                .enumerate()
+                .filter(|(_, i)| matches!(i.state, ItemState::Dead(_)))
+                .map(|(k, _)| k);
+            let (first_dead, second_dead) = (dead_at.next(), dead_at.next());
+            let n = if self.dead_one_at_a_time {
+                second_dead.unwrap_or(done)
+            } else {
+                done
+            };
+            if n == 0 {
+                return;
+            }
+            let upto = self.items[n - 1].ev.seq;
+            let dead: Vec<_> = self
+                .items
+                .iter()
+                .take(n)
+                .filter_map(|i| match &i.state {
+                    ItemState::Dead(meta) => Some((meta.clone(), i.ev.data.clone())),
+                    _ => None,
+                })
+                .collect();
+            let n_dead = dead.len() as u64;
+            match self.queue.ack(upto, dead) {
+                Ok(()) => {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    self.status.metrics.delivered.fetch_add(n as u64 - n_dead, Relaxed);
+                    self.status.metrics.dead_lettered.fetch_add(n_dead, Relaxed);
+                    self.pop_front(n);
+                    if second_dead.is_none_or(|k| k < n) {
+                        self.dead_one_at_a_time = false;
+                    }
+                    if self.held_at.is_some_and(|h| h <= upto) {
+                        self.held_at = None;
+                        self.status.set_dead_letter_full(None);
+                        tracing::info!(target: "sink", "the held event left the queue (delivered, or the dead letter had room); delivery continues");
+                    }
+                    if n == done {
+                        return;
+                    }
+                }
+                Err(e @ QueueError::DeadLetterFull { .. }) => {
+                    if !self.dead_one_at_a_time && n_dead > 1 {
+                        // Some of them may fit: offer them one at a time.
+                        self.dead_one_at_a_time = true;
+                        continue;
+                    }
+                    let first = first_dead.expect("a refused dead letter has a rejected event");
+                    let seq = self.items[first].ev.seq;
+                    if self.held_at != Some(seq) {
+                        tracing::error!(target: "sink", "{e}");
+                    }
+                    self.held_at = Some(seq);
+                    self.dead_one_at_a_time = false;
+                    self.status.record_error(None, &e.to_string());
+                    self.status.set_dead_letter_full(Some(e.to_string()));
+                    for item in self.items.iter_mut().skip(first) {
+                        if matches!(item.state, ItemState::Dead(_)) {
+                            item.state = ItemState::Pending;
+                        }
+                    }
+                    let t = Instant::now() + DEAD_LETTER_RETRY;
+                    self.backoff_until = Some(self.backoff_until.map_or(t, |b| b.max(t)));
+                    // Round once more: the events delivered before the held one leave the queue.
+                }
+                Err(e) => {
+                    // The SIEM has the events but the queue could not record it: they will be
+                    // sent again after a restart (a duplicate, never a loss).
+                    tracing::error!(target: "sink", "could not remove delivered events from the queue: {e}");
+                    self.pop_front(n);
+                    return;
+                }
             }
         }
-        let Some(upto) = upto else { return };
-        let n_dead = dead.len() as u64;
-        match self.queue.ack(upto, dead) {
-            Ok(()) => {
-                use std::sync::atomic::Ordering::Relaxed;
-                self.status.metrics.delivered.fetch_add(delivered, Relaxed);
-                self.status.metrics.dead_lettered.fetch_add(n_dead, Relaxed);
-            }
-            Err(e) => {
-                // The SIEM has the events but the queue could not record it: they will be sent
-                // again after a restart (a duplicate, never a loss).
-                tracing::error!(target: "sink", "could not remove delivered events from the queue: {e}");
-            }
+    }
+
+    fn pop_front(&mut self, n: usize) {
+        for item in self.items.drain(..n) {
+            self.window_bytes = self.window_bytes.saturating_sub(item.ev.data.len());
         }
     }
 }

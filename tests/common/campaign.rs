@@ -8,7 +8,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use super::{Cfg, TestEnv};
 
 /// Whether this is the long, on-demand run.
 pub fn long() -> bool {
@@ -303,4 +306,51 @@ pub fn padded_event(i: usize, pad: usize) -> String {
         return e;
     }
     format!("{},\"context\":\"{}\"}}", &e[..e.len() - 1], "p".repeat(pad))
+}
+
+/// A tmpfs of `mib` MiB mounted at `dir`, unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, mib: u64) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+pub fn write_config_with_queue(env: &TestEnv, cfg: &Cfg, qdir: &Path) {
+    let text = env
+        .render(cfg)
+        .replace(&env.queue.display().to_string(), &qdir.display().to_string());
+    env.write_config_text(&text);
+}
+
+/// Mounts the small filesystem with ballast leaving about `free_mib` free; None (skipped) when
+/// not permitted.
+pub fn small_fs(env: &TestEnv, fs_mib: u64, free_mib: u64) -> Option<(Tmpfs, PathBuf)> {
+    let fs_dir = env.dir.path().join("qfs");
+    let fs = match Tmpfs::mount(&fs_dir, fs_mib) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED: the full-filesystem campaign mounts a tmpfs, which needs root: {e}");
+            return None;
+        }
+    };
+    let ballast = fs_dir.join("ballast");
+    std::fs::write(&ballast, vec![0u8; ((fs_mib - free_mib) * 1024 * 1024) as usize]).unwrap();
+    Some((fs, ballast))
 }

@@ -105,6 +105,11 @@ impl CrashStorage {
         self.0.state.lock().unwrap().fuse = Some(n);
     }
 
+    /// Disarms the fuse (the disk works again).
+    pub fn disarm(&self) {
+        self.0.state.lock().unwrap().fuse = None;
+    }
+
     /// Operations so far.
     pub fn ops(&self) -> u64 {
         self.0.state.lock().unwrap().ops
