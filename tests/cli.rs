@@ -68,6 +68,41 @@ fn check_config_refuses_a_file_source_that_is_not_a_regular_file() {
     }
 }
 
+/// 400 KB of nested `[` used to take minutes to reject (serde_yaml's scanner is quadratic in
+/// the nesting depth and runs over the whole file before its recursion limit applies): it is
+/// now refused at the 65th level, naming the file and the line. The deadline is generous (the
+/// check itself takes milliseconds); timing belongs in no test.
+#[test]
+fn check_config_rejects_deeply_nested_yaml_quickly_naming_the_line() {
+    let env = TestEnv::new();
+    env.write_config_text(&format!("siem:\n  url: {}\n", "[".repeat(400_000)));
+    let mut child = std::process::Command::new(bin())
+        .args(["check-config", "--config", env.config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("check-config did not finish within 30 s on deeply nested YAML");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "{}: line 2 column 72: `[` and `{{` nest deeper than 64 levels; a config needs only a few: look for an unclosed or stray bracket there",
+            env.config.display()
+        )
+    );
+}
+
 #[test]
 fn check_config_accepts_the_shipped_examples() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
