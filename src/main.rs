@@ -205,6 +205,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&a.config)?;
             let handle = init_logging(cfg.log.format, &cfg.log.level);
             warn_loose_permissions(&a.config, &cfg.inline_secrets);
+            sendauth_siem::fd_limit::prepare(&cfg);
             let rt = runtime()?;
             rt.block_on(async move {
                 let hook: Option<sendauth_siem::agent::LogLevelHook> = handle.map(|h| {
@@ -233,6 +234,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
             Ok(cfg) => {
+                if let Some(w) = sendauth_siem::fd_limit::check(&cfg) {
+                    println!("{}: warning: {w}", a.config.display());
+                }
                 println!(
                     "{}: OK (platform {}, {})",
                     a.config.display(),
