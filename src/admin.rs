@@ -90,7 +90,14 @@ pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown)
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.wait() => break,
-            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                // EMFILE and friends: back off briefly instead of spinning.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
         };
         let queue = queue.clone();
         tokio::spawn(async move {

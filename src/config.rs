@@ -370,6 +370,9 @@ impl Config {
 
     /// Parses YAML text; `env` resolves `${VAR}` references (injected for tests).
     pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        if let Err(problem) = check_flow_nesting(text) {
+            return Err(ConfigErrors { problems: vec![problem] });
+        }
         let root: Value = match serde_yaml::from_str(text) {
             Ok(v) => v,
             Err(e) => {
@@ -417,6 +420,66 @@ impl Config {
                 Err(ConfigErrors { problems: errs })
             }
         }
+    }
+}
+
+/// Deepest nesting of flow collections (`[ ]`, `{ }`) a config may use. A real config needs two
+/// or three levels; serde_yaml's own limit (128) only applies after its scanner has read the
+/// whole document, and that scanner costs O(tokens × depth): 400 KB of `siem: [[[[…` took
+/// minutes to reject.
+pub const MAX_FLOW_NESTING: usize = 64;
+
+/// Rejects YAML whose `[`/`{` nesting exceeds [`MAX_FLOW_NESTING`], before serde_yaml parses
+/// it. Runs libyaml's own scanner (the one serde_yaml uses, so brackets inside quotes, comments
+/// and block scalars count exactly as they do there) token by token and stops at the first
+/// token past the limit: the scan never gets deep, so its cost stays linear. Scanner errors are
+/// left to serde_yaml, which reports them with their position.
+fn check_flow_nesting(text: &str) -> Result<(), String> {
+    use std::mem::MaybeUninit;
+    let mut depth = 0usize;
+    let mut too_deep = None;
+    // SAFETY: the parser is initialised before use and deleted once at the end; the input
+    // pointer and length come from `text`, which outlives the parser; each token is initialised
+    // by `yaml_parser_scan` (which zeroes it first, even when it fails) and deleted once.
+    unsafe {
+        let mut parser = MaybeUninit::<unsafe_libyaml::yaml_parser_t>::uninit();
+        if !unsafe_libyaml::yaml_parser_initialize(parser.as_mut_ptr()).ok {
+            return Ok(());
+        }
+        let parser = parser.as_mut_ptr();
+        unsafe_libyaml::yaml_parser_set_input_string(parser, text.as_ptr(), text.len() as u64);
+        loop {
+            let mut token = MaybeUninit::<unsafe_libyaml::yaml_token_t>::uninit();
+            if !unsafe_libyaml::yaml_parser_scan(parser, token.as_mut_ptr()).ok {
+                break;
+            }
+            let token = token.as_mut_ptr();
+            let kind = (*token).type_;
+            let mark = (*token).start_mark;
+            unsafe_libyaml::yaml_token_delete(token);
+            match kind {
+                unsafe_libyaml::YAML_FLOW_SEQUENCE_START_TOKEN | unsafe_libyaml::YAML_FLOW_MAPPING_START_TOKEN => {
+                    depth += 1;
+                    if depth > MAX_FLOW_NESTING {
+                        too_deep = Some((mark.line + 1, mark.column + 1));
+                        break;
+                    }
+                }
+                unsafe_libyaml::YAML_FLOW_SEQUENCE_END_TOKEN | unsafe_libyaml::YAML_FLOW_MAPPING_END_TOKEN => {
+                    depth = depth.saturating_sub(1)
+                }
+                // NO_TOKEN: the scanner stopped (an error serde_yaml will report).
+                unsafe_libyaml::YAML_STREAM_END_TOKEN | unsafe_libyaml::YAML_NO_TOKEN => break,
+                _ => {}
+            }
+        }
+        unsafe_libyaml::yaml_parser_delete(parser);
+    }
+    match too_deep {
+        None => Ok(()),
+        Some((line, column)) => Err(format!(
+            "line {line} column {column}: `[` and `{{` nest deeper than {MAX_FLOW_NESTING} levels; a config needs only a few: look for an unclosed or stray bracket there"
+        )),
     }
 }
 
@@ -1618,6 +1681,21 @@ fn parse_delivery(n: Option<&mut Node>) -> Option<DeliveryConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_nesting_counts_only_real_brackets_up_to_the_limit() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(check_flow_nesting(&format!("a: {}\n", deep(MAX_FLOW_NESTING))).is_ok());
+        let e = check_flow_nesting(&format!("a: 1\nb: {}\n", deep(MAX_FLOW_NESTING + 1))).unwrap_err();
+        assert!(e.starts_with("line 2 column 68: "), "{e}");
+        // Brackets in quotes, comments, block scalars and plain scalars are text, not nesting.
+        let many = "[".repeat(500);
+        let text = format!("a: \"{many}\"\nb: '{many}'\n# {many}\nc: |\n  {many}\nd: x{many}\n");
+        assert!(check_flow_nesting(&text).is_ok());
+        // Siblings do not add up; a scanner error is left to serde_yaml's message.
+        assert!(check_flow_nesting(&format!("a: [{}]\n", vec!["[1]"; 200].join(", "))).is_ok());
+        assert!(check_flow_nesting("a: \"unclosed\n").is_ok());
+    }
 
     #[test]
     fn delivery_max_in_flight_is_auto_or_a_bounded_number() {

@@ -10,6 +10,7 @@ pub mod connection_test;
 pub mod demo;
 pub mod emulator;
 pub mod event;
+pub mod fd_limit;
 pub mod metrics;
 pub mod queue;
 pub mod reload;

@@ -1,6 +1,6 @@
 //! The `sendauth-siem` command line (docs/CONTRACT.md, "Command line").
 
-use std::io::{BufRead, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -51,6 +51,10 @@ enum Cmd {
     Send {
         #[arg(long)]
         socket: PathBuf,
+        /// How long to wait for the agent at each step (connecting, each write, the answer)
+        /// before giving up with a non-zero exit: 10s, 500ms, 1m; a bare number is seconds.
+        #[arg(long, default_value = "10s", value_parser = parse_send_timeout)]
+        timeout: std::time::Duration,
     },
     /// Inspect, re-queue or delete events the SIEM rejected.
     DeadLetter {
@@ -201,6 +205,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&a.config)?;
             let handle = init_logging(cfg.log.format, &cfg.log.level);
             warn_loose_permissions(&a.config, &cfg.inline_secrets);
+            sendauth_siem::fd_limit::prepare(&cfg);
             let rt = runtime()?;
             rt.block_on(async move {
                 let hook: Option<sendauth_siem::agent::LogLevelHook> = handle.map(|h| {
@@ -229,6 +234,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
             Ok(cfg) => {
+                if let Some(w) = sendauth_siem::fd_limit::check(&cfg) {
+                    println!("{}: warning: {w}", a.config.display());
+                }
                 println!(
                     "{}: OK (platform {}, {})",
                     a.config.display(),
@@ -251,7 +259,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let ok = rt.block_on(sendauth_siem::connection_test::run(&cfg, &mut std::io::stdout()));
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Cmd::Send { socket } => send_cmd(&socket),
+        Cmd::Send { socket, timeout } => send_cmd(&socket, timeout),
         Cmd::DeadLetter { action } => dead_letter_cmd(action),
         Cmd::Quarantine { action } => match action {
             QuarantineCmd::List { config, json, limit } => {
@@ -380,38 +388,87 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
     Ok(ExitCode::SUCCESS)
 }
 
-fn send_cmd(socket: &Path) -> anyhow::Result<ExitCode> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot connect to {}; is the agent running with sources.socket.path set to it?",
-            socket.display()
-        )
-    })?;
+fn parse_send_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = sendauth_siem::config::parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be more than 0, e.g. 10s".into());
+    }
+    Ok(d)
+}
+
+/// A duration as the user would write it back: `2s`, `1.5s`, `500ms`.
+fn show_duration(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() > 0 {
+        format!("{}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis().max(1))
+    }
+}
+
+/// Sends stdin to the agent's socket and prints its answer. Every step (connecting, each
+/// write, each answer line) has `timeout`: an agent that is stopped (SIGSTOP) or stalled never
+/// answers, and a writer must not wait for it forever (docs/CONTRACT.md, "Socket protocol").
+fn send_cmd(socket: &Path, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let mut input = Vec::new();
     std::io::stdin().read_to_end(&mut input)?;
-    s.write_all(&input).context("writing to the agent's socket")?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut code = ExitCode::SUCCESS;
-    let mut got_answer = false;
-    for line in std::io::BufReader::new(s).lines() {
-        let line = line?;
-        println!("{line}");
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            if v.get("error").is_some() {
-                code = ExitCode::from(1);
+    let no_answer = |step: &str| {
+        anyhow::anyhow!(
+            "no answer from the agent at {} within {} ({step}); the events may not be durable; resend them once the agent answers again (is it stopped, or stalled on its disk? see `sendauth-siem status`)",
+            socket.display(),
+            show_duration(timeout)
+        )
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let s = match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(socket)).await {
+            Err(_) => return Err(no_answer("connecting")),
+            Ok(r) => r.with_context(|| {
+                format!(
+                    "cannot connect to {}; is the agent running with sources.socket.path set to it?",
+                    socket.display()
+                )
+            })?,
+        };
+        let (rd, mut wr) = s.into_split();
+        for chunk in input.chunks(64 * 1024) {
+            match tokio::time::timeout(timeout, wr.write_all(chunk)).await {
+                Err(_) => return Err(no_answer("sending the events")),
+                Ok(r) => r.context("writing to the agent's socket")?,
             }
-            if v.get("accepted").is_some() {
-                got_answer = true;
-                if v["rejected"].as_u64().unwrap_or(0) > 0 || v["refused"].as_u64().unwrap_or(0) > 0 {
+        }
+        wr.shutdown().await.context("writing to the agent's socket")?;
+        let mut code = ExitCode::SUCCESS;
+        let mut got_answer = false;
+        let mut lines = tokio::io::BufReader::new(rd).lines();
+        loop {
+            let line = match tokio::time::timeout(timeout, lines.next_line()).await {
+                Err(_) => return Err(no_answer("waiting for its confirmation")),
+                Ok(r) => match r.context("reading the agent's answer")? {
+                    Some(l) => l,
+                    None => break,
+                },
+            };
+            println!("{line}");
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v.get("error").is_some() {
                     code = ExitCode::from(1);
+                }
+                if v.get("accepted").is_some() {
+                    got_answer = true;
+                    if v["rejected"].as_u64().unwrap_or(0) > 0 || v["refused"].as_u64().unwrap_or(0) > 0 {
+                        code = ExitCode::from(1);
+                    }
                 }
             }
         }
-    }
-    if !got_answer {
-        bail!("the agent closed the connection without confirming; the events may not be durable");
-    }
-    Ok(code)
+        if !got_answer {
+            bail!("the agent closed the connection without confirming; the events may not be durable");
+        }
+        Ok(code)
+    })
 }
 
 /// Talks to the running agent's admin socket, or opens the queue directly if none runs; each

@@ -68,6 +68,41 @@ fn check_config_refuses_a_file_source_that_is_not_a_regular_file() {
     }
 }
 
+/// 400 KB of nested `[` used to take minutes to reject (serde_yaml's scanner is quadratic in
+/// the nesting depth and runs over the whole file before its recursion limit applies): it is
+/// now refused at the 65th level, naming the file and the line. The deadline is generous (the
+/// check itself takes milliseconds); timing belongs in no test.
+#[test]
+fn check_config_rejects_deeply_nested_yaml_quickly_naming_the_line() {
+    let env = TestEnv::new();
+    env.write_config_text(&format!("siem:\n  url: {}\n", "[".repeat(400_000)));
+    let mut child = std::process::Command::new(bin())
+        .args(["check-config", "--config", env.config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("check-config did not finish within 30 s on deeply nested YAML");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "{}: line 2 column 72: `[` and `{{` nest deeper than 64 levels; a config needs only a few: look for an unclosed or stray bracket there",
+            env.config.display()
+        )
+    );
+}
+
 #[test]
 fn check_config_accepts_the_shipped_examples() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
@@ -217,6 +252,67 @@ async fn status_and_send_commands_talk_to_the_running_agent() {
     let (code, body) = get(agent.port, "/").await.unwrap();
     assert_eq!(code, 200);
     assert!(body.contains("<title>sendauth-siem status</title>"));
+}
+
+/// An agent that is stopped (SIGSTOP) never answers: `send` gives up after `--timeout` with a
+/// non-zero exit and says the events may not be durable, instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_gives_up_after_its_timeout_when_the_agent_does_not_answer() {
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    env.write_config(&Cfg::new(&emu.url()));
+    let agent = AgentProc::start(&env).await;
+    agent.signal(libc::SIGSTOP);
+    let stat = format!("/proc/{}/stat", agent.pid());
+    let stopped = wait_until(DEADLINE, || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('T')))
+    })
+    .await;
+    assert!(stopped, "the agent did not stop");
+    let sock = env.socket.to_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut c = std::process::Command::new(bin())
+            .args(["send", "--socket", &sock, "--timeout", "2s"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{}\n{}\n", event(0), event(1)).as_bytes())
+            .unwrap();
+        let end = std::time::Instant::now() + DEADLINE;
+        while c.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > end {
+                let _ = c.kill();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        c.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    agent.signal(libc::SIGCONT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(elapsed < DEADLINE, "send did not give up within {DEADLINE:?}: {err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: no answer from the agent at {} within 2s (waiting for its confirmation); the events may not be durable; resend them once the agent answers again (is it stopped, or stalled on its disk? see `sendauth-siem status`)",
+            env.socket.display()
+        )
+    );
+    // Resumed, the agent serves again.
+    let answers = socket_send(&env.socket, &[event(2)]).await;
+    assert_eq!(answers, vec![serde_json::json!({"accepted": 1, "rejected": 0})]);
 }
 
 /// Kubernetes mounts a ConfigMap as `config.yaml -> ..data/config.yaml`, `..data -> ..<ts>`, and

@@ -266,6 +266,59 @@ async fn item_400_is_dead_lettered_with_the_elasticsearch_reason() {
     assert_eq!(agent.status().await["state"], "success");
 }
 
+/// Elasticsearch quotes the value it could not map (`Preview of field's value: '…'`, and again
+/// in `caused_by`): an IP address or a user name. The agent's log and `/status` (unauthenticated)
+/// carry a summary without it; the dead letter (operator-only, holding the event anyway) keeps
+/// Elasticsearch's words in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn value_previews_in_elasticsearch_errors_stay_out_of_the_log_and_status() {
+    const IP: &str = "198.51.100.77";
+    let mut c = es_config();
+    c.es_long_fields = vec!["ip_address".into()];
+    let emu = es(c).await;
+    let env = TestEnv::new();
+    env.write_config(&agent_cfg(&emu, PASSWORD, ""));
+    let line = event(0).replace("203.0.113.0", IP);
+    assert!(line.contains(IP));
+    env.append(std::slice::from_ref(&line));
+    let agent = AgentProc::start(&env).await;
+    let status = agent
+        .wait_status(DEADLINE, |s| s["queue"]["pending"] == 0 && s["dead_letter"]["count"] == 1)
+        .await;
+    assert_eq!(emu.event_count(), 0);
+
+    let dl = dead_letters(&env);
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["event"].as_str().unwrap(), line);
+    let reason = dl[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("Elasticsearch rejected this document: HTTP 400 mapper_parsing_exception: ")
+            && reason.contains(&format!(
+                "of type [long] in document with id '{}'. Preview of field's value: '{IP}'",
+                expected_id(&line)
+            ))
+            && reason.ends_with(&format!("(caused by illegal_argument_exception: For input string: \"{IP}\")")),
+        "the dead letter keeps Elasticsearch's words in full: {reason}"
+    );
+
+    let logs = agent.logs();
+    let logged = logs
+        .lines()
+        .find(|l| l.contains("moved to the dead letter"))
+        .unwrap_or_else(|| panic!("no dead-letter line in the log:\n{logs}"));
+    assert!(
+        logged.contains("mapper_parsing_exception: [1:")
+            && logged.contains("failed to parse field [ip_address] of type [long]")
+            && logged.contains(". (value not shown) (caused by illegal_argument_exception)"),
+        "the log says what and where, without the value: {logged}"
+    );
+    assert!(!logs.contains(IP), "the value is in the log:\n{logs}");
+    let status = format!("{status} {}", agent.status().await);
+    assert!(!status.contains(IP), "the value is in /status: {status}");
+    let (_, metrics) = get(agent.port, "/metrics").await.unwrap();
+    assert!(!metrics.contains(IP));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_request_429_is_retried() {
     let emu = es(es_config()).await;

@@ -157,6 +157,61 @@ async fn rejected_batch_is_resent_one_event_at_a_time_so_only_the_bad_one_is_dea
     assert!(dl[0]["reason"].as_str().unwrap().contains("field subject too long"), "{}", dl[0]);
 }
 
+/// A SIEM built on Java quotes the value it could not parse (`For input string: "…"`), and one
+/// modelled on Elasticsearch previews it: an IP address, a user name. Failures reach the log and
+/// the unauthenticated `/status` (`last_error`, `recent_errors`) as a summary without the value;
+/// the dead-letter reason (operator-only, holding the event anyway) keeps the SIEM's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn value_previews_in_siem_errors_stay_out_of_the_log_and_status() {
+    const IP: &str = "198.51.100.77";
+    const USER: &str = "alice.martin@company.com";
+    let emu = collector().await;
+    // First answer: a server error (retried, reported in status); then the event alone is
+    // rejected (dead-lettered).
+    emu.push_fault(Fault::Status {
+        code: 500,
+        body: format!("{{\"error\":\"NumberFormatException while indexing: For input string: \\\"{IP}\\\"\"}}"),
+        headers: vec![],
+    });
+    emu.push_fault(Fault::Status {
+        code: 400,
+        body: format!("{{\"error\":\"failed to parse field [subject] of type [long]. Preview of field's value: '{USER}'\"}}"),
+        headers: vec![],
+    });
+    let env = TestEnv::new();
+    env.write_config(&agent_cfg(&emu, KEY, "none", ""));
+    let line = event(0).replace("203.0.113.0", IP).replace("user0@company.com", USER);
+    assert!(line.contains(IP) && line.contains(USER));
+    env.append(std::slice::from_ref(&line));
+    let agent = AgentProc::start(&env).await;
+    let status = agent
+        .wait_status(DEADLINE, |s| s["queue"]["pending"] == 0 && s["dead_letter"]["count"] == 1)
+        .await;
+
+    let last_error = status["last_error"]["message"].as_str().unwrap_or("");
+    assert_eq!(
+        last_error,
+        "SIEM had a server error: HTTP 500: {\"error\":\"NumberFormatException while indexing: (value not shown); will retry"
+    );
+    let dl = dead_letters(&env);
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["event"].as_str().unwrap(), line);
+    assert_eq!(
+        dl[0]["reason"].as_str().unwrap(),
+        format!("SIEM rejected the data: HTTP 400: {{\"error\":\"failed to parse field [subject] of type [long]. Preview of field's value: '{USER}'\"}}")
+    );
+    let logs = agent.logs();
+    assert!(
+        logs.contains("moved to the dead letter: SIEM rejected the data: HTTP 400: {\"error\":\"failed to parse field [subject] of type [long]. (value not shown)"),
+        "{logs}"
+    );
+    let status = agent.status().await.to_string();
+    for value in [IP, USER] {
+        assert!(!logs.contains(value), "{value} is in the log:\n{logs}");
+        assert!(!status.contains(value), "{value} is in /status: {status}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_command_diagnoses_each_failure_in_batching_modes() {
     let emu = collector().await;

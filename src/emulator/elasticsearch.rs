@@ -552,6 +552,34 @@ fn write(
             ));
         }
     };
+    for field in &cfg.es_long_fields {
+        let whole = |v: &Value| match v {
+            Value::Number(n) => n.is_i64() || n.is_u64(),
+            // Elasticsearch coerces numeric strings.
+            Value::String(s) => s.trim().parse::<i64>().is_ok(),
+            _ => false,
+        };
+        let Some(value) = doc.get(field.as_str()).filter(|v| !v.is_null() && !whole(v)) else {
+            continue;
+        };
+        let shown = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let at = source
+            .windows(field.len() + 2)
+            .position(|w| w == format!("\"{field}\"").as_bytes())
+            .unwrap_or(0);
+        return Err(fail(
+            400,
+            "mapper_parsing_exception",
+            format!(
+                "[1:{}] failed to parse field [{field}] of type [long] in document with id '{id}'. Preview of field's value: '{shown}'",
+                at + field.len() + 4
+            ),
+            Some(json!({"type": "illegal_argument_exception", "reason": format!("For input string: \"{shown}\"")})),
+        ));
+    }
     if cfg.es_data_stream && doc.get("@timestamp").is_none() {
         return Err(fail(
             400,

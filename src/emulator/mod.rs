@@ -101,6 +101,11 @@ pub struct EmulatorConfig {
     pub splunk_indexer_ack: bool,
     /// Elasticsearch: every target is a data stream (§2.6).
     pub es_data_stream: bool,
+    /// Elasticsearch: fields the index maps as `long`. A document whose value there is not a
+    /// whole number is refused, as a real cluster does, with item 400
+    /// `mapper_parsing_exception` whose reason previews the value
+    /// (`Preview of field's value: '203.0.113.7'`) and whose `caused_by` quotes it again.
+    pub es_long_fields: Vec<String>,
     /// Largest request body, on the wire and after decompression; larger gets 413.
     pub max_content_length: usize,
 }
@@ -121,6 +126,7 @@ impl EmulatorConfig {
             splunk_disabled_token: false,
             splunk_indexer_ack: false,
             es_data_stream: false,
+            es_long_fields: Vec::new(),
             max_content_length,
         }
     }

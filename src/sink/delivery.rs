@@ -623,7 +623,9 @@ impl Delivery {
     fn dead(&self, f: &Failure, seq: u64, why: &str) -> ItemState {
         ItemState::Dead(DeadLetterMeta {
             at: now_rfc3339(),
-            reason: format!("{why}{}", f.message),
+            // The SIEM's words in full: the dead letter is operator-only (admin socket, 0600)
+            // and holds the event itself; logs and status get `f.message`, the summary.
+            reason: format!("{why}{}", f.full_text()),
             http_status: f.http_status,
             original_seq: seq,
         })
@@ -912,5 +914,6 @@ fn now_ms() -> u64 {
 
 fn redacted(client: &HttpClient, mut f: Failure) -> Failure {
     f.message = client.redact(&f.message);
+    f.detail = f.detail.map(|d| client.redact(&d));
     f
 }

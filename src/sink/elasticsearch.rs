@@ -50,7 +50,9 @@ use crate::event::parse_timestamp_millis;
 use crate::queue::QueuedEvent;
 use crate::sink::generic::{clip, one_line};
 use crate::sink::http::{classify_status, HttpClient, MAX_RESPONSE_BYTES};
-use crate::sink::platform::{BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::platform::{
+    summarize, BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict, DETAIL_CHARS,
+};
 
 /// What the agent reads from a bulk answer; everything else is filtered out by Elasticsearch.
 const FILTER_PATH: &str =
@@ -326,7 +328,7 @@ impl Elasticsearch {
             _ => {
                 return bad(format!(
                     "Elasticsearch answered HTTP {status} but not with a bulk result ({:?}); nothing is assumed delivered, will retry. Check that siem.url points at Elasticsearch",
-                    resp.body_text(200)
+                    resp.body_summary()
                 ))
             }
         };
@@ -336,7 +338,7 @@ impl Elasticsearch {
         let Some(items) = v.get("items").and_then(Value::as_array) else {
             return bad(format!(
                 "Elasticsearch answered HTTP {status} without per-document results ({:?}); nothing is assumed delivered, will retry",
-                resp.body_text(200)
+                resp.body_summary()
             ));
         };
         if items.len() != events.len() {
@@ -370,27 +372,32 @@ impl Elasticsearch {
         let status = u16::try_from(code).ok();
         let (ty, reason) = error.map(error_parts).unwrap_or_default();
         let said = describe_error(code, error);
-        let f = |kind, msg: String| Failure::new(kind, status, msg);
+        let f = |kind, msg: &dyn Fn(&str) -> String| said.failure(kind, status, msg);
         match code {
             200 | 201 => EventOutcome::Delivered,
             // `create` of an `_id` that exists: this very event was indexed by an earlier attempt.
             409 => EventOutcome::Delivered,
-            429 => EventOutcome::Retry(f(
-                FailureKind::RateLimited,
-                format!("Elasticsearch is overloaded ({said}); resending this document with backoff"),
-            )),
-            408 => EventOutcome::Retry(f(FailureKind::RequestTimeout, format!("Elasticsearch timed out on this document ({said}); resending"))),
-            500..=599 => EventOutcome::Retry(f(FailureKind::ServerError, format!("Elasticsearch failed this document ({said}); resending"))),
-            401 | 403 => EventOutcome::Retry(f(
-                FailureKind::Credentials,
-                format!("Elasticsearch refused to write to index {:?}: {said}; give the user or API key in siem.auth the create_doc privilege on it; events stay queued", self.index()),
-            )),
-            _ if is_destination_error(&ty, &reason) || code == 404 => EventOutcome::Retry(f(
-                FailureKind::Config,
-                format!("Elasticsearch cannot write to index {:?}: {said}; check the index (siem.elasticsearch.index or siem.url) and its settings; events stay queued", self.index()),
-            )),
-            400..=499 => EventOutcome::DeadLetter(f(FailureKind::Rejected, format!("Elasticsearch rejected this document: {said}"))),
-            _ => EventOutcome::Retry(f(FailureKind::BadResponse, format!("Elasticsearch answered this document with {said}; resending"))),
+            429 => EventOutcome::Retry(f(FailureKind::RateLimited, &|said| {
+                format!("Elasticsearch is overloaded ({said}); resending this document with backoff")
+            })),
+            408 => EventOutcome::Retry(f(FailureKind::RequestTimeout, &|said| {
+                format!("Elasticsearch timed out on this document ({said}); resending")
+            })),
+            500..=599 => EventOutcome::Retry(f(FailureKind::ServerError, &|said| {
+                format!("Elasticsearch failed this document ({said}); resending")
+            })),
+            401 | 403 => EventOutcome::Retry(f(FailureKind::Credentials, &|said| {
+                format!("Elasticsearch refused to write to index {:?}: {said}; give the user or API key in siem.auth the create_doc privilege on it; events stay queued", self.index())
+            })),
+            _ if is_destination_error(&ty, &reason) || code == 404 => EventOutcome::Retry(f(FailureKind::Config, &|said| {
+                format!("Elasticsearch cannot write to index {:?}: {said}; check the index (siem.elasticsearch.index or siem.url) and its settings; events stay queued", self.index())
+            })),
+            400..=499 => EventOutcome::DeadLetter(f(FailureKind::Rejected, &|said| {
+                format!("Elasticsearch rejected this document: {said}")
+            })),
+            _ => EventOutcome::Retry(f(FailureKind::BadResponse, &|said| {
+                format!("Elasticsearch answered this document with {said}; resending")
+            })),
         }
     }
 
@@ -400,54 +407,45 @@ impl Elasticsearch {
         let error = parsed.as_ref().and_then(|v| v.get("error"));
         let said = match error {
             Some(e) => describe_error(u64::from(status), Some(e)),
-            None => {
-                let body = resp.body_text(200);
-                if body.is_empty() {
-                    format!("HTTP {status}")
-                } else {
-                    format!("HTTP {status}: {body}")
-                }
-            }
+            None => Said::body(status, resp),
         };
         let (ty, _) = error.map(error_parts).unwrap_or_default();
-        let fail = |kind, msg: String| {
-            let mut f = Failure::new(kind, Some(status), msg);
+        let fail = |kind, msg: &dyn Fn(&str) -> String| {
+            let mut f = said.failure(kind, Some(status), msg);
             f.retry_after = resp.retry_after();
             f
         };
         let index = self.index();
         match status {
-            401 => Verdict::Retry(fail(
-                FailureKind::Credentials,
-                format!("Elasticsearch rejected the credentials: {said}; check siem.auth: basic (username and password) or header \"Authorization: ApiKey <encoded>\"; events stay queued"),
-            )),
-            403 => Verdict::Retry(fail(
-                FailureKind::Credentials,
-                format!("Elasticsearch refused the bulk write: {said}; give the user or API key in siem.auth the create_doc privilege on index {index:?} (and create_index, or auto_configure for a data stream); events stay queued"),
-            )),
-            404 => Verdict::Retry(fail(
-                FailureKind::NotFound,
-                format!("Elasticsearch answered {said} for {}; check the host and path in siem.url; events stay queued", self.bulk_path()),
-            )),
-            413 => Verdict::TooLarge(fail(
-                FailureKind::TooLarge,
-                format!("Elasticsearch answered {said}: the bulk request exceeds its http.max_content_length; sending fewer events per request (lower siem.elasticsearch.max_batch_bytes to avoid this)"),
-            )),
-            429 => Verdict::Retry(fail(
-                FailureKind::RateLimited,
-                format!("Elasticsearch is overloaded: {said}; will retry with backoff"),
-            )),
+            401 => Verdict::Retry(fail(FailureKind::Credentials, &|said| {
+                format!("Elasticsearch rejected the credentials: {said}; check siem.auth: basic (username and password) or header \"Authorization: ApiKey <encoded>\"; events stay queued")
+            })),
+            403 => Verdict::Retry(fail(FailureKind::Credentials, &|said| {
+                format!("Elasticsearch refused the bulk write: {said}; give the user or API key in siem.auth the create_doc privilege on index {index:?} (and create_index, or auto_configure for a data stream); events stay queued")
+            })),
+            404 => Verdict::Retry(fail(FailureKind::NotFound, &|said| {
+                format!(
+                    "Elasticsearch answered {said} for {}; check the host and path in siem.url; events stay queued",
+                    self.bulk_path()
+                )
+            })),
+            413 => Verdict::TooLarge(fail(FailureKind::TooLarge, &|said| {
+                format!("Elasticsearch answered {said}: the bulk request exceeds its http.max_content_length; sending fewer events per request (lower siem.elasticsearch.max_batch_bytes to avoid this)")
+            })),
+            429 => Verdict::Retry(fail(FailureKind::RateLimited, &|said| {
+                format!("Elasticsearch is overloaded: {said}; will retry with backoff")
+            })),
             // Per-document problems come back per item; a whole-request 400 is about the request.
             // Only a parse error can be one document's fault: find it by sending one at a time.
-            400 if is_parse_error(&ty) => Verdict::Rejected(fail(FailureKind::Rejected, format!("Elasticsearch rejected the data: {said}"))),
-            400 | 406 | 415 => Verdict::Retry(fail(
-                FailureKind::Config,
-                format!("Elasticsearch rejected the bulk request itself: {said}; check siem.url and siem.elasticsearch settings; events stay queued"),
-            )),
-            500..=599 => Verdict::Retry(fail(
-                FailureKind::ServerError,
-                format!("Elasticsearch had a server error: {said}; will retry"),
-            )),
+            400 if is_parse_error(&ty) => Verdict::Rejected(fail(FailureKind::Rejected, &|said| {
+                format!("Elasticsearch rejected the data: {said}")
+            })),
+            400 | 406 | 415 => Verdict::Retry(fail(FailureKind::Config, &|said| {
+                format!("Elasticsearch rejected the bulk request itself: {said}; check siem.url and siem.elasticsearch settings; events stay queued")
+            })),
+            500..=599 => Verdict::Retry(fail(FailureKind::ServerError, &|said| {
+                format!("Elasticsearch had a server error: {said}; will retry")
+            })),
             _ => classify_status(resp, "Elasticsearch"),
         }
     }
@@ -461,40 +459,81 @@ impl Elasticsearch {
 }
 
 /// `type` and `reason` of an Elasticsearch `error` value (an object, or a bare string on very
-/// old versions).
+/// old versions), the reason up to [`DETAIL_CHARS`].
 fn error_parts(e: &Value) -> (String, String) {
     match e {
-        Value::String(s) => (String::new(), clip(s, 300)),
+        Value::String(s) => (String::new(), clip(s, DETAIL_CHARS)),
         Value::Object(o) => {
             let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            (s("type"), clip(&s("reason"), 300))
+            (s("type"), clip(&s("reason"), DETAIL_CHARS))
         }
-        _ => (String::new(), clip(&e.to_string(), 300)),
+        _ => (String::new(), clip(&e.to_string(), DETAIL_CHARS)),
     }
 }
 
-/// `HTTP 400 document_parsing_exception: [1:42] failed to parse ... (caused by ...)`.
-fn describe_error(status: u64, error: Option<&Value>) -> String {
+/// What Elasticsearch said, twice: `summary` for logs and status, `full` for a dead-letter
+/// reason (see `Failure::detail`).
+struct Said {
+    summary: String,
+    full: String,
+}
+
+impl Said {
+    /// A failure whose message is `msg` around the summary, and whose detail is `msg` around
+    /// the full text.
+    fn failure(&self, kind: FailureKind, status: Option<u16>, msg: impl Fn(&str) -> String) -> Failure {
+        Failure::new(kind, status, msg(&self.summary)).with_detail(msg(&self.full))
+    }
+
+    /// `HTTP 413`, or `HTTP 502: <body>` for an answer that is not an Elasticsearch error.
+    fn body(status: u16, resp: &Response) -> Said {
+        let with = |b: String| {
+            if b.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {b}")
+            }
+        };
+        Said {
+            summary: with(resp.body_summary()),
+            full: with(resp.body_detail()),
+        }
+    }
+}
+
+/// `HTTP 400 document_parsing_exception: [1:42] failed to parse ... (caused by ...)`. The
+/// summary drops value previews from the reason (`Preview of field's value: '…'`) and keeps
+/// only the type of `caused_by`, whose reason quotes the value (`For input string: "…"`,
+/// `'…' is not an IP string literal`); the full text keeps both.
+fn describe_error(status: u64, error: Option<&Value>) -> Said {
     let Some(e) = error else {
-        return format!("HTTP {status}");
+        let s = format!("HTTP {status}");
+        return Said {
+            summary: s.clone(),
+            full: s,
+        };
     };
     let (ty, reason) = error_parts(e);
-    let mut s = format!("HTTP {status}");
+    let mut head = format!("HTTP {status}");
     if !ty.is_empty() {
-        s.push(' ');
-        s.push_str(&ty);
+        head.push(' ');
+        head.push_str(&ty);
     }
+    let (mut summary, mut full) = (head.clone(), head);
     if !reason.is_empty() {
-        s.push_str(": ");
-        s.push_str(&reason);
+        summary.push_str(&format!(": {}", summarize(&reason)));
+        full.push_str(&format!(": {reason}"));
     }
     if let Some(c) = e.get("caused_by") {
         let (cty, creason) = error_parts(c);
+        if !cty.is_empty() {
+            summary.push_str(&format!(" (caused by {cty})"));
+        }
         if !cty.is_empty() || !creason.is_empty() {
-            s.push_str(&format!(" (caused by {cty}: {creason})"));
+            full.push_str(&format!(" (caused by {cty}: {creason})"));
         }
     }
-    s
+    Said { summary, full }
 }
 
 /// Errors about where documents go, not about the documents: they hold the queue.
@@ -607,10 +646,12 @@ impl Platform for Elasticsearch {
             let error = serde_json::from_slice::<Value>(&resp.body)
                 .ok()
                 .and_then(|v| v.get("error").cloned());
+            // A template answer concerns no event: the summary is all there is to say.
             let said = match &error {
                 Some(e) => describe_error(u64::from(status), Some(e)),
-                None => format!("HTTP {status}: {}", resp.body_text(200)),
-            };
+                None => Said::body(status, &resp),
+            }
+            .summary;
             let skip = "or set siem.elasticsearch.install_template: false and install the mappings yourself";
             let (kind, msg) = match status {
                 401 => (FailureKind::Credentials, format!("{what} failed: {said}; check siem.auth")),
@@ -853,7 +894,15 @@ mod tests {
                     "{}",
                     f.message
                 );
-                assert!(f.message.contains("is not an IP string literal"), "{}", f.message);
+                // The caused_by reason quotes the value: only its type is in the summary, the
+                // dead-letter detail has it all.
+                assert!(f.message.ends_with("(caused by illegal_argument_exception)"), "{}", f.message);
+                assert!(!f.message.contains("nope"), "{}", f.message);
+                let detail = f.detail.as_deref().unwrap_or("");
+                assert!(
+                    detail.ends_with("(caused by illegal_argument_exception: 'nope' is not an IP string literal.)"),
+                    "{detail}"
+                );
             }
             o => panic!("{o:?}"),
         }

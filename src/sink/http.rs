@@ -7,7 +7,10 @@
 //! - at most [`MAX_RESPONSE_BYTES`] of a response body are read, so a hostile SIEM cannot make
 //!   the agent buffer without bound;
 //! - every message built from a response passes through [`HttpClient::redact`] before it is
-//!   logged or shown, so a SIEM that echoes the token does not leak it.
+//!   logged or shown, so a SIEM that echoes the token does not leak it;
+//! - what a SIEM says reaches logs and status only summarised (`platform::summarize`: value
+//!   previews removed, 200 characters at most); its full words go only to a dead-letter reason
+//!   (`Failure::detail`).
 
 use std::time::Duration;
 
@@ -394,10 +397,11 @@ fn error_chain(e: &reqwest::Error) -> String {
 pub fn classify_status(resp: &Response, what: &str) -> crate::sink::platform::Verdict {
     use crate::sink::platform::Verdict;
     let code = resp.status;
-    let body = resp.body_text(300);
-    let detail = if body.is_empty() { String::new() } else { format!(": {body}") };
-    let f = |kind, msg: String| {
-        let mut f = Failure::new(kind, Some(code), msg);
+    // What the SIEM said: summarised for logs and status, in full for a dead-letter reason.
+    let said = |b: String| if b.is_empty() { String::new() } else { format!(": {b}") };
+    let (summary, full) = (said(resp.body_summary()), said(resp.body_detail()));
+    let f = |kind, msg: &dyn Fn(&str) -> String| {
+        let mut f = Failure::new(kind, Some(code), msg(&summary)).with_detail(msg(&full));
         f.retry_after = resp.retry_after();
         f
     };
@@ -411,29 +415,37 @@ pub fn classify_status(resp: &Response, what: &str) -> crate::sink::platform::Ve
                 .and_then(|l| reqwest::Url::parse(l).ok())
                 .map(|u| format!(" to {}://{}{}", u.scheme(), u.host_str().unwrap_or("?"), u.path()))
                 .unwrap_or_default();
-            Verdict::Retry(f(
-                FailureKind::Redirect,
-                format!("{what} answered HTTP {code} (redirect{loc}); redirects are not followed because they can drop events or leak credentials. Set siem.url to the final URL"),
-            ))
+            Verdict::Retry(f(FailureKind::Redirect, &|_| {
+                format!("{what} answered HTTP {code} (redirect{loc}); redirects are not followed because they can drop events or leak credentials. Set siem.url to the final URL")
+            }))
         }
-        401 | 403 => Verdict::Retry(f(
-            FailureKind::Credentials,
-            format!("{what} rejected the credentials: HTTP {code}{detail}; check siem.auth (the token or password may be wrong, expired or disabled)"),
-        )),
-        404 => Verdict::Retry(f(
-            FailureKind::NotFound,
-            format!("{what} answered HTTP 404 Not Found{detail}; check the path in siem.url"),
-        )),
-        405 | 415 => Verdict::Retry(f(
-            FailureKind::Config,
-            format!("{what} answered HTTP {code}{detail}; the endpoint does not accept JSON POSTs: check siem.url and siem.platform"),
-        )),
-        408 => Verdict::Retry(f(FailureKind::RequestTimeout, format!("{what} answered HTTP 408 Request Timeout{detail}; will retry"))),
-        429 => Verdict::Retry(f(FailureKind::RateLimited, format!("{what} is rate limiting: HTTP 429{detail}; will retry with backoff"))),
-        413 => Verdict::TooLarge(f(FailureKind::TooLarge, format!("{what} answered HTTP 413: request too large{detail}"))),
-        400..=499 => Verdict::Rejected(f(FailureKind::Rejected, format!("{what} rejected the data: HTTP {code}{detail}"))),
-        500..=599 => Verdict::Retry(f(FailureKind::ServerError, format!("{what} had a server error: HTTP {code}{detail}; will retry"))),
-        _ => Verdict::Retry(f(FailureKind::BadResponse, format!("{what} answered an unexpected HTTP {code}{detail}"))),
+        401 | 403 => Verdict::Retry(f(FailureKind::Credentials, &|detail| {
+            format!("{what} rejected the credentials: HTTP {code}{detail}; check siem.auth (the token or password may be wrong, expired or disabled)")
+        })),
+        404 => Verdict::Retry(f(FailureKind::NotFound, &|detail| {
+            format!("{what} answered HTTP 404 Not Found{detail}; check the path in siem.url")
+        })),
+        405 | 415 => Verdict::Retry(f(FailureKind::Config, &|detail| {
+            format!("{what} answered HTTP {code}{detail}; the endpoint does not accept JSON POSTs: check siem.url and siem.platform")
+        })),
+        408 => Verdict::Retry(f(FailureKind::RequestTimeout, &|detail| {
+            format!("{what} answered HTTP 408 Request Timeout{detail}; will retry")
+        })),
+        429 => Verdict::Retry(f(FailureKind::RateLimited, &|detail| {
+            format!("{what} is rate limiting: HTTP 429{detail}; will retry with backoff")
+        })),
+        413 => Verdict::TooLarge(f(FailureKind::TooLarge, &|detail| {
+            format!("{what} answered HTTP 413: request too large{detail}")
+        })),
+        400..=499 => Verdict::Rejected(f(FailureKind::Rejected, &|detail| {
+            format!("{what} rejected the data: HTTP {code}{detail}")
+        })),
+        500..=599 => Verdict::Retry(f(FailureKind::ServerError, &|detail| {
+            format!("{what} had a server error: HTTP {code}{detail}; will retry")
+        })),
+        _ => Verdict::Retry(f(FailureKind::BadResponse, &|detail| {
+            format!("{what} answered an unexpected HTTP {code}{detail}")
+        })),
     }
 }
 

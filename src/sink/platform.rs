@@ -63,6 +63,16 @@ pub struct Response {
 }
 
 impl Response {
+    /// The body as a summary for logs and status: see [`summarize`].
+    pub fn body_summary(&self) -> String {
+        summarize(&self.body_text(DETAIL_CHARS))
+    }
+
+    /// The body for a dead-letter reason (`Failure::detail`), up to [`DETAIL_CHARS`].
+    pub fn body_detail(&self) -> String {
+        self.body_text(DETAIL_CHARS)
+    }
+
     pub fn body_text(&self, max_chars: usize) -> String {
         let s = String::from_utf8_lossy(&self.body);
         let s = s.trim();
@@ -118,12 +128,50 @@ pub enum FailureKind {
     BadResponse,
 }
 
-/// A failed delivery attempt, explained for a human. `message` never contains a secret.
+/// Most characters of a SIEM's own words in a [`Failure::message`] (logs, status).
+pub const SUMMARY_CHARS: usize = 200;
+/// Most characters of a SIEM's own words in a [`Failure::detail`] (the dead-letter reason).
+pub const DETAIL_CHARS: usize = 2000;
+
+/// Where a SIEM starts quoting the event's own data in an error text: Elasticsearch's
+/// `Preview of field's value: '203.0.113.7'`, its immense-term prefix, Java's
+/// `For input string: "alice"`. Matched ignoring ASCII case; the text is cut from there to
+/// its end (each sits at the end of its sentence or reason).
+const VALUE_PREVIEWS: [&str; 3] = [
+    "preview of field's value",
+    "the prefix of the first immense term is",
+    "for input string:",
+];
+
+/// A SIEM's error text as a summary fit for logs and the (unauthenticated) status page: any
+/// value preview removed (see [`VALUE_PREVIEWS`]), on one line, at most [`SUMMARY_CHARS`]
+/// characters. The full text goes to [`Failure::detail`] instead.
+pub fn summarize(text: &str) -> String {
+    // ASCII lower-casing keeps byte offsets and char boundaries, so an offset found in the
+    // lowered copy cuts `text` at a char boundary.
+    let lower = text.to_ascii_lowercase();
+    let cut = VALUE_PREVIEWS.iter().filter_map(|m| lower.find(m)).min();
+    let kept = match cut {
+        Some(at) => format!("{} (value not shown)", text[..at].trim_end()),
+        None => text.to_string(),
+    };
+    let one_line: String = kept.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    crate::sink::generic::clip(&one_line, SUMMARY_CHARS)
+}
+
+/// A failed delivery attempt, explained for a human. Neither text ever contains a secret (both
+/// pass through `HttpClient::redact`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub kind: FailureKind,
     pub http_status: Option<u16>,
+    /// For logs, status (`last_error`) and metrics: what the SIEM said is summarised (error
+    /// type or code, reason without value previews, bounded; see [`summarize`]).
     pub message: String,
+    /// The same explanation with the SIEM's words in full (up to [`DETAIL_CHARS`]), when they
+    /// differ: kept only in the dead-letter reason, which holds the event itself anyway and is
+    /// read over the 0600 admin socket.
+    pub detail: Option<String>,
     pub retry_after: Option<Duration>,
 }
 
@@ -133,8 +181,21 @@ impl Failure {
             kind,
             http_status,
             message: message.into(),
+            detail: None,
             retry_after: None,
         }
+    }
+
+    /// Sets [`Failure::detail`] (nothing when it says no more than the message).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        let d = detail.into();
+        self.detail = (d != self.message).then_some(d);
+        self
+    }
+
+    /// The text for a dead-letter reason: the detail if there is one, else the message.
+    pub fn full_text(&self) -> &str {
+        self.detail.as_deref().unwrap_or(&self.message)
     }
 }
 
@@ -196,5 +257,42 @@ pub trait Platform: Send + Sync {
     /// one (Splunk `/services/collector/health`). Returns a line describing the result.
     fn health_check<'a>(&'a self, _client: &'a HttpClient) -> BoxFuture<'a, Option<Result<String, Failure>>> {
         Box::pin(async { None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_drop_value_previews_and_stay_short_on_one_line() {
+        assert_eq!(
+            summarize("failed to parse field [ip_address] of type [long] in document with id 'x'. Preview of field's value: '203.0.113.7'"),
+            "failed to parse field [ip_address] of type [long] in document with id 'x'. (value not shown)"
+        );
+        assert_eq!(
+            summarize("bad number: FOR INPUT STRING: \"alice\""),
+            "bad number: (value not shown)"
+        );
+        assert_eq!(
+            summarize("immense term in field=\"subject\". The prefix of the first immense term is: '[97, 108]...'"),
+            "immense term in field=\"subject\". (value not shown)"
+        );
+        assert_eq!(summarize("Invalid data format\r\nsee docs"), "Invalid data format  see docs");
+        let long = "é".repeat(500);
+        assert_eq!(
+            summarize(&long).chars().count(),
+            SUMMARY_CHARS + 1,
+            "200 characters and an ellipsis"
+        );
+        assert_eq!(summarize("Invalid token"), "Invalid token");
+    }
+
+    #[test]
+    fn a_detail_is_kept_only_when_it_says_more() {
+        let f = Failure::new(FailureKind::Rejected, Some(400), "same").with_detail("same");
+        assert_eq!((f.detail.as_deref(), f.full_text()), (None, "same"));
+        let f = Failure::new(FailureKind::Rejected, Some(400), "short").with_detail("short and more");
+        assert_eq!(f.full_text(), "short and more");
     }
 }

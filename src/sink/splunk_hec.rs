@@ -39,9 +39,8 @@ use serde_json::Value;
 use crate::config::SplunkConfig;
 use crate::event::timestamp_millis;
 use crate::queue::QueuedEvent;
-use crate::sink::generic::clip;
 use crate::sink::http::{classify_status, HttpClient};
-use crate::sink::platform::{BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::platform::{summarize, BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
 
 const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
 
@@ -225,7 +224,8 @@ fn parse_reply(body: &[u8]) -> Option<Reply> {
     };
     Some(Reply {
         code: int("code"),
-        text: o.get("text").and_then(Value::as_str).map(|s| clip(s, 200)),
+        // HEC's texts are a fixed vocabulary; summarised anyway, as from any SIEM.
+        text: o.get("text").and_then(Value::as_str).map(summarize),
         invalid_event: int("invalid-event-number").and_then(|n| u64::try_from(n).ok()),
         ack_id: int("ackId").and_then(|n| u64::try_from(n).ok()),
     })
@@ -240,7 +240,7 @@ fn what_splunk_said(resp: &Response, reply: Option<&Reply>) -> String {
             None => format!("HTTP {}, Splunk code {c}", resp.status),
         },
         _ => {
-            let body = resp.body_text(200);
+            let body = resp.body_summary();
             if body.is_empty() {
                 format!("HTTP {}", resp.status)
             } else {
@@ -427,7 +427,7 @@ impl Platform for SplunkHec {
                     Ok(r) if (200..300).contains(&r.status) => match ack_status(&r.body, id) {
                         Some(true) => return Ok(()),
                         Some(false) => "not indexed yet".to_string(),
-                        None => format!("an unreadable answer: {}", r.body_text(200)),
+                        None => format!("an unreadable answer: {}", r.body_summary()),
                     },
                     Ok(r) if r.status == 429 || r.status == 408 || r.status >= 500 => what_splunk_said(&r, parse_reply(&r.body).as_ref()),
                     Ok(r) => {

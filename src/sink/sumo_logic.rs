@@ -106,7 +106,7 @@ impl Platform for SumoLogic {
 
     fn interpret(&self, _events: &[QueuedEvent], resp: &Response) -> Verdict {
         let status = resp.status;
-        let body = self.redact(&resp.body_text(200));
+        let body = self.redact(&resp.body_summary());
         let detail = if body.is_empty() { String::new() } else { format!(": {body}") };
         let fail = |kind, msg: String| {
             let mut f = Failure::new(kind, Some(status), msg);
@@ -143,6 +143,7 @@ impl Platform for SumoLogic {
                 let mut v = classify_status(resp, "Sumo Logic");
                 if let Verdict::Retry(f) | Verdict::TooLarge(f) | Verdict::Rejected(f) = &mut v {
                     f.message = self.redact(&f.message);
+                    f.detail = f.detail.as_deref().map(|d| self.redact(d));
                 }
                 v
             }

@@ -127,12 +127,16 @@ pub async fn serve(
     status: Arc<StatusHub>,
     mut shutdown: Shutdown,
 ) {
+    // Only as many clients as the open-file limit holds beside the agent's own files (logged
+    // with what to change when fewer than configured): see `fd_limit`.
     let mut cfg = cfg;
+    cfg.max_connections = crate::fd_limit::cap_connections(cfg.max_connections);
     let mut listener = Some(listener);
     let (settings_tx, settings) = tokio::sync::watch::channel(conn_settings);
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut conns = JoinSet::new();
     let mut next_id: u64 = 0;
+    let mut accept_warned: Option<std::time::Instant> = None;
     let mut shown = cfg.path.display().to_string();
     tracing::info!(target: "source::socket", path = %shown, mode = format!("{:o}", cfg.mode), "listening");
     publish(&status, &cfg, 0);
@@ -147,6 +151,7 @@ pub async fn serve(
             cmd = control.recv() => match cmd {
                 Some(Control::Settings { cfg: new, conn }) => {
                     cfg = new;
+                    cfg.max_connections = crate::fd_limit::cap_connections(cfg.max_connections);
                     let _ = settings_tx.send(conn);
                 }
                 Some(Control::Listen { listener: l, cfg: new, conn }) => {
@@ -157,6 +162,7 @@ pub async fn serve(
                     }
                     listener = Some(l);
                     cfg = new;
+                    cfg.max_connections = crate::fd_limit::cap_connections(cfg.max_connections);
                     shown = cfg.path.display().to_string();
                     let _ = settings_tx.send(conn);
                     tracing::info!(target: "source::socket", path = %shown, mode = format!("{:o}", cfg.mode), "listening (config changed; connected writers keep their connections)");
@@ -175,8 +181,12 @@ pub async fn serve(
                 let (mut stream, _) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
-                        tracing::warn!(target: "source::socket", "accept failed: {e}");
-                        // EMFILE and friends: back off briefly instead of spinning.
+                        // EMFILE and friends: back off briefly instead of spinning, keep
+                        // serving, and say so once a minute rather than 20 times a second.
+                        if accept_warned.is_none_or(|t: std::time::Instant| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                            accept_warned = Some(std::time::Instant::now());
+                            tracing::warn!(target: "source::socket", "accept failed: {e}; retrying (out of file descriptors? see sources.socket.max_connections and the open-file limit)");
+                        }
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     }

@@ -208,6 +208,16 @@ impl AgentProc {
     }
 
     pub async fn start_with_env(env: &TestEnv, vars: &[(&str, &str)]) -> AgentProc {
+        Self::start_with_command(env, vars, |_| {}).await
+    }
+
+    /// Starts the agent with its open-file limit (`RLIMIT_NOFILE`) set to `soft` and `hard`.
+    pub async fn start_with_nofile(env: &TestEnv, soft: u64, hard: u64) -> AgentProc {
+        Self::start_with_command(env, &[], |cmd| set_nofile(cmd, soft, hard)).await
+    }
+
+    /// Starts the agent with `vars` and whatever `configure` changes in its command.
+    pub async fn start_with_command(env: &TestEnv, vars: &[(&str, &str)], configure: impl FnOnce(&mut Command)) -> AgentProc {
         let log = env.dir.path().join(format!(
             "agent-{}.log",
             std::time::SystemTime::now()
@@ -227,6 +237,7 @@ impl AgentProc {
         for (k, v) in vars {
             cmd.env(k, v);
         }
+        configure(&mut cmd);
         let child = cmd.spawn().expect("spawn agent");
         let mut a = AgentProc {
             child: Some(child),
@@ -378,6 +389,24 @@ pub async fn socket_send(path: &Path, lines: &[String]) -> Vec<Value> {
         out.push(serde_json::from_str(&l).unwrap_or(Value::String(l)));
     }
     out
+}
+
+/// Makes `cmd`'s process start with the open-file limit (`RLIMIT_NOFILE`) `soft` / `hard`.
+pub fn set_nofile(cmd: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only setrlimit runs between fork and exec, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Runs the CLI with args; returns (exit code, stdout, stderr).
