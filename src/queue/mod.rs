@@ -111,6 +111,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 mod ack;
+pub mod aside;
 mod checked_file;
 mod commit;
 mod entries;
@@ -432,7 +433,7 @@ impl Queue {
                 let aside = root.join(format!("corrupt-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
                 let moved = std::fs::rename(&store_dir, &aside);
                 let msg = format!(
-                    "the queue database at {} could not be opened ({e}); it was moved aside to {} and a new, empty queue was started. Events in it were not forwarded: inspect or restore it by hand",
+                    "the queue database at {} could not be opened ({e}); it was moved aside to {} and a new, empty queue was started. Events in it were not forwarded yet: see what it holds with `sendauth-siem aside list` and re-queue it with `sendauth-siem aside replay <name>`",
                     store_dir.display(),
                     aside.display()
                 );
@@ -446,6 +447,7 @@ impl Queue {
                         return Err(storage_err(&seg_dir, format!("{e}; and moving its segments aside failed: {me}")));
                     }
                 }
+                aside::note_moved(&aside, &e.to_string());
                 incident = Some(msg);
                 open_sled(&store_dir, &*storage)?
             }
