@@ -118,7 +118,9 @@ async fn a_moved_aside_store_is_listed_and_replayed_through_the_running_agent_on
 
     let agent = AgentProc::start(&env).await;
     let s = agent.status().await;
-    assert!(s["queue"]["incident"].as_str().is_some_and(|i| i.contains("moved aside")), "{s:#}");
+    let incident = s["queue"]["incident"].as_str().unwrap_or("");
+    assert!(incident.contains("moved aside") && incident.contains("aside replay"), "{s:#}");
+    assert!(!incident.contains("were lost"), "the moved-aside events are not lost: {incident}");
     assert_eq!(s["queue"]["pending"], 0, "a new, empty queue");
     let name = the_moved_aside_store(&env).await;
     assert_eq!(s["queue"]["moved_aside"], serde_json::json!([name]), "status names it");

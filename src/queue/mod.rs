@@ -88,6 +88,7 @@
 //!   directory (sled never returns disk space) and swapped in;
 //! - a database that fails to open is an incident, not a crash loop: it is moved aside (with
 //!   its segment files), a new one is started, and the incident is reported in status and the log;
+//!   what it holds is listed and replayed from its segment files (see [`aside`]), never forgotten;
 //! - the disk never fills under sled: an append is refused (like a full queue, with a clear
 //!   "disk is full" error) when the filesystem would keep less than `queue.min_free_bytes`
 //!   free, and accepted again as soon as there is room. Acks and dead letters may use that
@@ -424,6 +425,7 @@ impl Queue {
 
         let seg_dir = root.join("segments");
         let mut incident = None;
+        let mut moved_aside = false;
         let store = match open_sled(&store_dir, &*storage) {
             Ok(s) => s,
             // Not corruption (a full disk, permissions, an I/O error): nothing is moved; the
@@ -448,6 +450,7 @@ impl Queue {
                     }
                 }
                 aside::note_moved(&aside, &e.to_string());
+                moved_aside = true;
                 incident = Some(msg);
                 open_sled(&store_dir, &*storage)?
             }
@@ -484,7 +487,11 @@ impl Queue {
         let witness = CheckedFile::open(&*storage, &root.join(WITNESS_FILE), WITNESS_CHECK).map_err(|e| storage_err(root, e))?;
         storage.sync_dir(root).map_err(|e| storage_err(root, e))?;
         if let Some(w) = witness.read() {
-            if w > state.next_seq {
+            // After a move aside, the events before `w` are in the moved-aside store (see
+            // `aside`), not lost: sequence numbers just continue after them.
+            if w > state.next_seq && moved_aside {
+                state.next_seq = w;
+            } else if w > state.next_seq {
                 let lost = w - state.next_seq;
                 let msg = format!(
                     "the queue store at {} came back shorter than it was (damaged or truncated on disk): up to {lost} events with sequence numbers {}..{} were lost and cannot be forwarded; new events continue after them. Inspect the disk; the rest of the queue is intact",
