@@ -148,7 +148,7 @@ impl Src {
 /// sled opened on a copy of the moved-aside store. The database closes before the copy is
 /// removed (field order).
 struct SledCopy {
-    db: sled::Db,
+    store: Store,
     _tmp: tempfile::TempDir,
 }
 
@@ -295,8 +295,9 @@ fn open(root: &Path, dir: &Path) -> Opened {
         acked = acked.max(a);
     }
     let sled = match open_sled_copy(root, dir) {
-        Ok((copy, sled_acked, pointers)) => {
+        Ok((copy, sled_acked, pointers, replayed)) => {
             r.index = "opened (on a copy)".into();
+            r.unreadable.extend(replayed);
             acked = acked.max(sled_acked);
             for (first_seq, src) in pointers {
                 records.entry(first_seq).or_insert_with(Vec::new).push(src);
@@ -492,12 +493,15 @@ fn src_of(v: &[u8]) -> Option<Src> {
     }
 }
 
-/// The index opened on a copy, its `acked`, and its records (first sequence number, where).
-type SledRead = (SledCopy, u64, Vec<(u64, Src)>);
+/// The index opened on a copy, its `acked`, its records (first sequence number, where), and
+/// whether the frames it lacked could be applied to it (why not, if not).
+type SledRead = (SledCopy, u64, Vec<(u64, Src)>, Option<String>);
 
 /// Opens sled on a copy of the store at `dir` (inside `root`, removed when the copy is
-/// dropped) and reads its `acked` and record pointers. Any failure, or a panic inside sled, is
-/// the reason the index cannot be used.
+/// dropped), brings the copy up to date with the frames it lacked (the same replay as at open:
+/// dead-letter removals, quarantine entries and record pointers of the last commits), and reads
+/// its `acked` and record pointers. Any failure, or a panic inside sled, is the reason the index
+/// cannot be used.
 fn open_sled_copy(root: &Path, dir: &Path) -> Result<SledRead, String> {
     let tmp = tempfile::Builder::new()
         .prefix(".aside-open-")
@@ -505,14 +509,38 @@ fn open_sled_copy(root: &Path, dir: &Path) -> Result<SledRead, String> {
         .map_err(|e| format!("cannot make a temporary copy in {}: {e}", root.display()))?;
     copy_store(dir, tmp.path()).map_err(|e| format!("cannot copy it to {}: {e}", tmp.path().display()))?;
     let path = tmp.path().to_path_buf();
+    let seg_dir = dir.join("segments");
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_, String> {
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| format!("sled: {e}"))?;
-        let acked = u64_of(db.get(meta_key("acked")).map_err(|e| format!("sled: {e}"))?);
+        let store = open_sled_once(&path, &RealStorage).map_err(|e| match e {
+            QueueError::Corrupt { message, .. } => format!("sled: {message}"),
+            e => e.to_string(),
+        })?;
+        let db = &store.db;
+        let g = |n: &str| db.get(meta_key(n)).map(u64_of).map_err(|e| format!("sled: {e}"));
+        let mut state = State {
+            next_seq: g("next_seq")?.max(1),
+            acked: g("acked")?,
+            counts: Counts {
+                pending_events: g("pending_events")?,
+                pending_bytes: g("pending_bytes")?,
+                dead_letter: g("dl_count")?,
+                quarantine: g("q_count")?,
+                quarantine_evicted: g("q_evicted")?,
+            },
+            q_next: g("q_next")?.max(1),
+            d_next: g("d_next")?.max(1),
+            commits: g("wal_commit")?,
+            overlay: Overlay::default(),
+        };
+        let replayed = match replay_wal(&store, &RealStorage, &seg_dir, &mut state) {
+            Ok((wal_acked, _)) => {
+                state.acked = state.acked.max(wal_acked);
+                None
+            }
+            Err(e) => Some(format!(
+                "the index opened, but the frames it lacked could not be applied to it ({e}): its dead letters and quarantine may miss the last changes"
+            )),
+        };
         // Acknowledged records leave sled; those still there are read (and filtered by `acked`
         // when events are taken).
         let mut pointers = Vec::new();
@@ -523,10 +551,10 @@ fn open_sled_copy(root: &Path, dir: &Path) -> Result<SledRead, String> {
                 pointers.push((first_seq, src));
             }
         }
-        Ok((db, acked, pointers))
+        Ok((store, state.acked, pointers, replayed))
     }));
     match opened {
-        Ok(Ok((db, acked, pointers))) => Ok((SledCopy { db, _tmp: tmp }, acked, pointers)),
+        Ok(Ok((store, acked, pointers, replayed))) => Ok((SledCopy { store, _tmp: tmp }, acked, pointers, replayed)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err("sled panicked while reading it".into()),
     }
@@ -647,7 +675,7 @@ impl Opened {
             let page = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<(u64, sled::IVec)>, String> {
                 let mut page = Vec::new();
                 let mut bytes = 0;
-                for item in sled.db.range(key(prefix, from)..=key(prefix, u64::MAX)) {
+                for item in sled.store.db.range(key(prefix, from)..=key(prefix, u64::MAX)) {
                     let (k, v) = item.map_err(|e| e.to_string())?;
                     let id = k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
                     bytes += v.len();
@@ -791,7 +819,11 @@ enum Stop {
 /// Re-queues from `p` on: pending events, dead letters, quarantine entries. Returns why it
 /// stopped early, if it did.
 fn requeue_all(queue: &Queue, dir: &Path, o: &mut Opened, p: &mut Progress) -> Result<Option<String>, AsideError> {
-    let mut chunk = Chunk::default();
+    // A quarter of `queue.max_bytes` at most, so that a small queue can take a chunk.
+    let mut chunk = Chunk {
+        limit: CHUNK_BYTES.min(usize::try_from(queue.max_bytes() / 4).unwrap_or(usize::MAX)).max(1),
+        ..Default::default()
+    };
     let mut stop: Option<Stop> = None;
     // 1. Pending events, in sequence order.
     let from = p.pending_after_seq;
@@ -851,6 +883,8 @@ struct Chunk {
     events: Vec<Bytes>,
     quarantine: Vec<(QuarantineMeta, Vec<u8>)>,
     bytes: usize,
+    /// A commit is made at this many bytes.
+    limit: usize,
     /// The last sequence number or id gathered (or skipped as unreadable).
     last: Option<u64>,
 }
@@ -873,7 +907,7 @@ impl Chunk {
     }
 
     fn full(&self) -> bool {
-        self.bytes >= CHUNK_BYTES || self.events.len() + self.quarantine.len() >= CHUNK_EVENTS
+        self.bytes >= self.limit || self.events.len() + self.quarantine.len() >= CHUNK_EVENTS
     }
 
     /// Commits when the chunk is full; false once the replay must stop.
@@ -1116,8 +1150,20 @@ mod tests {
                 original_seq: 2,
             };
             q.ack(2, vec![(dead, Bytes::from_static(b"b"))]).unwrap();
-            q.append_blocking(req(&["d"])).unwrap();
-            q.close();
+            // The last commit reaches only its frame: the process stops without a flush, so
+            // sled lacks it and the copy must be brought up to date from the frames.
+            let mut late = req(&["d"]);
+            late.quarantine.push((
+                QuarantineMeta {
+                    at: now_rfc3339(),
+                    origin: "test:2".into(),
+                    reason: "not JSON".into(),
+                    len: 4,
+                },
+                b"late".to_vec(),
+            ));
+            q.append_blocking(late).unwrap();
+            drop(q);
         }
         // Moved aside by hand: the index still opens.
         let name = "corrupt-20260101T000000Z";
@@ -1130,8 +1176,8 @@ mod tests {
         assert_eq!(r.index, "opened (on a copy)");
         assert_eq!(
             (r.acked, r.pending_events, r.dead_letters, r.quarantine, r.damaged_events),
-            (2, 2, 1, 1, 0),
-            "pending events are not counted twice: {r:#?}"
+            (2, 2, 1, 2, 0),
+            "pending events once; the quarantine entry only the frames hold: {r:#?}"
         );
         assert!(r.unreadable.is_empty(), "{:#?}", r.unreadable);
         assert_eq!(snapshot(&aside), before, "reading changes nothing in the moved-aside store");
@@ -1144,7 +1190,7 @@ mod tests {
 
         let q = Queue::open(root, 1 << 30, 100).unwrap();
         let dry = replay(&q, name, true).unwrap();
-        assert_eq!((dry.requeued_events, dry.requeued_dead_letters, dry.copied_quarantine), (2, 1, 1));
+        assert_eq!((dry.requeued_events, dry.requeued_dead_letters, dry.copied_quarantine), (2, 1, 2));
         assert_eq!(q.counts().pending_events, 0, "a dry run changes nothing");
         assert!(!aside.join(PROGRESS_FILE).exists());
 
@@ -1156,18 +1202,25 @@ mod tests {
                 done.copied_quarantine,
                 done.stopped.clone()
             ),
-            (2, 1, 1, None)
+            (2, 1, 2, None)
         );
         let got: Vec<Bytes> = q.read(0, 100, 1 << 20).unwrap().into_iter().map(|e| e.data).collect();
         assert_eq!(
             got,
             vec![Bytes::from_static(b"c"), Bytes::from_static(b"d"), Bytes::from_static(b"b")]
         );
-        let quarantined = q.list_quarantine(10).unwrap();
-        assert_eq!(quarantined.len(), 1);
+        let quarantined: Vec<_> = q
+            .list_quarantine(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.meta.origin, String::from_utf8_lossy(&e.data).into_owned()))
+            .collect();
         assert_eq!(
-            (quarantined[0].meta.origin.as_str(), &quarantined[0].data[..]),
-            ("test:1", &b"bad"[..])
+            quarantined,
+            vec![
+                ("test:1".to_string(), "bad".to_string()),
+                ("test:2".to_string(), "late".to_string())
+            ]
         );
         assert!(unreplayed(root).is_empty());
 
@@ -1180,5 +1233,30 @@ mod tests {
         assert_eq!(q.counts().pending_events, 3, "a second replay adds nothing");
         assert!(matches!(replay(&q, "corrupt-nope", false), Err(AsideError::NotFound { .. })));
         assert!(matches!(replay(&q, "../x", false), Err(AsideError::NotFound { .. })));
+    }
+
+    #[test]
+    fn a_replay_stopped_by_a_full_queue_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        six_events(root);
+        let (q, name) = damage_and_reopen(root);
+        // 6 bytes pending of 8: chunks of 2 bytes (a quarter), so [b c] fits and [d e] does not.
+        q.set_limits(8, 100);
+        let x = q.append_blocking(req(&["xxxxxx"])).unwrap();
+        let first = replay(&q, &name, false).unwrap();
+        let why = first.stopped.clone().expect("stopped by the full queue");
+        assert!(why.contains("queue full") && why.contains("run the replay again"), "{why}");
+        assert_eq!(first.requeued_events, 2);
+        assert_eq!(first.report.progress.pending_after_seq, 3);
+        assert_eq!(unreplayed(root), vec![name.clone()], "not done yet");
+
+        q.ack(x.first_seq, vec![]).unwrap();
+        let second = replay(&q, &name, false).unwrap();
+        assert_eq!((second.requeued_events, second.stopped.clone()), (3, None), "{second:#?}");
+        assert!(unreplayed(root).is_empty());
+        let got: Vec<Bytes> = q.read(q.acked(), 100, 1 << 20).unwrap().into_iter().map(|e| e.data).collect();
+        let want: Vec<Bytes> = ["b", "c", "d", "e", "f"].iter().map(|e| Bytes::from_static(e.as_bytes())).collect();
+        assert_eq!(got, want, "each event once, in order");
     }
 }
