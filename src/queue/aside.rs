@@ -12,9 +12,11 @@
 //!    durable `acked` is the largest of the frames' `acked`, the store's ack file (if its check
 //!    passes) and sled's (if it opens); every event above it is pending.
 //! 2. sled is opened on a *copy* (a temporary directory inside `queue.path`, removed after: the
-//!    moved-aside directory itself is never written to by this). If it opens, its record
-//!    pointers, dead-letter entries and quarantine entries are taken too; pending events are
-//!    deduplicated by sequence number with the frame scan.
+//!    store's own files are never written to; a replay only adds its `replay.json`). If it
+//!    opens, the copy gets the same write-ahead-log replay as an open (sled lags the frames by
+//!    design: the last commits' quarantine entries and dead-letter removals may be only in
+//!    them), then its record pointers, dead-letter entries and quarantine entries are taken
+//!    too; pending events are deduplicated by sequence number with the frame scan.
 //!
 //! What could not be read is reported with the reason (`unreadable`): a damaged stretch of a
 //! segment, a record that does not decode, an index that does not open. Nothing here panics on
@@ -55,7 +57,7 @@ pub enum AsideError {
     NotFound { name: String, root: PathBuf },
     #[error("cannot read {path}: {message}; check that queue.path is readable by this user")]
     Io { path: PathBuf, message: String },
-    #[error("cannot record the replay's progress in {path}: {message}; the events re-queued so far stay queued (running the replay again re-queues them once more); fix the cause (free space, permissions) first")]
+    #[error("cannot record the replay's progress in {path}: {message}; the last chunk re-queued stays queued and running the replay again re-queues it once more; fix the cause (free space, permissions) first")]
     Progress { path: PathBuf, message: String },
 }
 
@@ -604,6 +606,14 @@ impl Opened {
                 e.insert(File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?)
             }
         };
+        // A pointer from a damaged index may point anywhere: check before allocating.
+        let file_len = file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
+        if offset.checked_add(u64::from(len)).is_none_or(|end| end > file_len) {
+            return Err(format!(
+                "the record at byte {offset} ({len} bytes) lies past the end of {} ({file_len} bytes)",
+                path.display()
+            ));
+        }
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, offset)
             .map_err(|e| format!("cannot read {} at byte {offset}: {e}", path.display()))?;
@@ -692,6 +702,9 @@ impl Opened {
                 Err(_) => return Some("sled panicked while reading it".into()),
             };
             let &(last, _) = page.last()?;
+            if last < from {
+                return Some(format!("a malformed key in the index (id {last}) ends the listing"));
+            }
             for (id, v) in &page {
                 if !f(*id, v) {
                     return None;
