@@ -1272,4 +1272,73 @@ mod tests {
         let want: Vec<Bytes> = ["b", "c", "d", "e", "f"].iter().map(|e| Bytes::from_static(e.as_bytes())).collect();
         assert_eq!(got, want, "each event once, in order");
     }
+
+    /// The frame scan alone (no index, no ack file): the report and the events it yields.
+    fn scan_only(dir: &Path) -> (AsideReport, Vec<(u64, String)>) {
+        let mut report = AsideReport::default();
+        let mut records = BTreeMap::new();
+        report.acked = scan_segments(&dir.join("segments"), &mut report, &mut records);
+        let mut o = Opened {
+            dir: dir.to_path_buf(),
+            report,
+            records,
+            sled: None,
+        };
+        let mut got = Vec::new();
+        o.each_pending(0, true, |seq, e| {
+            got.push((seq, String::from_utf8_lossy(&e).into_owned()));
+            true
+        });
+        (o.report, got)
+    }
+
+    #[test]
+    fn every_cut_and_every_flipped_byte_of_a_segment_loses_exactly_the_frames_it_touches() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        six_events(root);
+        let (_q, name) = damage_and_reopen(root);
+        let aside = root.join(&name);
+        let seg = the_segment(&aside);
+        let fr = frames(&seg);
+        let original = std::fs::read(&seg).unwrap();
+        // Frame k: its events and the `acked` it carries ([f] was committed after the ack of 1).
+        let frame_events: [&[(u64, &str)]; 4] = [&[(1, "a"), (2, "b")], &[(3, "c")], &[(4, "d"), (5, "e")], &[(6, "f")]];
+        let frame_acked = [0, 0, 0, 1];
+        let expect = |kept: &[usize]| -> Vec<(u64, String)> {
+            let acked = kept.iter().map(|k| frame_acked[*k]).max().unwrap_or(0);
+            let mut v: Vec<(u64, String)> = kept
+                .iter()
+                .flat_map(|k| frame_events[*k].iter())
+                .filter(|(s, _)| *s > acked)
+                .map(|(s, e)| (*s, e.to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        for cut in wal::SEGMENT_MAGIC.len()..original.len() {
+            std::fs::write(&seg, &original[..cut]).unwrap();
+            let (r, got) = scan_only(&aside);
+            let whole: Vec<usize> = (0..4).filter(|k| fr[*k].1 <= cut as u64).collect();
+            let at_boundary = fr.iter().any(|(at, _)| *at == cut as u64);
+            assert_eq!(got, expect(&whole), "cut at {cut}");
+            assert_eq!(
+                (r.torn_tails, r.damaged_stretches),
+                (u64::from(!at_boundary), 0),
+                "cut at {cut}: {r:#?}"
+            );
+        }
+        for i in wal::SEGMENT_MAGIC.len()..original.len() {
+            let mut b = original.clone();
+            b[i] ^= 0x40;
+            std::fs::write(&seg, &b).unwrap();
+            let (r, got) = scan_only(&aside);
+            let hit = fr.iter().position(|(at, end)| (*at..*end).contains(&(i as u64))).unwrap();
+            let others: Vec<usize> = (0..4).filter(|k| *k != hit).collect();
+            assert_eq!(got, expect(&others), "flip at {i} (frame {hit})");
+            assert_eq!(r.frames, 3, "flip at {i}");
+            // A longer length in the last frame reads as a torn tail: either way, counted once.
+            assert_eq!(r.torn_tails + r.damaged_stretches, 1, "flip at {i}: {r:#?}");
+        }
+    }
 }
