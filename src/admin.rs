@@ -19,23 +19,11 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    DeadLetterList {
-        limit: Option<usize>,
-    },
-    DeadLetterReplay {
-        ids: Option<Vec<u64>>,
-    },
-    DeadLetterPurge {
-        ids: Option<Vec<u64>>,
-    },
-    QuarantineList {
-        limit: Option<usize>,
-    },
-    /// Re-queue what a moved-aside store holds (`aside replay`, see `queue::aside`).
-    AsideReplay {
-        name: String,
-        dry_run: bool,
-    },
+    DeadLetterList { limit: Option<usize> },
+    DeadLetterReplay { ids: Option<Vec<u64>> },
+    DeadLetterPurge { ids: Option<Vec<u64>> },
+    QuarantineList { limit: Option<usize> },
+    AsideReplay { name: String, dry_run: bool },
 }
 
 /// The longest `queue.path` (in bytes) that leaves room for the admin socket's temporary name,
@@ -74,6 +62,7 @@ pub fn execute(queue: &Queue, req: &Request) -> Value {
         Request::DeadLetterReplay { ids } => queue
             .replay_dead_letter(ids.as_deref())
             .map(|n| json!({"ok": true, "replayed": n})),
+        // `aside replay`: re-queue what a moved-aside store holds (see `queue::aside`).
         Request::AsideReplay { name, dry_run } => Ok(crate::queue::aside::replay_json(queue, name, *dry_run)),
         Request::DeadLetterPurge { ids } => queue
             .purge_dead_letter(ids.as_deref())
