@@ -26,6 +26,7 @@ pub enum Request {
     DeadLetterReplay { ids: Option<Vec<u64>> },
     DeadLetterPurge { ids: Option<Vec<u64>> },
     QuarantineList { limit: Option<usize> },
+    AsideReplay { name: String, dry_run: bool },
 }
 
 /// The longest `queue.path` (in bytes) that leaves room for the admin socket's temporary name,
@@ -69,6 +70,8 @@ pub fn execute(queue: &Queue, req: &Request, out: &mut dyn FnMut(&Value) -> bool
             .map(|n| json!({"end": true, "listed": n}))
         }
         Request::DeadLetterReplay { ids } => queue.replay_dead_letter(ids.as_deref()).map(|n| json!({"ok": true, "replayed": n})),
+        // `aside replay`: re-queue what a moved-aside store holds (see `queue::aside`).
+        Request::AsideReplay { name, dry_run } => Ok(crate::queue::aside::replay_json(queue, name, *dry_run)),
         Request::DeadLetterPurge { ids } => queue.purge_dead_letter(ids.as_deref()).map(|n| json!({"ok": true, "purged": n})),
     };
     out(&r.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})));

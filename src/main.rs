@@ -66,6 +66,12 @@ enum Cmd {
         #[command(subcommand)]
         action: QuarantineCmd,
     },
+    /// List and re-queue queue stores that were moved aside as damaged (`corrupt-*` in
+    /// queue.path).
+    Aside {
+        #[command(subcommand)]
+        action: AsideCmd,
+    },
     /// Run the agent against a built-in local SIEM emulator with sample events, and show them
     /// arriving.
     Demo {
@@ -135,9 +141,35 @@ enum QuarantineCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum AsideCmd {
+    /// List the moved-aside stores: when, why, and how many pending events, dead letters and
+    /// quarantine entries each still holds (read from its segment files, and from its index if
+    /// that opens on a copy). Changes nothing.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue a moved-aside store's pending events and dead letters at the end of the queue
+    /// and copy its quarantine entries (through the running agent, or directly). Resumes where
+    /// a stopped replay left off; a finished one is marked and not repeated. At least once: a
+    /// crash mid-replay may send some events twice.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Its name, as `aside list` shows it (corrupt-...).
+        name: String,
+        /// Only say what would be re-queued.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.cmd, Cmd::DeadLetter { .. } | Cmd::Quarantine { .. }) {
+    if matches!(cli.cmd, Cmd::DeadLetter { .. } | Cmd::Quarantine { .. } | Cmd::Aside { .. }) {
         // Listings are meant for pipes (`quarantine list --json | head`): when the reader goes
         // away, end quietly as other Unix tools do, instead of panicking in `println!` on EPIPE.
         // Only these commands: the agent itself must survive a peer that closes its socket.
@@ -274,6 +306,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+        Cmd::Aside { action } => aside_cmd(action),
         Cmd::Bench(o) => {
             sendauth_siem::bench::run(&o)?;
             Ok(ExitCode::SUCCESS)
@@ -384,6 +417,13 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
     }
     if let Some(i) = v["queue"]["incident"].as_str() {
         println!("Queue incident:   {i}");
+    }
+    if let Some(names) = v["queue"]["moved_aside"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<&str> = names.iter().filter_map(|n| n.as_str()).collect();
+        println!(
+            "Moved aside:      {} (not replayed; see `sendauth-siem aside list`)",
+            names.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -560,6 +600,91 @@ fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
                 bail!("{}", v["error"].as_str().unwrap_or("purge failed"));
             }
             println!("deleted {} event(s) from the dead letter", v["purged"]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `aside list` and `aside replay` (see `queue::aside`).
+fn aside_cmd(action: AsideCmd) -> anyhow::Result<ExitCode> {
+    use sendauth_siem::queue::aside;
+    match action {
+        AsideCmd::List { config, json } => {
+            let cfg = load(&config.config)?;
+            let reports = aside::list(&cfg.queue.path)?;
+            if json {
+                for r in &reports {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if reports.is_empty() {
+                println!("no moved-aside store in {}", cfg.queue.path.display());
+            }
+            for r in &reports {
+                let state = match &r.progress.done_at {
+                    Some(at) => format!("replayed at {at}"),
+                    None if r.progress != Default::default() => "partly replayed (run `aside replay` again to finish)".into(),
+                    None => "not replayed".into(),
+                };
+                println!(
+                    "{}  moved aside {}  {state}",
+                    r.name,
+                    r.moved_at.as_deref().unwrap_or("(time unknown)")
+                );
+                if let Some(why) = &r.reason {
+                    println!("    why: {why}");
+                }
+                println!(
+                    "    recoverable: {} pending events ({} bytes), {} dead letters, {} quarantine entries",
+                    r.pending_events, r.pending_bytes, r.dead_letters, r.quarantine
+                );
+                println!(
+                    "    read: {} frames, {} damaged stretches, {} torn tails, {} unreadable events; index {}",
+                    r.frames, r.damaged_stretches, r.torn_tails, r.damaged_events, r.index
+                );
+                for u in &r.unreadable {
+                    println!("    could not read: {u}");
+                }
+            }
+        }
+        AsideCmd::Replay { config, name, dry_run } => {
+            let cfg = load(&config.config)?;
+            let v = admin(
+                &cfg,
+                sendauth_siem::admin::Request::AsideReplay {
+                    name: name.clone(),
+                    dry_run,
+                },
+            )?;
+            if v["ok"] != true {
+                bail!("{}", v["error"].as_str().unwrap_or("replay failed"));
+            }
+            let (events, dead, quarantine) = (&v["requeued_events"], &v["requeued_dead_letters"], &v["copied_quarantine"]);
+            if v["already_replayed"] == true {
+                println!(
+                    "{name} was already replayed at {}; nothing was re-queued",
+                    v["report"]["progress"]["done_at"].as_str().unwrap_or("?")
+                );
+            } else if dry_run {
+                println!("would re-queue {events} pending event(s) and {dead} dead letter(s), and copy {quarantine} quarantine entr(ies); nothing was changed");
+            } else {
+                println!("re-queued {events} pending event(s) and {dead} dead letter(s) after the events already queued; copied {quarantine} quarantine entr(ies)");
+            }
+            if let Some(u) = v["report"]["unreadable"].as_array().filter(|u| !u.is_empty()) {
+                for line in u {
+                    println!("could not read: {}", line.as_str().unwrap_or(""));
+                }
+            }
+            if let Some(why) = v["stopped"].as_str() {
+                bail!("the replay of {name} stopped: {why}");
+            }
+            if !dry_run && v["already_replayed"] != true {
+                println!(
+                    "{name} is marked replayed ({}); it will not be replayed again",
+                    aside::PROGRESS_FILE
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -209,6 +209,7 @@ impl StatusHub {
                 "full": full,
                 "incident": self.queue.incident(),
                 "storage_error": self.queue.storage_error(),
+                "moved_aside": crate::queue::aside::unreplayed(self.queue.root()),
             },
             "dead_letter": {
                 "count": counts.dead_letter,

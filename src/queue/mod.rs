@@ -88,6 +88,7 @@
 //!   directory (sled never returns disk space) and swapped in;
 //! - a database that fails to open is an incident, not a crash loop: it is moved aside (with
 //!   its segment files), a new one is started, and the incident is reported in status and the log;
+//!   what it holds is listed and replayed from its segment files (see [`aside`]), never forgotten;
 //! - the disk never fills under sled: an append is refused (like a full queue, with a clear
 //!   "disk is full" error) when the filesystem would keep less than `queue.min_free_bytes`
 //!   free, and accepted again as soon as there is room. Acks and dead letters may use that
@@ -111,6 +112,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 mod ack;
+pub mod aside;
 mod checked_file;
 mod commit;
 mod entries;
@@ -462,6 +464,7 @@ impl Queue {
 
         let seg_dir = root.join("segments");
         let mut incident = None;
+        let mut moved_aside = false;
         let store = match open_sled(&store_dir, &*storage) {
             Ok(s) => s,
             // Not corruption (a full disk, permissions, an I/O error): nothing is moved; the
@@ -471,7 +474,7 @@ impl Queue {
                 let aside = root.join(format!("corrupt-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
                 let moved = std::fs::rename(&store_dir, &aside);
                 let msg = format!(
-                    "the queue database at {} could not be opened ({e}); it was moved aside to {} and a new, empty queue was started. Events in it were not forwarded: inspect or restore it by hand",
+                    "the queue database at {} could not be opened ({e}); it was moved aside to {} and a new, empty queue was started. Events in it were not forwarded yet: see what it holds with `sendauth-siem aside list` and re-queue it with `sendauth-siem aside replay <name>`",
                     store_dir.display(),
                     aside.display()
                 );
@@ -485,6 +488,8 @@ impl Queue {
                         return Err(storage_err(&seg_dir, format!("{e}; and moving its segments aside failed: {me}")));
                     }
                 }
+                aside::note_moved(&aside, &e.to_string());
+                moved_aside = true;
                 incident = Some(msg);
                 open_sled(&store_dir, &*storage)?
             }
@@ -539,7 +544,11 @@ impl Queue {
         let witness = CheckedFile::open(&*storage, &root.join(WITNESS_FILE), WITNESS_CHECK).map_err(|e| storage_err(root, e))?;
         storage.sync_dir(root).map_err(|e| storage_err(root, e))?;
         if let Some(w) = witness.read() {
-            if w > state.next_seq {
+            // After a move aside, the events before `w` are in the moved-aside store (see
+            // `aside`), not lost: sequence numbers just continue after them.
+            if w > state.next_seq && moved_aside {
+                state.next_seq = w;
+            } else if w > state.next_seq {
                 let lost = w - state.next_seq;
                 let msg = format!(
                     "the queue store at {} came back shorter than it was (damaged or truncated on disk): up to {lost} events with sequence numbers {}..{} were lost and cannot be forwarded; new events continue after them. Inspect the disk; the rest of the queue is intact",

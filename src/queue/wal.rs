@@ -115,6 +115,11 @@ fn put_u64(v: &mut Vec<u8>, x: u64) {
     v.extend_from_slice(&x.to_be_bytes());
 }
 
+/// Whether `b` is the kind byte of a commit frame (any version this build reads).
+pub fn is_commit_kind(b: u8) -> bool {
+    b == KIND_COMMIT || b == KIND_COMMIT_V1
+}
+
 /// Appends the frame of `c` to `buf`; returns where its records lie, relative to the start of
 /// the frame.
 pub fn encode(c: &CommitOut<'_>, buf: &mut Vec<u8>) -> Vec<RecordPos> {
