@@ -91,8 +91,13 @@
 //!   what it holds is listed and replayed from its segment files (see [`aside`]), never forgotten;
 //! - the disk never fills under sled: an append is refused (like a full queue, with a clear
 //!   "disk is full" error) when the filesystem would keep less than `queue.min_free_bytes`
-//!   free, and accepted again as soon as there is room. Acks and dead letters may use that
-//!   reserve, so the queue can always drain;
+//!   free, and accepted again as soon as there is room. Acks may use that reserve, so the
+//!   queue can always drain; dead letters may not (nor replays): a rejected event that does not
+//!   fit stays queued, as when the dead letter reaches `queue.max_dead_letter_*`
+//!   ([`QueueError::DeadLetterFull`]), so a SIEM rejecting everything cannot fill the disk;
+//! - the dead letter and the quarantine are bounded in entries and bytes (`m dl_bytes`,
+//!   `m q_bytes`, kept like the other counters); they are listed, replayed and purged a page at
+//!   a time, each page of a replay or purge one frame and one sled flush (atomic);
 //! - an I/O error inside sled is fatal for this process: sled 0.34 fails every later write
 //!   once one failed, and dropping or reopening the poisoned handle in-process can hang or let
 //!   its background threads write over the reopened store (found by the disk campaign). The
