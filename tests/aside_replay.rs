@@ -26,13 +26,7 @@ async fn backlog_then_damaged_store(env: &TestEnv, emu: &Emulator) {
     env.write_config(&cfg);
     let mut agent = AgentProc::start(env).await;
     let lines: Vec<String> = (0..N).map(event).collect();
-    for chunk in lines.chunks(500) {
-        let (o, a) = socket_try_send(&env.socket, chunk, DEADLINE).await;
-        assert!(
-            matches!(o, SockOutcome::Answered { accepted, .. } if accepted as usize == chunk.len()),
-            "{o:?} {a:?}"
-        );
-    }
+    send_all_accepted(&env.socket, &lines, 500).await;
     agent
         .wait_status(DEADLINE, |s| s["queue"]["pending"].as_u64() == Some(N as u64))
         .await;

@@ -29,13 +29,7 @@ async fn queue_with_backlog(env: &TestEnv, emu: &Emulator, n: usize, kill: bool)
         lines[i] = padded_event(i, 200_000 + k);
     }
     // Through the socket, so that re-reading the file cannot hide what the queue lost.
-    for chunk in lines.chunks(500) {
-        let (o, a) = socket_try_send(&env.socket, chunk, DEADLINE).await;
-        assert!(
-            matches!(o, SockOutcome::Answered { accepted, .. } if accepted as usize == chunk.len()),
-            "{o:?} {a:?}"
-        );
-    }
+    send_all_accepted(&env.socket, &lines, 500).await;
     agent
         .wait_status(DEADLINE, |s| s["queue"]["pending"].as_u64() == Some(n as u64))
         .await;

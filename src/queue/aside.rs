@@ -518,24 +518,7 @@ fn open_sled_copy(root: &Path, dir: &Path) -> Result<SledRead, String> {
             e => e.to_string(),
         })?;
         let db = &store.db;
-        let g = |n: &str| db.get(meta_key(n)).map(u64_of).map_err(|e| format!("sled: {e}"));
-        let mut state = State {
-            next_seq: g("next_seq")?.max(1),
-            acked: g("acked")?,
-            counts: Counts {
-                pending_events: g("pending_events")?,
-                pending_bytes: g("pending_bytes")?,
-                dead_letter: g("dl_count")?,
-                quarantine: g("q_count")?,
-                quarantine_evicted: g("q_evicted")?,
-                dead_letter_bytes: g("dl_bytes")?,
-                quarantine_bytes: g("q_bytes")?,
-            },
-            q_next: g("q_next")?.max(1),
-            d_next: g("d_next")?.max(1),
-            commits: g("wal_commit")?,
-            overlay: Overlay::default(),
-        };
+        let mut state = State::from_sled(db).map_err(|e| format!("sled: {e}"))?;
         let replayed = match replay_wal(&store, &RealStorage, &seg_dir, &mut state) {
             Ok((wal_acked, _)) => {
                 state.acked = state.acked.max(wal_acked);

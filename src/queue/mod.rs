@@ -255,6 +255,30 @@ struct State {
     overlay: Overlay,
 }
 
+impl State {
+    /// The state sled holds (its `m` keys), with an empty overlay.
+    fn from_sled(db: &sled::Db) -> sled::Result<State> {
+        let g = |n: &str| db.get(meta_key(n)).map(u64_of);
+        Ok(State {
+            next_seq: g("next_seq")?.max(1),
+            acked: g("acked")?,
+            counts: Counts {
+                pending_events: g("pending_events")?,
+                pending_bytes: g("pending_bytes")?,
+                dead_letter: g("dl_count")?,
+                quarantine: g("q_count")?,
+                quarantine_evicted: g("q_evicted")?,
+                dead_letter_bytes: g("dl_bytes")?,
+                quarantine_bytes: g("q_bytes")?,
+            },
+            q_next: g("q_next")?.max(1),
+            d_next: g("d_next")?.max(1),
+            commits: g("wal_commit")?,
+            overlay: Overlay::default(),
+        })
+    }
+}
+
 /// `fdatasync`/`fsync` calls made by the queue since the process started (exposed in /metrics:
 /// the cost of durability at a steady rate is counted in these).
 static SYNCS: AtomicU64 = AtomicU64::new(0);
@@ -500,24 +524,7 @@ impl Queue {
             }
         };
         let db = &store.db;
-        let g = |n: &str| db.get(meta_key(n)).map(u64_of).map_err(|e| storage_err(&store_dir, e));
-        let state = State {
-            next_seq: g("next_seq")?.max(1),
-            acked: g("acked")?,
-            counts: Counts {
-                pending_events: g("pending_events")?,
-                pending_bytes: g("pending_bytes")?,
-                dead_letter: g("dl_count")?,
-                quarantine: g("q_count")?,
-                quarantine_evicted: g("q_evicted")?,
-                dead_letter_bytes: g("dl_bytes")?,
-                quarantine_bytes: g("q_bytes")?,
-            },
-            q_next: g("q_next")?.max(1),
-            d_next: g("d_next")?.max(1),
-            commits: g("wal_commit")?,
-            overlay: Overlay::default(),
-        };
+        let state = State::from_sled(db).map_err(|e| storage_err(&store_dir, e))?;
         let mut state = state;
         // Stores written before the dead letter and the quarantine were bounded in bytes have
         // no byte counters: count them once (bounded by their entry limits), and keep them.

@@ -354,3 +354,15 @@ pub fn small_fs(env: &TestEnv, fs_mib: u64, free_mib: u64) -> Option<(Tmpfs, Pat
     std::fs::write(&ballast, vec![0u8; ((fs_mib - free_mib) * 1024 * 1024) as usize]).unwrap();
     Some((fs, ballast))
 }
+
+/// Sends `lines` over the socket source in connections of `per_connection` lines, asserting
+/// each connection's answer accepts all of them.
+pub async fn send_all_accepted(socket: &Path, lines: &[String], per_connection: usize) {
+    for chunk in lines.chunks(per_connection) {
+        let (o, a) = socket_try_send(socket, chunk, super::DEADLINE).await;
+        assert!(
+            matches!(o, SockOutcome::Answered { accepted, .. } if accepted as usize == chunk.len()),
+            "{o:?} {a:?}"
+        );
+    }
+}
