@@ -391,3 +391,90 @@ async fn a_flooding_writer_that_never_reads_cannot_hold_up_a_stop() {
     writer.join().unwrap();
     assert!(status.0.success(), "{:?}\n{}", status.0, status.1);
 }
+
+/// Issue 10 item 1, through the real binary: a store that cannot be opened because its disk is
+/// full is not "corrupt". The agent either opens it or exits with a clear error for its
+/// supervisor; it never moves the store aside, and once space returns every accepted event
+/// arrives (before: all 2,000 moved aside to `corrupt-*` and never delivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_open_is_not_corruption_and_loses_nothing() {
+    let mut fig = Figures::new("disk_full_at_open");
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    down(&emu);
+    let env = TestEnv::new();
+    let Some((_fs, ballast)) = small_fs(&env, 32, 30) else { return };
+    let mut cfg = Cfg::new(&emu.url());
+    cfg.queue_extra = "  min_free_bytes: 0\n".into();
+    let qdir = env.dir.path().join("qfs/queue");
+    write_config_with_queue(&env, &cfg, &qdir);
+    let mut agent = AgentProc::start(&env).await;
+    let n = 2000;
+    env.append(&(0..n).map(event).collect::<Vec<_>>());
+    agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == n).await;
+    assert!(agent.term().success());
+    // Fill the filesystem to the last byte.
+    let filler = env.dir.path().join("qfs/filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let mut small = [0u8; 512];
+        while f.write_all(&small[..]).is_ok() {}
+        small[0] = 1;
+        while f.write_all(&small[..1]).is_ok() {}
+    }
+    // Start on the full disk: it opens, or it exits with a clear error; nothing is moved aside.
+    let mut child = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&env.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let mut exited = None;
+    while t.elapsed() < DEADLINE {
+        if let Some(st) = child.try_wait().unwrap() {
+            exited = Some(st);
+            break;
+        }
+        if get(env.port, "/health").await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outcome = match exited {
+        Some(st) => {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            assert!(!st.success(), "{err}");
+            assert!(!err.contains("damaged") && !err.contains("moved aside"), "{err}");
+            format!("exited {:?}: {}", st.code(), err.lines().last().unwrap_or(""))
+        }
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            "opened".to_string()
+        }
+    };
+    fig.set("start_on_a_full_disk", outcome);
+    let aside: Vec<_> = std::fs::read_dir(&qdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("corrupt-"))
+        .collect();
+    assert!(aside.is_empty(), "a full disk was taken for corruption: {aside:?}");
+    // Space returns: every event arrives, nothing was lost.
+    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&ballast).unwrap();
+    emu.set_fault(None);
+    let agent = AgentProc::start(&env).await;
+    let want = expected_ids(0..n);
+    let arrived = wait_until(DEADLINE, || sorted_ids(&emu.events()) == want).await;
+    fig.set("delivered_after_space_returned", emu.event_count());
+    assert!(arrived, "{} of {n}\n{}", emu.event_count(), agent.logs());
+    let s = agent.status().await;
+    assert!(s["queue"]["incident"].is_null(), "{s:#}");
+}
