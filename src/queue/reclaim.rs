@@ -58,7 +58,11 @@ impl Queue {
             *last = Instant::now();
         }
         let size = self.size_on_disk();
-        if size < RECLAIM_THRESHOLD_BYTES {
+        // Below the threshold a rewrite is not worth it, unless the disk is short of the
+        // reserve (sources paused): then the space sled keeps for what left it (a dead-letter
+        // flood replayed or purged) is what the sources are waiting for.
+        let disk_short = self.inner.disk_full.lock().unwrap().is_some();
+        if size < RECLAIM_THRESHOLD_BYTES && !disk_short {
             return;
         }
         match self.reclaim() {
