@@ -137,6 +137,7 @@ pub async fn serve(
     let mut conns = JoinSet::new();
     let mut next_id: u64 = 0;
     let mut accept_warned: Option<std::time::Instant> = None;
+    let mut control_open = true;
     let mut shown = cfg.path.display().to_string();
     tracing::info!(target: "source::socket", path = %shown, mode = format!("{:o}", cfg.mode), "listening");
     publish(&status, &cfg, 0);
@@ -148,7 +149,7 @@ pub async fn serve(
                     break;
                 }
             }
-            cmd = control.recv() => match cmd {
+            cmd = control.recv(), if control_open => match cmd {
                 Some(Control::Settings { cfg: new, conn }) => {
                     cfg = new;
                     cfg.max_connections = crate::fd_limit::cap_connections(cfg.max_connections);
@@ -168,6 +169,9 @@ pub async fn serve(
                     tracing::info!(target: "source::socket", path = %shown, mode = format!("{:o}", cfg.mode), "listening (config changed; connected writers keep their connections)");
                 }
                 Some(Control::StopListening) | None => {
+                    // A closed channel (the supervisor let go of this source) means the same;
+                    // it is not polled again.
+                    control_open &= cmd.is_some();
                     if listener.take().is_some() {
                         let _ = std::fs::remove_file(&cfg.path);
                         tracing::info!(target: "source::socket", path = %shown, connections = conns.len(), "stopped accepting (removed from the config); connected writers continue until they close");
