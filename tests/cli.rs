@@ -214,18 +214,7 @@ async fn status_and_send_commands_talk_to_the_running_agent() {
     let agent = AgentProc::start(&env).await;
     let sock = env.socket.to_str().unwrap().to_string();
     let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut c = std::process::Command::new(bin())
-            .args(["send", "--socket", &sock])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{}\n{}\n", event(0), event(1)).as_bytes())
-            .unwrap();
+        let c = send_two_events(&sock, &[]);
         c.wait_with_output().unwrap()
     })
     .await
@@ -272,19 +261,7 @@ async fn send_gives_up_after_its_timeout_when_the_agent_does_not_answer() {
     let sock = env.socket.to_str().unwrap().to_string();
     let started = std::time::Instant::now();
     let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut c = std::process::Command::new(bin())
-            .args(["send", "--socket", &sock, "--timeout", "2s"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{}\n{}\n", event(0), event(1)).as_bytes())
-            .unwrap();
+        let mut c = send_two_events(&sock, &["--timeout", "2s"]);
         let end = std::time::Instant::now() + DEADLINE;
         while c.try_wait().unwrap().is_none() {
             if std::time::Instant::now() > end {
@@ -363,4 +340,24 @@ async fn sighup_reloads_the_config() {
     std::fs::write(&env.config, env.render(&c)).unwrap();
     agent.signal(libc::SIGHUP);
     agent.wait_status(DEADLINE, |s| s["state"] == "disabled").await;
+}
+
+/// `sendauth-siem send --socket SOCK ARGS` with two events on its stdin (closed after them), its
+/// stdout and stderr piped.
+fn send_two_events(sock: &str, args: &[&str]) -> std::process::Child {
+    use std::io::Write;
+    let mut c = std::process::Command::new(bin())
+        .args(["send", "--socket", sock])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n{}\n", event(0), event(1)).as_bytes())
+        .unwrap();
+    c
 }

@@ -1001,6 +1001,14 @@ mod tests {
 
     /// Damages the sled store the way `Queue::open` takes as corruption, reopens (which moves it
     /// aside) and returns the new queue and the moved-aside store's name.
+    /// A temp queue with six events (see `six_events`), then moved aside.
+    fn six_events_moved_aside() -> (tempfile::TempDir, Queue, String) {
+        let dir = tempfile::tempdir().unwrap();
+        six_events(dir.path());
+        let (q, name) = damage_and_reopen(dir.path());
+        (dir, q, name)
+    }
+
     fn damage_and_reopen(root: &Path) -> (Queue, String) {
         std::fs::write(root.join("store/conf"), b"\x00garbage\xff").unwrap();
         std::fs::write(root.join("store/db"), vec![0xAB; 4096]).unwrap();
@@ -1044,10 +1052,8 @@ mod tests {
 
     #[test]
     fn the_frame_scan_takes_every_event_above_acked_and_counts_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, _q, name) = six_events_moved_aside();
         let root = dir.path();
-        six_events(root);
-        let (_q, name) = damage_and_reopen(root);
         let aside = root.join(&name);
         // A commit torn by a crash at the end: the first 20 bytes of a frame.
         let seg = the_segment(&aside);
@@ -1081,10 +1087,8 @@ mod tests {
 
     #[test]
     fn a_damaged_frame_is_skipped_and_the_frames_after_it_are_read() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, _q, name) = six_events_moved_aside();
         let root = dir.path();
-        six_events(root);
-        let (_q, name) = damage_and_reopen(root);
         let seg = the_segment(&root.join(&name));
         let fr = frames(&seg);
         assert_eq!(fr.len(), 4);
@@ -1283,10 +1287,8 @@ mod tests {
 
     #[test]
     fn every_cut_and_every_flipped_byte_of_a_segment_loses_exactly_the_frames_it_touches() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, _q, name) = six_events_moved_aside();
         let root = dir.path();
-        six_events(root);
-        let (_q, name) = damage_and_reopen(root);
         let aside = root.join(&name);
         let seg = the_segment(&aside);
         let fr = frames(&seg);
