@@ -478,3 +478,115 @@ async fn a_full_disk_at_open_is_not_corruption_and_loses_nothing() {
     let s = agent.status().await;
     assert!(s["queue"]["incident"].is_null(), "{s:#}");
 }
+
+/// Issue 10 item 1, the permission half, through the real binary: a store file the agent may
+/// not open (`chmod 000`, EACCES) is not "corrupt". For each kind of store file (sled's log, an
+/// event segment) the agent exits with an error that names the cause and says the store was
+/// left as it is; nothing is moved aside, and once the permission is restored every accepted
+/// event arrives (before: 500 of 500 moved aside to `corrupt-*` and never delivered).
+///
+/// Root ignores file permissions, so under root the agent runs as `nobody` (65534); as any
+/// other user it runs as that user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permission_error_at_open_is_not_corruption_and_loses_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let mut fig = Figures::new("permission_denied_at_open");
+    let root = unsafe { libc::geteuid() } == 0;
+    let as_agent = move |cmd: &mut std::process::Command| {
+        if root {
+            cmd.uid(65534).gid(65534);
+        }
+    };
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    let cfg = Cfg::new(&emu.url());
+    env.write_config(&cfg);
+    if root {
+        // The agent (as nobody) must reach its config and create its queue under the temp dir.
+        for entry in walk(env.dir.path()) {
+            std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
+        }
+    }
+    let n_per_round = 500;
+    let mut sent = 0;
+    for (round, victim) in ["store/db", "segment"].into_iter().enumerate() {
+        down(&emu);
+        let mut agent = AgentProc::start_with_command(&env, &[], as_agent).await;
+        env.append(&(sent..sent + n_per_round).map(event).collect::<Vec<_>>());
+        sent += n_per_round;
+        agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == n_per_round as u64).await;
+        assert!(agent.term().success(), "{}", agent.logs());
+        let file = if victim == "segment" {
+            walk(&env.queue)
+                .into_iter()
+                .filter(|p| p.is_file() && p.to_string_lossy().contains("segment"))
+                .max()
+                .unwrap_or_else(|| panic!("no segment file under {}", env.queue.display()))
+        } else {
+            env.queue.join(victim)
+        };
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+        // Start with the file unreadable: it exits with a clear error, or opens and holds;
+        // nothing is moved aside either way.
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["run", "--config"])
+            .arg(&env.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        as_agent(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let t = Instant::now();
+        let exited = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if t.elapsed() > DEADLINE {
+                let _ = child.kill();
+                child.wait().unwrap();
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        let st = exited.unwrap_or_else(|| panic!("{victim}: the agent neither exited nor failed: {err}"));
+        assert!(!st.success(), "{victim}: {err}");
+        assert!(err.contains("Permission denied"), "{victim}: the error names the cause: {err}");
+        assert!(!err.contains("damaged") && !err.contains("moved aside"), "{victim}: {err}");
+        fig.set(
+            &format!("start_with_{}_unreadable", victim.replace('/', "_")),
+            format!("exited {:?}: {}", st.code(), err.lines().last().unwrap_or("")),
+        );
+        let aside: Vec<_> = std::fs::read_dir(&env.queue)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("corrupt-"))
+            .collect();
+        assert!(aside.is_empty(), "{victim}: a permission error was taken for corruption: {aside:?}");
+        // The permission is restored: every event of every round arrives.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        emu.set_fault(None);
+        let mut agent = AgentProc::start_with_command(&env, &[], as_agent).await;
+        let want = expected_ids(0..sent);
+        let arrived = wait_until(DEADLINE, || sorted_ids(&emu.events()) == want).await;
+        fig.set(&format!("delivered_after_round_{round}"), emu.event_count());
+        assert!(arrived, "{victim}: {} of {sent}\n{}", emu.event_count(), agent.logs());
+        let s = agent.status().await;
+        assert!(s["queue"]["incident"].is_null(), "{s:#}");
+        assert!(agent.term().success());
+    }
+}
+
+/// Every path under `dir`, `dir` included.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if dir.is_dir() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}

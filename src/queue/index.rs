@@ -40,12 +40,7 @@ pub(super) fn open_sled_once(dir: &Path, storage: &dyn Storage) -> Result<Store,
         Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
             return Err(QueueError::Locked(dir.to_path_buf()))
         }
-        Ok(Err(sled::Error::Io(e))) => {
-            return Err(storage_err(
-                dir,
-                format!("{e}; the store was left as it is (this is not damage): fix the cause (free disk space, permissions, the disk) and start the agent again"),
-            ))
-        }
+        Ok(Err(sled::Error::Io(e))) => return Err(storage_err(dir, format!("{e} (the store was left as it is: this is not damage)"))),
         Ok(Err(e)) => {
             return Err(QueueError::Corrupt {
                 path: dir.to_path_buf(),
