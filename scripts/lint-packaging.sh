@@ -497,7 +497,7 @@ unit_directives() {
     body=$(active_lines "$UNIT")
     # shellcheck disable=SC2016 # $MAINPID is systemd's, not ours
     local required=(
-        'Type=simple'
+        'Type=notify' 'NotifyAccess=main'
         'ExecStart=/usr/local/bin/sendauth-siem run --config /etc/sendauth-siem/config.yaml'
         'ExecReload=/bin/kill -HUP $MAINPID'
         'Restart=on-failure' 'TimeoutStopSec=30' 'LimitNOFILE=65536'
@@ -515,7 +515,7 @@ unit_directives() {
     grep -qE '^ReadOnlyPaths=.*/var/log/sendauth' <<<"$body" || missing+=("ReadOnlyPaths=... /var/log/sendauth")
     grep -qE '^(User=|DynamicUser=yes)' <<<"$body" || missing+=("User= or DynamicUser=yes")
     grep -qE '^(User|Group)=root$' <<<"$body" && missing+=("must not run as root")
-    grep -qE '^Type=notify' <<<"$body" && missing+=("Type=notify: the binary does not implement sd_notify")
+    grep -qE '^WatchdogSec=[1-9]' <<<"$body" || missing+=("WatchdogSec= (the agent feeds the watchdog while its queue answers)")
     ((${#missing[@]} == 0)) || { printf 'missing or wrong: %s\n' "${missing[@]}"; return 1; }
 }
 check "systemd unit: exec lines, state/runtime dirs and hardening directives" unit_directives

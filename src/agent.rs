@@ -37,6 +37,8 @@ pub struct Agent {
     trigger: ShutdownTrigger,
     tasks: Vec<JoinHandle<()>>,
     supervisor: JoinHandle<()>,
+    /// One line for the service manager's `STATUS=`: where events go (URL redacted).
+    summary: String,
 }
 
 impl Agent {
@@ -55,6 +57,11 @@ impl Agent {
             platform: cfg.siem.effective_platform().as_str().to_string(),
             enabled: cfg.siem.enabled,
         });
+        let summary = format!(
+            "taking events in; forwarding to {} at {}",
+            cfg.siem.effective_platform().as_str(),
+            cfg.siem.url_redacted()
+        );
         let (trigger, shutdown) = shutdown::channel();
         let listener = crate::server::bind(cfg.status.listen).await?;
         tracing::info!(target: "agent", listen = %cfg.status.listen, "status API listening (/status, /health, /metrics)");
@@ -100,6 +107,7 @@ impl Agent {
             trigger,
             tasks,
             supervisor,
+            summary,
         })
     }
 
@@ -129,6 +137,10 @@ impl Agent {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        // Everything serves from here on: tell systemd (Type=notify), and keep its watchdog fed
+        // while the queue answers.
+        crate::service_manager::ready(&self.summary);
+        let watchdog = crate::service_manager::spawn_watchdog(self.queue.clone(), self.shutdown_handle());
         tokio::select! {
             _ = term.recv() => tracing::info!(target: "agent", "SIGTERM received"),
             _ = int.recv() => tracing::info!(target: "agent", "SIGINT received"),
@@ -137,7 +149,11 @@ impl Agent {
                 std::process::exit(74);
             }
         }
+        crate::service_manager::stopping();
         self.stop().await;
+        if let Some(w) = watchdog {
+            let _ = w.await;
+        }
         Ok(())
     }
 }

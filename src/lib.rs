@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod queue;
 pub mod reload;
 pub mod server;
+pub mod service_manager;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

@@ -89,6 +89,7 @@ impl Reloader {
             return;
         }
         self.last_text = Some(text.clone());
+        crate::service_manager::reloading();
         let parsed = Config::parse_with_env(&text, &|k| std::env::var(k).ok());
         let new = match parsed {
             Ok(c) => c,
@@ -112,10 +113,12 @@ impl Reloader {
         self.status.metrics.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if changed.is_empty() {
             tracing::info!(target: "reload", "config re-read; nothing changed");
+            crate::service_manager::ready("config re-read; nothing changed");
             return;
         }
         tracing::info!(target: "reload", changed = %changed.join(", "), "config reloaded and applied");
         let _ = self.tx.send(Arc::new(new));
+        crate::service_manager::ready(&format!("config reloaded: {} changed", changed.join(", ")));
     }
 
     fn reject(&mut self, msg: String) {
@@ -125,6 +128,7 @@ impl Reloader {
             .reloads_failed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.status.set_reload_error(Some(format!("{}: {msg}", self.path.display())));
+        crate::service_manager::ready("config change rejected, still on the previous config (see `sendauth-siem status`)");
     }
 }
 
