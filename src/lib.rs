@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod agent;
 pub mod bench;
+pub mod build_info;
 pub mod config;
 pub mod connection_test;
 pub mod demo;

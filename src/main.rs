@@ -14,6 +14,7 @@ use serde_json::Value;
 #[command(
     name = "sendauth-siem",
     version,
+    long_version = sendauth_siem::build_info::LONG_VERSION,
     about = "Forwards SendAuth authentication events to your SIEM, durably."
 )]
 struct Cli {

@@ -62,6 +62,8 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
+    /// Unix time (milliseconds) of the last request the SIEM accepted; 0 before the first.
+    last_success_unix_ms: AtomicU64,
 }
 
 impl Metrics {
@@ -70,6 +72,15 @@ impl Metrics {
         if let Some(i) = REJECT_REASONS.iter().position(|x| *x == label) {
             self.rejected[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Marks now as the time of the last accepted request.
+    pub fn set_last_success_now(&self) {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_success_unix_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn rejected_total(&self) -> u64 {
@@ -185,7 +196,7 @@ impl Metrics {
             format!("{:.3}", oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0)),
         );
         gauge(
-            "sendauth_siem_dead_letter_count",
+            "sendauth_siem_dead_letter_entries",
             "Events in the dead letter.",
             counts.dead_letter.to_string(),
         );
@@ -195,7 +206,7 @@ impl Metrics {
             counts.dead_letter_bytes.to_string(),
         );
         gauge(
-            "sendauth_siem_quarantine_count",
+            "sendauth_siem_quarantine_entries",
             "Lines in the quarantine.",
             counts.quarantine.to_string(),
         );
@@ -203,6 +214,11 @@ impl Metrics {
             "sendauth_siem_quarantine_bytes",
             "Bytes the quarantine keeps (bounded by queue.max_quarantine_bytes).",
             counts.quarantine_bytes.to_string(),
+        );
+        gauge(
+            "sendauth_siem_last_success_timestamp_seconds",
+            "Unix time of the last request the SIEM accepted (0 before the first since start). Alert on `sendauth_siem_queue_depth > 0 and time() - sendauth_siem_last_success_timestamp_seconds > 600`.",
+            format!("{:.3}", g(&self.last_success_unix_ms) as f64 / 1000.0),
         );
         gauge(
             "sendauth_siem_socket_connections",
@@ -235,6 +251,121 @@ impl Metrics {
             g(&self.latency_sum_us) as f64 / 1e6
         );
         let _ = writeln!(o, "sendauth_siem_request_duration_seconds_count {count}");
+        let _ = writeln!(
+            o,
+            "# HELP sendauth_siem_build_info The running binary: version, git commit and target (always 1).\n# TYPE sendauth_siem_build_info gauge\nsendauth_siem_build_info{{version=\"{}\",commit=\"{}\",target=\"{}\"}} 1",
+            crate::build_info::VERSION,
+            crate::build_info::COMMIT,
+            crate::build_info::TARGET
+        );
+        render_process(&mut o);
         o
+    }
+}
+
+/// The standard `process_*` metrics (as every Prometheus client library exports them), read
+/// from `/proc/self`. A figure that cannot be read is left out rather than reported as 0.
+fn render_process(o: &mut String) {
+    let mut gauge = |name: &str, kind: &str, help: &str, v: f64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+    if let Some(stat) = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| ProcStat::parse(&s)) {
+        gauge(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (stat.utime + stat.stime) as f64 / ticks,
+        );
+        gauge(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            stat.vsize as f64,
+        );
+        gauge(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            stat.rss_pages as f64 * page,
+        );
+        if let Some(boot) = boot_time() {
+            gauge(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                boot as f64 + stat.starttime as f64 / ticks,
+            );
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge("process_open_fds", "gauge", "Number of open file descriptors.", fds.count() as f64);
+    }
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
+        gauge(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            lim.rlim_cur as f64,
+        );
+    }
+}
+
+/// The fields of `/proc/self/stat` (see `proc_pid_stat(5)`) the process metrics need.
+#[derive(Debug, PartialEq)]
+struct ProcStat {
+    utime: u64,
+    stime: u64,
+    starttime: u64,
+    vsize: u64,
+    rss_pages: u64,
+}
+
+impl ProcStat {
+    fn parse(text: &str) -> Option<ProcStat> {
+        // The command name (field 2) is in parentheses and may itself hold spaces or ')':
+        // the fields after it start after the last ')'.
+        let rest = &text[text.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3 (state): field N is f[N - 3].
+        let n = |i: usize| f.get(i - 3)?.parse::<u64>().ok();
+        Some(ProcStat {
+            utime: n(14)?,
+            stime: n(15)?,
+            starttime: n(22)?,
+            vsize: n(23)?,
+            rss_pages: n(24)?,
+        })
+    }
+}
+
+/// The system's boot time (`btime` in `/proc/stat`), in unix seconds.
+fn boot_time() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_fields_are_read_after_the_command_name_even_with_spaces_and_parentheses() {
+        let line =
+            "4242 (sendauth (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 9 0 123456 987654321 2048 18446744073709551615";
+        assert_eq!(
+            ProcStat::parse(line),
+            Some(ProcStat {
+                utime: 250,
+                stime: 75,
+                starttime: 123456,
+                vsize: 987654321,
+                rss_pages: 2048
+            })
+        );
+        assert_eq!(ProcStat::parse("garbage"), None);
+        assert_eq!(ProcStat::parse("1 (x) S 1 2"), None);
     }
 }

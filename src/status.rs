@@ -112,6 +112,7 @@ impl StatusHub {
         let changed = p.state != DeliveryState::Success;
         p.state = DeliveryState::Success;
         p.last_success_at = Some(now_rfc3339());
+        self.metrics.set_last_success_now();
         self.persist(&p, changed);
     }
 
@@ -236,6 +237,7 @@ impl StatusHub {
             },
             "recent_errors": recent,
             "version": env!("CARGO_PKG_VERSION"),
+            "commit": crate::build_info::COMMIT,
             "uptime_seconds": self.started.elapsed().as_secs(),
         })
     }
