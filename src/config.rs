@@ -166,8 +166,12 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiemConfig {
     pub enabled: bool,
-    /// The URL as configured. For Sumo Logic the whole URL is a secret: print `url_redacted()`.
+    /// The URL as configured (the first one when `siem.url` is a list). For Sumo Logic the whole
+    /// URL is a secret: print `url_redacted()`.
     pub url: reqwest::Url,
+    /// Every endpoint of this SIEM, in the order written; `urls[0] == url`, never empty
+    /// (`siem.url` as a list: one SIEM's nodes, same platform and auth; `sink::endpoints`).
+    pub urls: Vec<reqwest::Url>,
     pub platform: Platform,
     pub auth: Auth,
     pub generic: GenericConfig,
@@ -1146,33 +1150,13 @@ fn parse_transform(n: &mut Node) -> Option<Transform> {
 
 fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     let enabled = n.bool("enabled", true);
-    let url_literal = matches!(n.map.get("url"), Some(Value::String(s)) if !s.contains("${"));
-    let url = n
-        .required_string("url", "set siem.url to your SIEM's HTTP(S) endpoint")
-        .and_then(|s| match reqwest::Url::parse(s.trim()) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
-                if u.host_str().is_none() {
-                    n.err("url", "has no host; expected e.g. https://siem.company.com/collector");
-                    None
-                } else {
-                    Some(u)
-                }
-            }
-            Ok(u) => {
-                n.err(
-                    "url",
-                    format!("scheme {:?} is not supported; use https:// (or http:// on loopback)", u.scheme()),
-                );
-                None
-            }
-            Err(e) => {
-                n.err(
-                    "url",
-                    format!("not a valid URL ({e}); expected e.g. https://siem.company.com/collector"),
-                );
-                None
-            }
-        });
+    let url_literal = match n.map.get("url") {
+        Some(Value::String(s)) => !s.contains("${"),
+        Some(Value::Sequence(items)) => items.iter().any(|v| matches!(v, Value::String(s) if !s.contains("${"))),
+        _ => false,
+    };
+    let urls = parse_siem_urls(n);
+    let url = urls.as_ref().and_then(|u| u.first().cloned());
     let platform = n.choice(
         "platform",
         Platform::Auto,
@@ -1401,19 +1385,44 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     let timeout = n.duration("timeout", Duration::from_secs(30));
     let connect_timeout = n.duration("connect_timeout", Duration::from_secs(10));
     let allow_plain_http = n.bool("allow_plain_http", false);
-    if let Some(u) = &url {
+    for u in urls.iter().flatten() {
         if u.scheme() == "http" && !allow_plain_http && !is_loopback_host(u) {
             n.err(
                 "url",
                 "plain http:// to a non-loopback host would send events and credentials unencrypted; use https:// or set siem.allow_plain_http: true",
             );
+            break;
         }
     }
     if timeout.is_zero() {
         n.err("timeout", "must be greater than 0");
     }
+    if let Some(all) = &urls {
+        if platform == Platform::Auto && all.len() > 1 {
+            let first = Platform::infer_from_url(&all[0]);
+            if let Some(other) = all.iter().find(|u| Platform::infer_from_url(u) != first) {
+                n.err(
+                    "url",
+                    format!(
+                        "the endpoints look like different platforms ({} is {}, {} is {}); a list is several nodes of one SIEM: set siem.platform, or use the same path on every endpoint",
+                        redact_url(&all[0], first),
+                        first.as_str(),
+                        redact_url(other, Platform::infer_from_url(other)),
+                        Platform::infer_from_url(other).as_str()
+                    ),
+                );
+            }
+        }
+        let before = n.errs.borrow().len();
+        for u in all {
+            check_platform(n, u, platform, &splunk_hec, &elasticsearch, &sumo_logic);
+            if n.errs.borrow().len() > before {
+                // One endpoint's problem is usually every endpoint's: say it once.
+                break;
+            }
+        }
+    }
     if let Some(u) = &url {
-        check_platform(n, u, platform, &splunk_hec, &elasticsearch, &sumo_logic);
         // A Sumo Logic HTTP Source URL is its credential.
         let sumo = platform == Platform::SumoLogic || (platform == Platform::Auto && Platform::infer_from_url(u) == Platform::SumoLogic);
         if sumo && url_literal {
@@ -1424,6 +1433,7 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     Some(SiemConfig {
         enabled,
         url: url?,
+        urls: urls?,
         platform,
         auth,
         generic,
@@ -1435,6 +1445,96 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
         connect_timeout,
         allow_plain_http,
     })
+}
+
+/// `siem.url`: one URL, or a list of URLs of the same SIEM (its nodes). A list must be
+/// non-empty, without duplicates, and use one scheme; each URL must be valid on its own.
+fn parse_siem_urls(n: &mut Node) -> Option<Vec<reqwest::Url>> {
+    let hint = "set siem.url to your SIEM's HTTP(S) endpoint";
+    let raw: Vec<(String, Option<String>)> = match n.map.get("url") {
+        Some(Value::Sequence(items)) => {
+            let items = items.clone();
+            n.map.remove("url");
+            if items.is_empty() {
+                n.err(
+                    "url",
+                    "is an empty list; give one URL, or a list of the SIEM's endpoints like [https://es1:9200/sendauth/_doc, https://es2:9200/sendauth/_doc]",
+                );
+                return None;
+            }
+            let mut out = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                let key = format!("url[{i}]");
+                match item {
+                    Value::String(s) => {
+                        let v = n.expand(&key, &s);
+                        out.push((key, v));
+                    }
+                    other => {
+                        n.err(&key, format!("expected a URL, got {}", describe(&other)));
+                        out.push((key, None));
+                    }
+                }
+            }
+            out
+        }
+        _ => vec![("url".to_string(), n.required_string("url", hint))],
+    };
+    let mut urls = Vec::new();
+    let mut ok = true;
+    for (key, s) in raw {
+        let Some(s) = s else {
+            ok = false;
+            continue;
+        };
+        match reqwest::Url::parse(s.trim()) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+                if u.host_str().is_none() {
+                    n.err(&key, "has no host; expected e.g. https://siem.company.com/collector");
+                    ok = false;
+                } else {
+                    urls.push(u);
+                }
+            }
+            Ok(u) => {
+                n.err(
+                    &key,
+                    format!("scheme {:?} is not supported; use https:// (or http:// on loopback)", u.scheme()),
+                );
+                ok = false;
+            }
+            Err(e) => {
+                n.err(
+                    &key,
+                    format!("not a valid URL ({e}); expected e.g. https://siem.company.com/collector"),
+                );
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    for (i, u) in urls.iter().enumerate() {
+        if let Some(j) = urls[..i].iter().position(|v| v == u) {
+            n.err(
+                &format!("url[{i}]"),
+                format!(
+                    "is the same endpoint as url[{j}] ({}); list each endpoint once",
+                    redact_url(u, Platform::infer_from_url(u))
+                ),
+            );
+            return None;
+        }
+    }
+    if urls.iter().any(|u| u.scheme() != urls[0].scheme()) {
+        n.err(
+            "url",
+            "mixes http:// and https:// endpoints; one SIEM's endpoints share one scheme (use https:// for all)",
+        );
+        return None;
+    }
+    Some(urls)
 }
 
 /// Checks that need the URL and the platform's section together. Only the platform in use is
@@ -1823,6 +1923,52 @@ mod tests {
         assert!(e.contains("siem.url: plain http://"), "{e}");
         let ok = MINIMAL.replace("https://siem.example.com", "http://127.0.0.1:9000");
         Config::parse_with_env(&ok, &env).unwrap();
+    }
+
+    #[test]
+    fn siem_url_may_list_the_endpoints_of_one_siem() {
+        let with = |url: &str| MINIMAL.replace("url: https://siem.example.com/collector", &format!("url: {url}"));
+        let c = Config::parse_with_env(&with("https://siem.example.com/collector"), &env).unwrap();
+        assert_eq!(c.siem.urls, std::slice::from_ref(&c.siem.url), "one URL is a list of one");
+        let list = "[\"https://es1:9200/sendauth/_doc\", \"https://es2:9200/sendauth/_doc\"]";
+        let c = Config::parse_with_env(&with(list), &env).unwrap();
+        assert_eq!(c.siem.urls.len(), 2);
+        assert_eq!(c.siem.url.as_str(), "https://es1:9200/sendauth/_doc");
+        assert_eq!(c.siem.effective_platform(), Platform::Elasticsearch);
+        let block = MINIMAL.replace(
+            "  url: https://siem.example.com/collector\n",
+            "  url:\n    - https://s1:8088/services/collector/event\n    - https://s2:8088/services/collector/event\n",
+        );
+        let c = Config::parse_with_env(&block, &env).unwrap();
+        assert_eq!(c.siem.urls[1].host_str(), Some("s2"));
+        let err = |url: &str| Config::parse_with_env(&with(url), &env).unwrap_err().to_string();
+        let e = err("[]");
+        assert!(e.starts_with("siem.url: is an empty list; give one URL"), "{e}");
+        let e = err("[https://a.example.com/c, https://b.example.com/c, https://a.example.com/c]");
+        assert!(
+            e.contains("siem.url[2]: is the same endpoint as url[0] (https://a.example.com/c)"),
+            "{e}"
+        );
+        let e = err("[https://a.example.com/c, \"http://127.0.0.1:9/c\"]");
+        assert!(e.contains("siem.url: mixes http:// and https://"), "{e}");
+        let e = err("[https://a.example.com/c, \"not a url\"]");
+        assert!(e.contains("siem.url[1]: not a valid URL"), "{e}");
+        let e = err("[https://a.example.com/c, ftp://b.example.com/c]");
+        assert!(e.contains("siem.url[1]: scheme \"ftp\" is not supported"), "{e}");
+        let e = err("[https://a.example.com/c, [x]]");
+        assert!(e.contains("siem.url[1]: expected a URL, got a list"), "{e}");
+        let e = err("[https://a.example.com/c, \"${UNSET_URL}\"]");
+        assert!(e.contains("siem.url[1]:"), "{e}");
+        let e = err("[https://s1:8088/services/collector/event, https://es1:9200/sendauth/_doc]");
+        assert!(
+            e.contains("the endpoints look like different platforms (https://s1:8088/services/collector/event is splunk_hec"),
+            "{e}"
+        );
+        let e = err("[\"http://127.0.0.1:9/c\", \"http://siem.example.com/c\"]");
+        assert!(e.contains("siem.url: plain http://"), "{e}");
+        // Each endpoint is checked against the platform (here: the raw HEC endpoint).
+        let e = err("[https://s1:8088/services/collector/event, https://s2:8088/services/collector/raw]");
+        assert!(e.contains("siem.url: points at the HEC raw endpoint"), "{e}");
     }
 
     #[test]

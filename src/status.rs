@@ -60,6 +60,8 @@ pub struct StatusHub {
     recent_errors: Mutex<VecDeque<LastError>>,
     queue_full: AtomicBool,
     dead_letter_full: Mutex<Option<String>>,
+    /// Each endpoint of the SIEM (`sink::endpoints`), as the sink last reported them.
+    endpoints: Mutex<Vec<crate::sink::endpoints::EndpointView>>,
     started: Instant,
 }
 
@@ -87,6 +89,7 @@ impl StatusHub {
             recent_errors: Mutex::new(VecDeque::new()),
             queue_full: AtomicBool::new(false),
             dead_letter_full: Mutex::new(None),
+            endpoints: Mutex::new(Vec::new()),
             started: Instant::now(),
         }
     }
@@ -167,6 +170,11 @@ impl StatusHub {
         self.dead_letter_full.lock().unwrap().clone()
     }
 
+    /// The sink reports its endpoints' states (after each request and config change).
+    pub fn set_endpoints(&self, views: Vec<crate::sink::endpoints::EndpointView>) {
+        *self.endpoints.lock().unwrap() = views;
+    }
+
     pub fn set_queue_full(&self, full: bool) {
         self.queue_full.store(full, Ordering::Relaxed);
     }
@@ -235,6 +243,7 @@ impl StatusHub {
                 "file": *self.file_source.lock().unwrap(),
                 "socket": *self.socket_source.lock().unwrap(),
             },
+            "endpoints": *self.endpoints.lock().unwrap(),
             "recent_errors": recent,
             "version": env!("CARGO_PKG_VERSION"),
             "commit": crate::build_info::COMMIT,
@@ -244,6 +253,8 @@ impl StatusHub {
 
     pub fn render_metrics(&self) -> String {
         let counts = self.queue.counts();
-        self.metrics.render(&counts, self.queue.oldest_pending_age(), self.state())
+        let mut o = self.metrics.render(&counts, self.queue.oldest_pending_age(), self.state());
+        crate::sink::endpoints::render_metrics(&mut o, &self.endpoints.lock().unwrap());
+        o
     }
 }

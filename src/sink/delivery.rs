@@ -47,9 +47,10 @@ use crate::config::{Config, DeliveryConfig, OnRetryExhausted, SiemConfig};
 use crate::queue::{now_rfc3339, DeadLetterMeta, Queue, QueueError, QueuedEvent};
 use crate::shutdown::Shutdown;
 use crate::sink::concurrency::{Controller, Signal};
+use crate::sink::endpoints::{EndpointSet, Pick, Ticket};
 use crate::sink::http::HttpClient;
 use crate::sink::platform::{EventOutcome, Failure, FailureKind, Platform, Verdict};
-use crate::status::{ConfigView, StatusHub};
+use crate::status::{ConfigView, LastError, StatusHub};
 
 /// How long a stop waits for the requests in flight before leaving them to the next start.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -82,9 +83,23 @@ struct Item {
 
 struct Active {
     siem: SiemConfig,
-    client: HttpClient,
-    platform: Arc<dyn Platform>,
+    /// One client and platform per endpoint of `siem.url` (its own connections, its own
+    /// Splunk ack URL), in the configured order; `endpoints` says where each request goes.
+    conns: Vec<Conn>,
+    endpoints: EndpointSet,
     prepared: bool,
+    /// Tells requests started under an earlier config (other endpoints) from current ones.
+    gen: u64,
+}
+
+/// One endpoint's client and platform.
+type Conn = (HttpClient, Arc<dyn Platform>);
+
+/// The endpoint a request went to, under which config generation.
+#[derive(Clone, Copy)]
+struct Sent {
+    ticket: Ticket,
+    gen: u64,
 }
 
 /// What a request task hands back.
@@ -98,6 +113,7 @@ struct Flight {
     probe: bool,
     /// The client it was sent with, to redact messages built from its answer.
     client: HttpClient,
+    to: Sent,
 }
 
 enum Outcome {
@@ -145,8 +161,11 @@ pub struct Delivery {
     /// A probe (a request launched while `attempts > 0`) is in flight.
     probing: bool,
     flights: JoinSet<Flight>,
-    /// Sequence range of each request in flight, to put its events back if its task fails.
-    flight_seqs: HashMap<tokio::task::Id, (u64, u64)>,
+    /// Sequence range (and endpoint) of each request in flight, to put its events back if its
+    /// task fails.
+    flight_seqs: HashMap<tokio::task::Id, (u64, u64, Sent)>,
+    /// Generation of `active`, bumped at each rebuild.
+    active_gen: u64,
     concurrency: Controller,
     /// Reads in a row that found nothing after `cursor`. `wait_for_events` returns at once when
     /// the queue says events exist past `cursor` but none can be read (a damaged store whose
@@ -186,6 +205,7 @@ impl Delivery {
             probing: false,
             flights: JoinSet::new(),
             flight_seqs: HashMap::new(),
+            active_gen: 0,
             concurrency: Controller::new(setting, Instant::now()),
             empty_reads: 0,
             held_at: None,
@@ -302,18 +322,22 @@ impl Delivery {
                 enabled: cfg.siem.enabled,
             };
             self.status.set_config(view);
-            match HttpClient::new(&cfg.siem) {
-                Ok(client) => {
-                    let platform = crate::sink::build_platform(&cfg.siem);
+            match endpoint_conns(&cfg.siem) {
+                Ok(conns) => {
                     if self.active.is_some() {
-                        tracing::info!(target: "sink", url = %cfg.siem.url_redacted(), platform = platform.name(), enabled = cfg.siem.enabled, "SIEM settings changed; they apply to the next request");
+                        tracing::info!(target: "sink", url = %cfg.siem.url_redacted(), endpoints = conns.len(), platform = conns[0].1.name(), enabled = cfg.siem.enabled, "SIEM settings changed; they apply to the next request");
                     }
+                    let platform = cfg.siem.effective_platform();
+                    let urls = cfg.siem.urls.iter().map(|u| crate::config::redact_url(u, platform)).collect();
+                    self.active_gen += 1;
                     self.active = Some(Active {
                         siem: cfg.siem.clone(),
-                        client,
-                        platform,
+                        conns,
+                        endpoints: EndpointSet::new(urls),
                         prepared: false,
+                        gen: self.active_gen,
                     });
+                    self.publish_endpoints();
                     // A new destination may have other limits: start the sizing afresh.
                     self.cap = usize::MAX;
                     self.cap_until = 0;
@@ -360,9 +384,13 @@ impl Delivery {
                 return answer;
             }
             let active = self.active.as_mut().expect("refresh set it");
+            let (ep, ep_probe) = match active.endpoints.choose(Instant::now()) {
+                Pick::Send { idx, probe } => (idx, probe),
+                // Every endpoint is failing and being probed: wait for an answer.
+                Pick::Busy => return answer,
+            };
+            let (client, platform) = active.conns[ep].clone();
             if !active.prepared {
-                let platform = active.platform.clone();
-                let client = active.client.clone();
                 let mut sd = self.shutdown.clone();
                 let r = tokio::select! {
                     r = platform.prepare(&client) => r,
@@ -372,14 +400,18 @@ impl Delivery {
                     Ok(()) => self.active.as_mut().expect("refresh set it").prepared = true,
                     Err(f) => {
                         let f = redacted(&client, f);
-                        self.count_failure(&f);
+                        let active = self.active.as_mut().expect("refresh set it");
+                        let to = Sent {
+                            ticket: active.endpoints.ticket(ep, ep_probe),
+                            gen: active.gen,
+                        };
+                        if !self.endpoint_failed(to, &f) {
+                            self.count_failure(&f);
+                        }
                         continue;
                     }
                 }
             }
-            let active = self.active.as_ref().expect("refresh set it");
-            let platform = active.platform.clone();
-            let client = active.client.clone();
             let (max_events, max_bytes) = platform.limits();
             let (max_events, max_bytes) = (max_events.max(1), max_bytes.max(1));
 
@@ -420,7 +452,7 @@ impl Delivery {
                     };
                 }
             }
-            self.start(&run, &platform, &client);
+            self.start(&run, &platform, &client, ep, ep_probe);
         }
     }
 
@@ -488,7 +520,7 @@ impl Delivery {
     }
 
     /// Encodes and sends the events at `run` (or the prefix of them the platform takes).
-    fn start(&mut self, run: &[usize], platform: &Arc<dyn Platform>, client: &HttpClient) {
+    fn start(&mut self, run: &[usize], platform: &Arc<dyn Platform>, client: &HttpClient, ep: usize, ep_probe: bool) {
         let pending: Vec<QueuedEvent> = run.iter().map(|&i| self.items[i].ev.clone()).collect();
         let req = platform.encode(&pending);
         let n = req.events.clamp(1, run.len());
@@ -501,6 +533,12 @@ impl Delivery {
         let probe = self.attempts > 0;
         self.probing |= probe;
         self.concurrency.started();
+        let active = self.active.as_mut().expect("launch runs after refresh");
+        let to = Sent {
+            ticket: active.endpoints.started(ep, ep_probe),
+            gen: active.gen,
+        };
+        self.publish_endpoints();
         let attempt = self.attempts;
         let platform = platform.clone();
         let client = client.clone();
@@ -516,6 +554,7 @@ impl Delivery {
                 attempt,
                 probe,
                 client: client.clone(),
+                to,
             };
             // A stop lets the request finish (so nothing is resent), but waits at most
             // SHUTDOWN_GRACE for it: process supervisors (Kubernetes, systemd) kill after
@@ -555,7 +594,7 @@ impl Delivery {
                 ..flight(Outcome::Answered(verdict), rtt)
             }
         });
-        self.flight_seqs.insert(handle.id(), (first, last));
+        self.flight_seqs.insert(handle.id(), (first, last, to));
     }
 
     /// Applies a finished request.
@@ -569,12 +608,13 @@ impl Delivery {
                 // Only a bug can get here (nothing in a request task panics on input): put the
                 // events back so they are sent again rather than stuck.
                 tracing::error!(target: "sink", "a delivery request task failed: {e}; its events will be sent again");
-                if let Some((first, last)) = self.flight_seqs.remove(&e.id()) {
+                if let Some((first, last, to)) = self.flight_seqs.remove(&e.id()) {
                     for item in self.items.iter_mut() {
                         if (first..=last).contains(&item.ev.seq) && matches!(item.state, ItemState::InFlight) {
                             item.state = ItemState::Pending;
                         }
                     }
+                    self.endpoint_finished(to);
                 }
                 self.concurrency.finished(Instant::now(), Duration::ZERO, Signal::Ignore);
                 self.probing = false;
@@ -584,6 +624,7 @@ impl Delivery {
         if flight.probe {
             self.probing = false;
         }
+        self.endpoint_finished(flight.to);
         let verdict = match flight.outcome {
             Outcome::Abandoned => {
                 self.concurrency.finished(Instant::now(), flight.rtt, Signal::Ignore);
@@ -598,7 +639,8 @@ impl Delivery {
             .bytes_sent
             .fetch_add(flight.body_bytes as u64, std::sync::atomic::Ordering::Relaxed);
         self.concurrency.finished(Instant::now(), flight.rtt, signal(&verdict));
-        self.apply(&flight.sent, verdict, &flight.client, flight.attempt);
+        self.apply(&flight.sent, verdict, &flight.client, flight.attempt, flight.to);
+        self.publish_endpoints();
     }
 
     /// Sets the state of the item `seq`. Items are in queue order (ascending `seq`), so this
@@ -631,7 +673,18 @@ impl Delivery {
         })
     }
 
-    fn apply(&mut self, sent: &[QueuedEvent], verdict: Verdict, client: &HttpClient, attempt: u32) {
+    fn apply(&mut self, sent: &[QueuedEvent], verdict: Verdict, client: &HttpClient, attempt: u32, to: Sent) {
+        // Any answer but a failure of the destination shows the endpoint works.
+        let endpoint_works = match &verdict {
+            Verdict::Retry(_) => false,
+            Verdict::PerEvent(o) => o.iter().any(|o| !matches!(o, EventOutcome::Retry(_))),
+            _ => true,
+        };
+        if endpoint_works {
+            if let Some(a) = self.active.as_mut().filter(|a| a.gen == to.gen) {
+                a.endpoints.succeeded(to.ticket);
+            }
+        }
         let m = &self.status.metrics;
         use std::sync::atomic::Ordering::Relaxed;
         match verdict {
@@ -683,7 +736,9 @@ impl Delivery {
                     Some(f) if progress && f.kind == FailureKind::Rejected => self.succeeded(),
                     Some(f) => {
                         let f = redacted(client, f);
-                        self.failed(sent, f, attempt);
+                        if !self.endpoint_failed(to, &f) {
+                            self.failed(sent, f, attempt);
+                        }
                     }
                 }
             }
@@ -719,10 +774,62 @@ impl Delivery {
                 m.requests_failed.fetch_add(1, Relaxed);
                 let f = redacted(client, f);
                 self.set_pending(sent);
-                self.failed(sent, f, attempt);
+                if !self.endpoint_failed(to, &f) {
+                    self.failed(sent, f, attempt);
+                }
             }
         }
         self.ack_done_prefix();
+    }
+
+    /// A request (or `prepare`) to one endpoint failed as a whole: that endpoint leaves rotation
+    /// with its own backoff. Returns `true` when another endpoint is still in rotation: the
+    /// events (already pending again) go there at once, and the SIEM is not in error. `false`:
+    /// no endpoint accepts, the caller applies the whole-SIEM failure and backoff.
+    fn endpoint_failed(&mut self, to: Sent, f: &Failure) -> bool {
+        let d = self.delivery_cfg();
+        let Some(a) = self.active.as_mut().filter(|a| a.gen == to.gen) else {
+            return false;
+        };
+        let err = LastError {
+            at: now_rfc3339(),
+            http_status: f.http_status,
+            message: f.message.clone(),
+        };
+        let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+        let new = a.endpoints.failed(
+            to.ticket,
+            Instant::now(),
+            err,
+            f.retry_after,
+            d.initial_backoff,
+            d.max_backoff,
+            jitter,
+        );
+        let others = a.endpoints.any_healthy();
+        let url = a.endpoints.url(to.ticket.idx).to_string();
+        let n = a.endpoints.len();
+        if n > 1 && new {
+            if others {
+                tracing::warn!(target: "sink", endpoint = %url, http_status = f.http_status, "a SIEM endpoint failed; out of rotation until its backoff ends, its events go to the other endpoints now: {}", f.message);
+            } else {
+                tracing::warn!(target: "sink", endpoint = %url, http_status = f.http_status, "a SIEM endpoint failed, and no other endpoint is in rotation: {}", f.message);
+            }
+        }
+        self.publish_endpoints();
+        others
+    }
+
+    fn endpoint_finished(&mut self, to: Sent) {
+        if let Some(a) = self.active.as_mut().filter(|a| a.gen == to.gen) {
+            a.endpoints.finished(to.ticket);
+        }
+    }
+
+    fn publish_endpoints(&self) {
+        if let Some(a) = &self.active {
+            self.status.set_endpoints(a.endpoints.views(Instant::now()));
+        }
     }
 
     fn succeeded(&mut self) {
@@ -910,6 +1017,22 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// One HTTP client and one platform instance per endpoint of `siem.url`, each built from the
+/// config with that endpoint's URL (and the platform `auto` resolved from the first URL).
+fn endpoint_conns(siem: &SiemConfig) -> Result<Vec<Conn>, crate::sink::http::ClientBuildError> {
+    let platform = siem.effective_platform();
+    siem.urls
+        .iter()
+        .map(|u| {
+            let mut one = siem.clone();
+            one.url = u.clone();
+            one.urls = vec![u.clone()];
+            one.platform = platform;
+            Ok((HttpClient::new(&one)?, crate::sink::build_platform(&one)))
+        })
+        .collect()
 }
 
 fn redacted(client: &HttpClient, mut f: Failure) -> Failure {

@@ -5,6 +5,7 @@
 pub mod concurrency;
 pub mod delivery;
 pub mod elasticsearch;
+pub mod endpoints;
 pub mod generic;
 pub mod http;
 pub mod platform;
