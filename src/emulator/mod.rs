@@ -99,6 +99,9 @@ pub struct EmulatorConfig {
     pub splunk_disabled_token: bool,
     /// Splunk: the token has `useACK=true` (channel required, `ackId` returned, `/ack` works).
     pub splunk_indexer_ack: bool,
+    /// Splunk: the first `ackId` of each channel (0 on a real indexer). Several emulators given
+    /// disjoint ranges stand for several indexers whose ids a test can tell apart.
+    pub splunk_first_ack_id: u64,
     /// Elasticsearch: every target is a data stream (§2.6).
     pub es_data_stream: bool,
     /// Elasticsearch: fields the index maps as `long`. A document whose value there is not a
@@ -125,6 +128,7 @@ impl EmulatorConfig {
             splunk_allowed_indexes: Vec::new(),
             splunk_disabled_token: false,
             splunk_indexer_ack: false,
+            splunk_first_ack_id: 0,
             es_data_stream: false,
             es_long_fields: Vec::new(),
             max_content_length,
@@ -318,6 +322,12 @@ impl Emulator {
 
     /// Stops listening and closes every connection; the port is free when this returns.
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// Like [`Emulator::stop`] (a SIEM node dies: connections dropped, port closed), but what
+    /// it received stays readable.
+    pub async fn halt(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -333,7 +333,7 @@ fn ingest(cfg: &EmulatorConfig, st: &mut State, req: &Req, fault: Option<&Fault>
     let reply = match chan.filter(|_| cfg.splunk_indexer_ack) {
         Some(chan) => {
             let ch = st.splunk.channels.entry(chan).or_default();
-            let id = ch.next_id;
+            let id = cfg.splunk_first_ack_id + ch.next_id;
             ch.next_id += 1;
             ch.pending.insert(id, never);
             Reply::json(200, &json!({"text": "Success", "code": 0, "ackId": id}))
