@@ -47,9 +47,28 @@ fn hint(f: &Failure, platform: &str) -> &'static str {
     }
 }
 
-/// Runs the test and writes a report to `out`. Returns true only if the SIEM accepted the event.
+/// Runs the test and writes a report to `out`. Returns true only if the SIEM accepted the event
+/// (with several endpoints in `siem.url`: each one is tested in turn and must accept it).
 pub async fn run(cfg: &Config, out: &mut dyn Write) -> bool {
-    let siem = &cfg.siem;
+    let platform = cfg.siem.effective_platform();
+    let mut all_ok = true;
+    for u in &cfg.siem.urls {
+        let mut one = cfg.siem.clone();
+        one.url = u.clone();
+        one.urls = vec![u.clone()];
+        one.platform = platform;
+        all_ok &= run_one(&one, out).await;
+    }
+    if cfg.siem.urls.len() > 1 && !all_ok {
+        let _ = writeln!(
+            out,
+            "Not every endpoint accepted the test event; the agent would still deliver through those that did, and probe the others."
+        );
+    }
+    all_ok
+}
+
+async fn run_one(siem: &crate::config::SiemConfig, out: &mut dyn Write) -> bool {
     let platform = crate::sink::build_platform(siem);
     let _ = writeln!(out, "Testing {} ({})", siem.url_redacted(), platform.name());
     if !siem.enabled {

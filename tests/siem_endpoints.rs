@@ -269,3 +269,20 @@ async fn splunk_three_indexers_with_acks_one_dies_before_acking_one_busy_at_leas
     }
     assert_eq!(s["recent_errors"].as_array().map(Vec::len), Some(0), "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_command_tries_every_endpoint_and_names_the_one_that_fails() {
+    let up = Emulator::start(EmulatorConfig::new(Kind::Elasticsearch)).await.unwrap();
+    let mut down = Emulator::start(EmulatorConfig::new(Kind::Elasticsearch)).await.unwrap();
+    let cfg = Cfg::new(&url_list(&[&up, &down]));
+    let (code, out) = run_test_command(&cfg).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("OK: the SIEM accepted the test event").count(), 2, "{out}");
+    down.halt().await;
+    let (code, out) = run_test_command(&cfg).await;
+    assert_ne!(code, 0, "{out}");
+    let (first, second) = out.split_at(out.find(&format!("Testing {}", down.url())).expect("second endpoint tested"));
+    assert!(first.contains(&format!("Testing {}", up.url())) && first.contains("OK:"), "{out}");
+    assert!(second.contains("FAILED") && second.contains("connection refused"), "{out}");
+    assert!(out.contains("Not every endpoint accepted the test event"), "{out}");
+}
