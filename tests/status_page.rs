@@ -176,3 +176,46 @@ async fn status_page_shows_error_details_then_success_in_a_real_browser() {
     assert!(green >= 1500, "the success indicator is not visible: {green} pixels of #1f9d55");
     assert!(red < 50, "error colour still on the page after recovery: {red} pixels");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_lists_each_endpoint_when_there_are_several() {
+    let Some(bin) = find_chromium() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is not installed, and CI must run this test; .ci/run installs Debian's chromium package");
+        }
+        eprintln!("\n\n*** SKIPPED status_page test: chromium is not installed (apt-get install chromium); CI runs it ***\n\n");
+        return;
+    };
+    let up = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let down = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    down.set_fault(Some(Fault::Status {
+        code: 503,
+        body: "node draining".into(),
+        headers: vec![],
+    }));
+    let env = TestEnv::new();
+    env.write_config(&Cfg::new(&format!("[{}, {}]", up.url(), down.url())));
+    let agent = AgentProc::start(&env).await;
+    env.append(&(0..20).map(event).collect::<Vec<_>>());
+    assert!(up.wait_for_events(20, DEADLINE).await);
+    agent
+        .wait_status(DEADLINE, |s| {
+            s["queue"]["pending"] == 0 && s["endpoints"].as_array().is_some_and(|e| e.iter().any(|e| e["state"] == "failing"))
+        })
+        .await;
+
+    let url = format!("http://127.0.0.1:{}/", agent.port);
+    let profile = env.dir.path().join("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let dom = tokio::task::spawn_blocking(move || chromium(&bin, &profile, &["--dump-dom".to_string()], &url))
+        .await
+        .unwrap();
+    // One node down is not a SIEM in error: the indicator says Success, the list says which.
+    assert_eq!(element_text(&dom, "state-text"), Some("Success"), "{dom}");
+    assert!(!dom.contains("id=\"endpoints-card\" hidden"), "the endpoint list is shown:\n{dom}");
+    let up_line = format!("{} — healthy", up.url());
+    let down_line = format!("{} — failing", down.url());
+    assert!(dom.contains(&up_line), "the page lacks {up_line:?}:\n{dom}");
+    assert!(dom.contains(&down_line), "the page lacks {down_line:?}:\n{dom}");
+    assert!(dom.contains("node draining"), "the failing endpoint's error is shown:\n{dom}");
+}
