@@ -38,6 +38,31 @@ fn service_unavailable() -> Fault {
     }
 }
 
+/// Whether `/status` shows the endpoint `url` in `state`.
+fn endpoint_is(s: &Value, url: &str, state: &str) -> bool {
+    s["endpoints"]
+        .as_array()
+        .is_some_and(|eps| eps.iter().any(|e| e["url"] == url && e["state"] == state))
+}
+
+/// Writes events from `*next` on, 50 at a time, each round once the previous one has arrived
+/// (`arrived(n)`: the first `n` events are at the SIEM), until `/status` shows `url` healthy.
+/// A failing endpoint is probed with real requests once its backoff is over, so it only comes
+/// back while there is something to send.
+async fn feed_until_healthy(env: &TestEnv, agent: &AgentProc, url: &str, next: &mut usize, arrived: impl Fn(usize) -> bool) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        env.append(&(*next..*next + 50).map(event).collect::<Vec<_>>());
+        *next += 50;
+        let want = *next;
+        assert!(wait_until(DEADLINE, || arrived(want)).await, "events up to {want} did not arrive");
+        if endpoint_is(&agent.status().await, url, "healthy") {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < end, "{url} never came back: {}", agent.status().await);
+    }
+}
+
 /// `/metrics` value of `name{url="<url>"}`.
 async fn endpoint_metric(port: u16, name: &str, url: &str) -> f64 {
     let (_, text) = get(port, "/metrics").await.expect("metrics answer");
@@ -105,16 +130,12 @@ async fn elasticsearch_three_nodes_one_dies_mid_stream_one_503s_every_document_e
     // 3. b is back: it is probed back into rotation and takes requests again.
     let b_before = b.es_documents().len();
     b.set_fault(None);
-    env.append(&(500..800).map(event).collect::<Vec<_>>());
-    assert!(wait_until(DEADLINE, || total(&a, &b, &c) >= 800).await, "got {}", total(&a, &b, &c));
-    let s = agent
-        .wait_status(DEADLINE, |s| {
-            s["queue"]["pending"] == 0
-                && s["endpoints"]
-                    .as_array()
-                    .is_some_and(|eps| eps.iter().any(|e| e["url"] == b.url() && e["state"] == "healthy"))
-        })
-        .await;
+    let mut n = 500;
+    feed_until_healthy(&env, &agent, &b.url(), &mut n, |n| total(&a, &b, &c) >= n).await;
+    env.append(&(n..n + 100).map(event).collect::<Vec<_>>());
+    n += 100;
+    assert!(wait_until(DEADLINE, || total(&a, &b, &c) >= n).await, "got {}", total(&a, &b, &c));
+    let s = agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     assert!(b.es_documents().len() > b_before, "b went back into rotation");
     assert_eq!(endpoint(&s, &a.url())["state"], "failing", "a stays out: nothing listens there");
 
@@ -128,9 +149,9 @@ async fn elasticsearch_three_nodes_one_dies_mid_stream_one_503s_every_document_e
         }
     }
     let distinct: HashSet<&String> = ids.iter().collect();
-    assert_eq!(ids.len(), 800, "documents over the three nodes");
-    assert_eq!(distinct.len(), 800, "distinct _id over the three nodes");
-    for i in 0..800 {
+    assert_eq!(ids.len(), n, "documents over the three nodes");
+    assert_eq!(distinct.len(), n, "distinct _id over the three nodes");
+    for i in 0..n {
         let id = sendauth_siem::sink::elasticsearch::doc_id(event(i).as_bytes());
         assert_eq!(per_id.get(&id), Some(&event_json(i)), "event {i} is stored under its own _id");
     }
@@ -215,16 +236,12 @@ async fn splunk_three_indexers_with_acks_one_dies_before_acking_one_busy_at_leas
 
     b.set_fault(None);
     let b_before = b.event_count();
-    env.append(&(500..700).map(event).collect::<Vec<_>>());
-    assert!(wait_until(DEADLINE, || covered(700)).await, "not every event arrived");
-    let s = agent
-        .wait_status(DEADLINE, |s| {
-            s["queue"]["pending"] == 0
-                && s["endpoints"]
-                    .as_array()
-                    .is_some_and(|eps| eps.iter().any(|e| e["url"] == b.url() && e["state"] == "healthy"))
-        })
-        .await;
+    let mut n = 500;
+    feed_until_healthy(&env, &agent, &b.url(), &mut n, covered).await;
+    env.append(&(n..n + 100).map(event).collect::<Vec<_>>());
+    n += 100;
+    assert!(wait_until(DEADLINE, || covered(n)).await, "not every event arrived");
+    let s = agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
     assert!(b.event_count() > b_before, "b went back into rotation");
 
     // At least once; every duplicate is an event a indexed without confirming, each at most
@@ -234,13 +251,13 @@ async fn splunk_three_indexers_with_acks_one_dies_before_acking_one_busy_at_leas
     for id in &all {
         *count.entry(id.as_str()).or_default() += 1;
     }
-    assert_eq!(count.len(), 700, "exactly the events written");
+    assert_eq!(count.len(), n, "exactly the events written");
     for (id, n) in &count {
         if *n > 1 {
             assert!(unconfirmed.contains(*id) && *n == 2, "{id} arrived {n} times");
         }
     }
-    let duplicates = all.len() - 700;
+    let duplicates = all.len() - n;
     assert!(duplicates <= max_in_flight * batch, "{duplicates} duplicates");
     assert!(duplicates >= 1, "a's unconfirmed batch was resent elsewhere");
 

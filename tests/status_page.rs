@@ -196,13 +196,16 @@ async fn status_page_lists_each_endpoint_when_there_are_several() {
     let env = TestEnv::new();
     env.write_config(&Cfg::new(&format!("[{}, {}]", up.url(), down.url())));
     let agent = AgentProc::start(&env).await;
-    env.append(&(0..20).map(event).collect::<Vec<_>>());
-    assert!(up.wait_for_events(20, DEADLINE).await);
-    agent
-        .wait_status(DEADLINE, |s| {
-            s["queue"]["pending"] == 0 && s["endpoints"].as_array().is_some_and(|e| e.iter().any(|e| e["state"] == "failing"))
-        })
-        .await;
+    // Requests take turns, so a few rounds of events reach the failing endpoint.
+    let failing = |s: &serde_json::Value| s["endpoints"].as_array().is_some_and(|e| e.iter().any(|e| e["state"] == "failing"));
+    let mut n = 0;
+    while !failing(&agent.status().await) {
+        assert!(n < 1000, "the second endpoint never got a request: {}", agent.status().await);
+        env.append(&(n..n + 5).map(event).collect::<Vec<_>>());
+        n += 5;
+        assert!(up.wait_for_events(n, DEADLINE).await);
+    }
+    agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0 && failing(s)).await;
 
     let url = format!("http://127.0.0.1:{}/", agent.port);
     let profile = env.dir.path().join("chromium-profile");
