@@ -22,11 +22,26 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    DeadLetterList { limit: Option<usize> },
-    DeadLetterReplay { ids: Option<Vec<u64>> },
-    DeadLetterPurge { ids: Option<Vec<u64>> },
-    QuarantineList { limit: Option<usize> },
-    AsideReplay { name: String, dry_run: bool },
+    DeadLetterList {
+        limit: Option<usize>,
+    },
+    DeadLetterReplay {
+        ids: Option<Vec<u64>>,
+    },
+    DeadLetterPurge {
+        ids: Option<Vec<u64>>,
+    },
+    QuarantineList {
+        limit: Option<usize>,
+    },
+    /// All (`None`) or the entries with ids up to and including this one.
+    QuarantinePurge {
+        through: Option<u64>,
+    },
+    AsideReplay {
+        name: String,
+        dry_run: bool,
+    },
 }
 
 /// The longest `queue.path` (in bytes) that leaves room for the admin socket's temporary name,
@@ -73,6 +88,7 @@ pub fn execute(queue: &Queue, req: &Request, out: &mut dyn FnMut(&Value) -> bool
         // `aside replay`: re-queue what a moved-aside store holds (see `queue::aside`).
         Request::AsideReplay { name, dry_run } => Ok(crate::queue::aside::replay_json(queue, name, *dry_run)),
         Request::DeadLetterPurge { ids } => queue.purge_dead_letter(ids.as_deref()).map(|n| json!({"ok": true, "purged": n})),
+        Request::QuarantinePurge { through } => queue.purge_quarantine(*through).map(|n| json!({"ok": true, "purged": n})),
     };
     out(&r.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})));
 }

@@ -74,6 +74,7 @@ impl Agent {
                 tracing::warn!(target: "agent", "cannot create the admin socket in {}: {e}; dead-letter commands will not reach the running agent", cfg.queue.path.display())
             }
         }
+        tasks.push(tokio::spawn(sample_history(status.clone(), shutdown.clone())));
         let delivery = Delivery::new(queue.clone(), status.clone(), cfg_rx.clone(), shutdown.clone());
         tasks.push(tokio::spawn(delivery.run()));
         let reloader = crate::reload::Reloader::new(config_path, cfg_tx, status.clone());
@@ -155,6 +156,23 @@ impl Agent {
             let _ = w.await;
         }
         Ok(())
+    }
+}
+
+/// Feeds the status page's chart: one sample per `history::INTERVAL` (a wake-up every 10 s is
+/// the whole idle cost).
+async fn sample_history(status: Arc<StatusHub>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(crate::history::INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {
+                // `counts` takes the queue's state lock: off the runtime's workers.
+                let s = status.clone();
+                let _ = tokio::task::spawn_blocking(move || s.sample_history()).await;
+            }
+        }
     }
 }
 

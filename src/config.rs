@@ -257,6 +257,19 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
+    /// The queue at `path` with every other setting at its default (`--queue-path`).
+    pub fn with_defaults(path: PathBuf) -> QueueConfig {
+        QueueConfig {
+            path,
+            max_bytes: DEFAULT_QUEUE_MAX_BYTES,
+            max_quarantine_entries: DEFAULT_MAX_QUARANTINE_ENTRIES,
+            max_quarantine_bytes: crate::queue::DEFAULT_MAX_QUARANTINE_BYTES,
+            max_dead_letter_entries: crate::queue::DEFAULT_MAX_DEAD_LETTER_ENTRIES,
+            max_dead_letter_bytes: crate::queue::DEFAULT_MAX_DEAD_LETTER_BYTES,
+            min_free_bytes: crate::queue::DEFAULT_MIN_FREE_BYTES,
+        }
+    }
+
     /// The bounds the queue enforces.
     pub fn limits(&self) -> crate::queue::Limits {
         crate::queue::Limits {
@@ -355,15 +368,15 @@ impl fmt::Display for ConfigErrors {
 }
 
 pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:8686";
+const DEFAULT_QUEUE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+const DEFAULT_MAX_QUARANTINE_ENTRIES: u64 = 10_000;
 
 impl Config {
     /// Reads and validates a config file. Errors name the file and every bad key.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        // The caller names the file (`FILE: problem`), as for every other problem.
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            problems: vec![format!(
-                "{}: cannot read the config file: {e}; check the path and its permissions",
-                path.display()
-            )],
+            problems: vec![format!("cannot read the config file: {e}; check the path and its permissions")],
         })?;
         Config::parse_with_env(&text, &|k| std::env::var(k).ok())
     }
@@ -417,6 +430,65 @@ impl Config {
                             .collect();
                     }
                 }
+                Err(ConfigErrors { problems: errs })
+            }
+        }
+    }
+}
+
+/// What the operator's commands (`status`, `dead-letter`, `quarantine`, `aside`) need from a
+/// config: the queue and the status address, nothing else. Read by [`LocalConfig::load`].
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub queue: QueueConfig,
+    pub status: StatusConfig,
+}
+
+impl LocalConfig {
+    /// Reads only the `queue` and `status` sections, so these commands work exactly when they
+    /// are needed most: after a bad edit elsewhere in the file (the running agent keeps its old
+    /// config and shows `reload_error`), or in an operator's shell that does not have the SIEM
+    /// token's `${VAR}`. Problems in those two sections are still errors; the rest of the file
+    /// is not looked at beyond being YAML.
+    pub fn load(path: &Path) -> Result<LocalConfig, ConfigErrors> {
+        // The caller names the file (`FILE: problem`), as for every other problem.
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            problems: vec![format!("cannot read the config file: {e}; check the path and its permissions")],
+        })?;
+        LocalConfig::parse_with_env(&text, &|k| std::env::var(k).ok())
+    }
+
+    pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<LocalConfig, ConfigErrors> {
+        if let Err(problem) = check_flow_nesting(text) {
+            return Err(ConfigErrors { problems: vec![problem] });
+        }
+        let root: Value = serde_yaml::from_str(text).map_err(|e| ConfigErrors {
+            problems: vec![format!("not valid YAML: {e}")],
+        })?;
+        let errs = Rc::new(RefCell::new(Vec::new()));
+        let (queue, status) = {
+            let mut root = Node::root(root, errs.clone(), env);
+            let queue = match root.child("queue") {
+                Some(mut n) => {
+                    let q = parse_queue(&mut n);
+                    n.finish();
+                    q
+                }
+                None => {
+                    root.err("queue", "required; set queue.path to a directory for the durable queue");
+                    None
+                }
+            };
+            (queue, parse_status(&mut root))
+        };
+        let mut errs = errs.take();
+        match queue {
+            Some(queue) if errs.is_empty() => Ok(LocalConfig { queue, status }),
+            _ => {
+                if errs.is_empty() {
+                    errs.push("queue: incomplete".into());
+                }
+                hide_env_values(&mut errs, text, env);
                 Err(ConfigErrors { problems: errs })
             }
         }
@@ -491,6 +563,9 @@ struct Node<'e> {
     /// Dotted keys of secrets written literally in the file (not `${VAR}`, not `*_file`).
     inline: Rc<RefCell<Vec<String>>>,
     env: &'e dyn Fn(&str) -> Option<String>,
+    /// Every key this section's parser asked for, present or not: the candidates for a
+    /// "did you mean" on an unknown key.
+    asked: Vec<String>,
 }
 
 impl<'e> Node<'e> {
@@ -501,6 +576,7 @@ impl<'e> Node<'e> {
             errs,
             inline: Rc::default(),
             env,
+            asked: Vec::new(),
         };
         match v {
             Value::Mapping(m) => n.map = to_map(m, "", &mut n.errs.borrow_mut()),
@@ -544,7 +620,7 @@ impl<'e> Node<'e> {
 
     /// A nested mapping; `None` when absent or null.
     fn child(&mut self, k: &str) -> Option<Node<'e>> {
-        let v = self.map.remove(k)?;
+        let v = self.take(k)?;
         let path = self.key(k);
         match v {
             Value::Null => None,
@@ -556,6 +632,7 @@ impl<'e> Node<'e> {
                     errs: self.errs.clone(),
                     inline: self.inline.clone(),
                     env: self.env,
+                    asked: Vec::new(),
                 })
             }
             other => {
@@ -565,16 +642,27 @@ impl<'e> Node<'e> {
         }
     }
 
+    /// Takes the value of `k` out of the mapping (what remains at `finish` is unknown), and
+    /// remembers that the parser knows `k`.
+    fn take(&mut self, k: &str) -> Option<Value> {
+        self.asked.push(k.to_string());
+        self.map.remove(k)
+    }
+
     fn finish(mut self) {
         let keys: Vec<String> = self.map.keys().cloned().collect();
         for k in keys {
-            self.err(&k, "unknown key; check the spelling against config/*.yaml examples");
+            let msg = match did_you_mean(&k, &self.asked) {
+                Some(known) => format!("unknown key; did you mean `{known}`?"),
+                None => "unknown key; check the spelling against config/*.yaml examples".to_string(),
+            };
+            self.err(&k, msg);
         }
     }
 
     /// A string with `${VAR}` expanded.
     fn string(&mut self, k: &str) -> Option<String> {
-        let v = self.map.remove(k)?;
+        let v = self.take(k)?;
         match v {
             Value::Null => None,
             Value::String(s) => self.expand(k, &s),
@@ -606,7 +694,7 @@ impl<'e> Node<'e> {
     }
 
     fn bool(&mut self, k: &str, default: bool) -> bool {
-        match self.map.remove(k) {
+        match self.take(k) {
             None | Some(Value::Null) => default,
             Some(Value::Bool(b)) => b,
             Some(Value::String(s)) => match self.expand(k, &s).as_deref() {
@@ -626,7 +714,7 @@ impl<'e> Node<'e> {
     }
 
     fn uint(&mut self, k: &str, default: u64, min: u64, max: u64) -> u64 {
-        let v = match self.map.remove(k) {
+        let v = match self.take(k) {
             None | Some(Value::Null) => return default,
             Some(Value::Number(n)) => n.as_u64(),
             Some(Value::String(s)) => self.expand(k, &s).and_then(|s| s.trim().parse::<u64>().ok()),
@@ -646,7 +734,7 @@ impl<'e> Node<'e> {
     }
 
     fn duration(&mut self, k: &str, default: Duration) -> Duration {
-        let raw = match self.map.remove(k) {
+        let raw = match self.take(k) {
             None | Some(Value::Null) => return default,
             Some(Value::String(s)) => match self.expand(k, &s) {
                 Some(s) => s,
@@ -668,7 +756,7 @@ impl<'e> Node<'e> {
     }
 
     fn size(&mut self, k: &str, default: u64, min: u64) -> u64 {
-        let raw = match self.map.remove(k) {
+        let raw = match self.take(k) {
             None | Some(Value::Null) => return default,
             Some(Value::String(s)) => match self.expand(k, &s) {
                 Some(s) => s,
@@ -695,7 +783,7 @@ impl<'e> Node<'e> {
 
     /// A list of dotted field paths (`[subject, location.city]`); `None` when absent.
     fn field_paths(&mut self, k: &str) -> Option<Vec<FieldPath>> {
-        let v = self.map.remove(k)?;
+        let v = self.take(k)?;
         let items = match v {
             Value::Null => return None,
             Value::Sequence(items) => items,
@@ -868,27 +956,30 @@ fn hide_env_values(problems: &mut [String], text: &str, env: &dyn Fn(&str) -> Op
     }
 }
 
-/// Parses human durations: `250ms`, `1s`, `2m`, `1h`, `1.5s`. A bare number means seconds.
+/// The known key closest to an unknown one, if it is close enough to be a typo
+/// (`platfrom` -> `platform`, `max_byte` -> `max_bytes`).
+fn did_you_mean<'a>(unknown: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(unknown, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4) && *d < k.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+/// Parses human durations with `humantime`: `250ms`, `10s`, `10 seconds`, `2m`, `1h30m`,
+/// `1day`. A unit is required: a bare `30` is refused (seconds? milliseconds?) with the
+/// spelling that was probably meant.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration like 250ms, 1s or 2m, got {s:?}"))?;
-    let mult = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 0.001,
-        "us" => 0.000_001,
-        "m" | "min" | "mins" => 60.0,
-        "h" => 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?}; use ms, s, m or h")),
-    };
-    let secs = n * mult;
-    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return Err(format!("duration {s:?} is out of range"));
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!("{t:?} has no unit; write it with one, e.g. {t}s or {t}ms"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let d = humantime::parse_duration(t).map_err(|e| format!("expected a duration like 250ms, 10s, 2m or 1h30m, got {s:?} ({e})"))?;
+    if d > Duration::from_secs(86_400 * 365) {
+        return Err(format!("duration {s:?} is out of range (at most a year)"));
+    }
+    Ok(d)
 }
 
 /// Parses sizes: `1MiB`, `512KiB`, `1GB`, `1000` (bytes).
@@ -960,6 +1051,21 @@ fn redact_header_for_error(raw: &str) -> String {
     }
 }
 
+fn parse_status(root: &mut Node) -> StatusConfig {
+    let n = root.child("status");
+    let mut listen: SocketAddr = DEFAULT_STATUS_ADDR.parse().expect("valid default");
+    if let Some(mut n) = n {
+        if let Some(s) = n.string("listen") {
+            match s.parse::<SocketAddr>() {
+                Ok(a) => listen = a,
+                Err(_) => n.err("listen", format!("expected IP:PORT like 127.0.0.1:8686, got {s:?}")),
+            }
+        }
+        n.finish();
+    }
+    StatusConfig { listen }
+}
+
 fn parse_root(root: &mut Node) -> Option<Config> {
     let siem = match root.child("siem") {
         Some(mut n) => {
@@ -1002,20 +1108,7 @@ fn parse_root(root: &mut Node) -> Option<Config> {
         }
         d
     };
-    let status = {
-        let n = root.child("status");
-        let mut listen: SocketAddr = DEFAULT_STATUS_ADDR.parse().expect("valid default");
-        if let Some(mut n) = n {
-            if let Some(s) = n.string("listen") {
-                match s.parse::<SocketAddr>() {
-                    Ok(a) => listen = a,
-                    Err(_) => n.err("listen", format!("expected IP:PORT like 127.0.0.1:8686, got {s:?}")),
-                }
-            }
-            n.finish();
-        }
-        StatusConfig { listen }
-    };
+    let status = parse_status(root);
     let log = {
         let mut format = LogFormat::Text;
         let mut level = "info".to_string();
@@ -1523,7 +1616,7 @@ fn batch_limits(n: Option<&mut Node>, default_events: usize, default_bytes: usiz
 }
 
 fn parse_mode(n: &mut Node, k: &str, default: u32) -> u32 {
-    let raw = match n.map.remove(k) {
+    let raw = match n.take(k) {
         None | Some(Value::Null) => return default,
         Some(Value::String(s)) => s,
         // YAML reads 0660 as the decimal number 660; take its digits as octal, which is what the
@@ -1598,8 +1691,8 @@ fn parse_sources(n: &mut Node) -> Option<SourcesConfig> {
 
 fn parse_queue(n: &mut Node) -> Option<QueueConfig> {
     let path = n.required_string("path", "set a directory for the durable queue, e.g. /var/lib/sendauth-siem");
-    let max_bytes = n.size("max_bytes", 1024 * 1024 * 1024, 64 * 1024);
-    let max_quarantine_entries = n.uint("max_quarantine_entries", 10_000, 1, 100_000_000);
+    let max_bytes = n.size("max_bytes", DEFAULT_QUEUE_MAX_BYTES, 64 * 1024);
+    let max_quarantine_entries = n.uint("max_quarantine_entries", DEFAULT_MAX_QUARANTINE_ENTRIES, 1, 100_000_000);
     let max_quarantine_bytes = n.size("max_quarantine_bytes", crate::queue::DEFAULT_MAX_QUARANTINE_BYTES, 64 * 1024);
     let max_dead_letter_entries = n.uint(
         "max_dead_letter_entries",
@@ -1774,8 +1867,30 @@ mod tests {
     }
 
     #[test]
+    fn local_config_needs_only_the_queue_and_status_sections() {
+        // A broken siem section and an unset secret do not matter to the operator's commands.
+        let text = "siem:\n  url: ${NOPE_UNSET}\n  platfrom: x\nqueue:\n  path: /tmp/q\nstatus:\n  listen: 127.0.0.1:9999\n";
+        assert!(Config::parse_with_env(text, &env).is_err());
+        let l = LocalConfig::parse_with_env(text, &env).unwrap();
+        assert_eq!(l.queue.path, PathBuf::from("/tmp/q"));
+        assert_eq!(l.status.listen.port(), 9999);
+        let bad = LocalConfig::parse_with_env("queue:\n  max_bytes: 1MiB\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("queue.path"), "{bad}");
+    }
+
+    #[test]
+    fn an_unknown_key_close_to_a_known_one_gets_a_did_you_mean() {
+        let text = MINIMAL.replace("queue:", "queue:\n  max_byte: 1MiB\n  wibble: 1");
+        let all = Config::parse_with_env(&text, &env).unwrap_err().to_string();
+        assert!(all.contains("queue.max_byte: unknown key; did you mean `max_bytes`?"), "{all}");
+        assert!(all.contains("queue.wibble: unknown key; check the spelling"), "{all}");
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_dotted_key() {
-        let text = "siem:\n  url: https://x.example.com/c\n  auth:\n    header: \"Bearer abc\"\n  platfrom: generic\nsources:\n  file: { path: /x, start_at: middle }\n  max_event_bytes: lots\nqueue:\n  path: /q\ndelivery:\n  initial_backoff: 3 weeks\n";
+        let text = "siem:\n  url: https://x.example.com/c\n  auth:\n    header: \"Bearer abc\"\n  platfrom: generic\nsources:\n  file: { path: /x, start_at: middle }\n  max_event_bytes: lots\nqueue:\n  path: /q\ndelivery:\n  initial_backoff: 3 fortnights\n";
         let e = Config::parse_with_env(text, &env).unwrap_err();
         let all = e.to_string();
         assert!(all.contains("siem.auth.header: expected \"Name: value\""), "{all}");
@@ -1852,6 +1967,10 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_duration("10 seconds").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        let bare = parse_duration("30").unwrap_err();
+        assert!(bare.contains("30s"), "{bare}");
         assert_eq!(parse_size("1MiB").unwrap(), 1024 * 1024);
         assert_eq!(parse_size("1MB").unwrap(), 1_000_000);
         assert!(parse_size("1 parsec").is_err());

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod emulator;
 pub mod event;
 pub mod fd_limit;
+pub mod history;
 pub mod metrics;
 pub mod queue;
 pub mod reload;

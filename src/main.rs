@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use sendauth_siem::config::{Config, LogFormat};
+use sendauth_siem::config::{Config, LocalConfig, LogFormat, QueueConfig};
 use sendauth_siem::source::file::not_a_regular_file;
 use serde_json::Value;
 
@@ -29,6 +29,19 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+/// Where the operator's queue commands find the queue. Only the config's `queue` and `status`
+/// sections are read: a broken edit elsewhere, or a secret's `${VAR}` unset in the operator's
+/// shell, does not stop them.
+#[derive(Args, Clone)]
+struct QueueArg {
+    /// Path to the agent's YAML config (only its queue and status sections are read).
+    #[arg(long, env = "SENDAUTH_SIEM_CONFIG", required_unless_present = "queue_path")]
+    config: Option<PathBuf>,
+    /// The queue directory (the config's queue.path), instead of --config.
+    #[arg(long, value_name = "DIR")]
+    queue_path: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the agent in the foreground until SIGTERM/SIGINT.
@@ -36,7 +49,13 @@ enum Cmd {
     /// Validate a config: exit 0 if valid, else one line per problem naming the key.
     CheckConfig(ConfigArg),
     /// Ask the running agent for its status.
+    ///
+    /// Exit codes: 0 healthy; 1 delivering but needs attention (a rejected config edit, events
+    /// dead-lettered since the last success, a queue incident); 2 not delivering (state error)
+    /// or no agent answered. With --live: 0 whenever the agent answers.
     Status {
+        /// Path to the agent's YAML config, to find status.listen (only the queue and status
+        /// sections are read).
         #[arg(long, env = "SENDAUTH_SIEM_CONFIG")]
         config: Option<PathBuf>,
         /// Status address (default: status.listen from --config, else 127.0.0.1:8686).
@@ -45,15 +64,20 @@ enum Cmd {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+        /// Only check that the agent answers (exit 0): for container health checks, which must
+        /// not restart the agent over a SIEM outage.
+        #[arg(long)]
+        live: bool,
     },
     /// Send one test event to the configured SIEM now and explain the outcome.
     Test(ConfigArg),
     /// Write JSONL from stdin to the agent's socket and print its answer.
     Send {
+        /// The agent's socket (its sources.socket.path).
         #[arg(long)]
         socket: PathBuf,
         /// How long to wait for the agent at each step (connecting, each write, the answer)
-        /// before giving up with a non-zero exit: 10s, 500ms, 1m; a bare number is seconds.
+        /// before giving up with a non-zero exit: 10s, 500ms, 1m, "10 seconds".
         #[arg(long, default_value = "10s", value_parser = parse_send_timeout)]
         timeout: std::time::Duration,
     },
@@ -80,6 +104,14 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         events: usize,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout, e.g.
+    /// `sendauth-siem completions bash > /etc/bash_completion.d/sendauth-siem`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, e.g. `sendauth-siem man | man -l -`.
+    Man,
     /// Measure the agent (run as a child process) against a local counting receiver:
     /// throughput (file, socket), cost and latency at steady rates, idle cost, and throughput
     /// with a distant SIEM (rtt). See docs/BENCHMARKS.md.
@@ -102,30 +134,41 @@ enum DeadLetterCmd {
     /// List dead-lettered events with their reasons.
     List {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// List at most this many (the oldest first).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
     /// Put dead-lettered events back at the end of the queue (all, or --id N ...).
     Replay {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
+        /// An entry's id, as `dead-letter list` shows it (repeatable).
         #[arg(long = "id")]
         ids: Vec<u64>,
         /// Replay every dead-lettered event.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
-    /// Delete dead-lettered events (all, or --id N ...).
+    /// Delete dead-lettered events (all, or --id N ...), for good.
     Purge {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
+        /// An entry's id, as `dead-letter list` shows it (repeatable).
         #[arg(long = "id")]
         ids: Vec<u64>,
+        /// Delete every dead-lettered event (asks first on a terminal; else needs --yes).
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+        /// Do not ask before deleting everything.
+        #[arg(long)]
+        yes: bool,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -134,11 +177,31 @@ enum QuarantineCmd {
     /// List quarantined lines with their reasons and origins.
     List {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// List at most this many (the oldest first).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+    },
+    /// Delete quarantined lines, for good: all of them, or the oldest through --through ID.
+    Purge {
+        #[command(flatten)]
+        queue: QueueArg,
+        /// Delete every quarantined line (asks first on a terminal; else needs --yes).
+        #[arg(long, required_unless_present = "through")]
+        all: bool,
+        /// Delete the entries with ids up to and including this one (ids as `quarantine list`
+        /// shows them).
+        #[arg(long, value_name = "ID", conflicts_with = "all")]
+        through: Option<u64>,
+        /// Do not ask before deleting.
+        #[arg(long)]
+        yes: bool,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -149,7 +212,8 @@ enum AsideCmd {
     /// that opens on a copy). Changes nothing.
     List {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -159,7 +223,7 @@ enum AsideCmd {
     /// crash mid-replay may send some events twice.
     Replay {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
         /// Its name, as `aside list` shows it (corrupt-...).
         name: String,
         /// Only say what would be re-queued.
@@ -192,6 +256,29 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| {
         let lines: Vec<String> = e.problems.iter().map(|p| format!("{}: {p}", path.display())).collect();
         anyhow::anyhow!("invalid config; fix these and try again:\n{}", lines.join("\n"))
+    })
+}
+
+/// The queue settings for the operator's commands: from `--queue-path` (defaults otherwise), or
+/// from the config's `queue` section alone (`LocalConfig`).
+fn queue_config(a: &QueueArg) -> anyhow::Result<QueueConfig> {
+    if let Some(path) = &a.queue_path {
+        return Ok(QueueConfig::with_defaults(path.clone()));
+    }
+    let path = a
+        .config
+        .as_deref()
+        .context("say where the queue is: --config FILE or --queue-path DIR")?;
+    Ok(load_local(path)?.queue)
+}
+
+fn load_local(path: &Path) -> anyhow::Result<LocalConfig> {
+    LocalConfig::load(path).map_err(|e| {
+        let lines: Vec<String> = e.problems.iter().map(|p| format!("{}: {p}", path.display())).collect();
+        anyhow::anyhow!(
+            "cannot find the queue and status settings; fix these (or pass --queue-path / --addr):\n{}",
+            lines.join("\n")
+        )
     })
 }
 
@@ -270,6 +357,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(w) = sendauth_siem::fd_limit::check(&cfg) {
                     println!("{}: warning: {w}", a.config.display());
                 }
+                if let Some(f) = cfg
+                    .sources
+                    .file
+                    .as_ref()
+                    .filter(|f| f.path.parent().is_some_and(|d| !d.as_os_str().is_empty() && !d.is_dir()))
+                {
+                    println!(
+                        "{}: warning: sources.file.path: {}",
+                        a.config.display(),
+                        sendauth_siem::source::file::waiting_for(&f.path.display().to_string())
+                    );
+                }
                 println!(
                     "{}: OK (platform {}, {})",
                     a.config.display(),
@@ -285,7 +384,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
-        Cmd::Status { config, addr, json } => status_cmd(config, addr, json),
+        Cmd::Status { config, addr, json, live } => status_cmd(config, addr, json, live),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "sendauth-siem", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Test(a) => {
             let cfg = load(&a.config)?;
             let rt = runtime()?;
@@ -294,19 +403,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Send { socket, timeout } => send_cmd(&socket, timeout),
         Cmd::DeadLetter { action } => dead_letter_cmd(action),
-        Cmd::Quarantine { action } => match action {
-            QuarantineCmd::List { config, json, limit } => {
-                let cfg = load(&config.config)?;
-                print_entries(
-                    &cfg,
-                    sendauth_siem::admin::Request::QuarantineList { limit: Some(limit) },
-                    json,
-                    "line",
-                    &["origin", "reason"],
-                )?;
-                Ok(ExitCode::SUCCESS)
-            }
-        },
+        Cmd::Quarantine { action } => quarantine_cmd(action),
         Cmd::Aside { action } => aside_cmd(action),
         Cmd::Bench(o) => {
             sendauth_siem::bench::run(&o)?;
@@ -351,10 +448,36 @@ fn warn_loose_permissions(path: &Path, inline_secrets: &[String]) {
     );
 }
 
-fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+/// `status` exit codes (also in its `--help` and docs/CONTRACT.md).
+const STATUS_HEALTHY: u8 = 0;
+const STATUS_ATTENTION: u8 = 1;
+const STATUS_NOT_DELIVERING: u8 = 2;
+
+/// What `status` exits with for this status document: what needs a person, and how urgently.
+fn status_exit(v: &Value) -> u8 {
+    if v["state"] == "error" {
+        STATUS_NOT_DELIVERING
+    } else if v["config"]["reload_error"].is_string()
+        || v["queue"]["incident"].is_string()
+        || v["warnings"].as_array().is_some_and(|w| !w.is_empty())
+        || v["queue"]["moved_aside"].as_array().is_some_and(|a| !a.is_empty())
+    {
+        STATUS_ATTENTION
+    } else {
+        STATUS_HEALTHY
+    }
+}
+
+fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool, live: bool) -> anyhow::Result<ExitCode> {
     let addr = match (addr, config) {
         (Some(a), _) => a,
-        (None, Some(c)) => load(&c)?.status.listen.to_string(),
+        (None, Some(c)) => match load_local(&c) {
+            Ok(l) => l.status.listen.to_string(),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::from(STATUS_NOT_DELIVERING));
+            }
+        },
         (None, None) => sendauth_siem::config::DEFAULT_STATUS_ADDR.to_string(),
     };
     let rt = runtime()?;
@@ -374,13 +497,14 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
             eprintln!(
                 "error: no agent answered at http://{addr}/status ({e}); is `sendauth-siem run` running, and is status.listen {addr}?"
             );
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(STATUS_NOT_DELIVERING));
         }
     };
     let v: Value = serde_json::from_str(&body).context("the agent's status is not JSON")?;
+    let code = if live { STATUS_HEALTHY } else { status_exit(&v) };
     if json {
         println!("{}", serde_json::to_string(&v)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitCode::from(code));
     }
     let label = match v["state"].as_str().unwrap_or("?") {
         "success" => "Success",
@@ -390,16 +514,25 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
         other => other,
     };
     println!("State:            {label}");
-    if let Some(e) = v["last_error"].as_object() {
-        if v["state"] == "error" {
-            println!(
-                "Last error:       {} ({})",
-                e["message"].as_str().unwrap_or(""),
-                e["at"].as_str().unwrap_or("")
-            );
-        }
+    let e = &v["last_error"];
+    if e.is_object() {
+        let at = e["at"].as_str().unwrap_or("");
+        let when = match e["resolved_at"].as_str() {
+            Some(r) => format!("at {at}, {}; resolved at {r}", ago(at)),
+            None => format!("at {at}, {}", ago(at)),
+        };
+        println!("Last error:       {} ({when})", e["message"].as_str().unwrap_or(""));
     }
-    println!("Last success:     {}", v["last_success_at"].as_str().unwrap_or("never"));
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        println!("Warning:          {}", w.as_str().unwrap_or(""));
+    }
+    println!(
+        "Last success:     {}",
+        v["last_success_at"]
+            .as_str()
+            .map(|at| format!("{at} ({})", ago(at)))
+            .unwrap_or_else(|| "never".into())
+    );
     println!(
         "SIEM:             {} ({})",
         v["config"]["url"].as_str().unwrap_or(""),
@@ -412,6 +545,18 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
         if v["queue"]["full"] == true { " (FULL)" } else { "" }
     );
     println!("Dead letter:      {}", v["dead_letter"]["count"]);
+    let (f, s) = (&v["sources"]["file"], &v["sources"]["socket"]);
+    if f.is_object() {
+        println!("File source:      {}", f["summary"].as_str().unwrap_or(""));
+    }
+    if s.is_object() {
+        println!(
+            "Socket source:    {} ({} of at most {} writers connected)",
+            s["path"].as_str().unwrap_or(""),
+            s["connections"],
+            s["max_connections"]
+        );
+    }
     println!("Quarantine:       {}", v["quarantine"]["count"]);
     if let Some(r) = v["config"]["reload_error"].as_str() {
         println!("Config reload:    FAILED: {r}");
@@ -426,7 +571,21 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
             names.join(", ")
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(code))
+}
+
+/// "12 s ago", "3 min ago", "2 h ago" for an RFC 3339 time (empty if it does not parse).
+fn ago(at: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) else {
+        return String::new();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    match secs {
+        0..=119 => format!("{secs} s ago"),
+        120..=7199 => format!("{} min ago", secs / 60),
+        7200..=172_799 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
 }
 
 fn parse_send_timeout(s: &str) -> Result<std::time::Duration, String> {
@@ -514,14 +673,14 @@ fn send_cmd(socket: &Path, timeout: std::time::Duration) -> anyhow::Result<ExitC
 
 /// Talks to the running agent's admin socket, or opens the queue directly if none runs; each
 /// answer line goes to `on_line` as it arrives (listings stream; see `admin`'s module docs).
-fn admin_stream(cfg: &Config, req: sendauth_siem::admin::Request, on_line: &mut dyn FnMut(Value)) -> anyhow::Result<()> {
-    if sendauth_siem::admin::call(&cfg.queue.path, &req, on_line).context("admin socket")? {
+fn admin_stream(cfg: &QueueConfig, req: sendauth_siem::admin::Request, on_line: &mut dyn FnMut(Value)) -> anyhow::Result<()> {
+    if sendauth_siem::admin::call(&cfg.path, &req, on_line).context("admin socket")? {
         return Ok(());
     }
-    let q = sendauth_siem::queue::Queue::open(&cfg.queue.path, cfg.queue.max_bytes, cfg.queue.max_quarantine_entries)
-        .with_context(|| format!("cannot open the queue at {}", cfg.queue.path.display()))?;
-    q.set_limits(cfg.queue.limits());
-    q.set_min_free(cfg.queue.min_free_bytes);
+    let q = sendauth_siem::queue::Queue::open(&cfg.path, cfg.max_bytes, cfg.max_quarantine_entries)
+        .with_context(|| format!("cannot open the queue at {}", cfg.path.display()))?;
+    q.set_limits(cfg.limits());
+    q.set_min_free(cfg.min_free_bytes);
     sendauth_siem::admin::execute(&q, &req, &mut |v| {
         on_line(v.clone());
         true
@@ -531,7 +690,7 @@ fn admin_stream(cfg: &Config, req: sendauth_siem::admin::Request, on_line: &mut 
 }
 
 /// A request with a one-line answer.
-fn admin(cfg: &Config, req: sendauth_siem::admin::Request) -> anyhow::Result<Value> {
+fn admin(cfg: &QueueConfig, req: sendauth_siem::admin::Request) -> anyhow::Result<Value> {
     let mut answer = Value::Null;
     admin_stream(cfg, req, &mut |v| answer = v)?;
     Ok(answer)
@@ -540,7 +699,7 @@ fn admin(cfg: &Config, req: sendauth_siem::admin::Request) -> anyhow::Result<Val
 /// Prints a listing as it streams from the admin socket (or the queue opened directly). Fails
 /// when the agent answered an error, so a script sees a non-zero exit instead of an empty
 /// listing.
-fn print_entries(cfg: &Config, req: sendauth_siem::admin::Request, json: bool, body_key: &str, fields: &[&str]) -> anyhow::Result<()> {
+fn print_entries(cfg: &QueueConfig, req: sendauth_siem::admin::Request, json: bool, body_key: &str, fields: &[&str]) -> anyhow::Result<()> {
     let mut total = Value::Null;
     let mut error = None;
     admin_stream(cfg, req, &mut |e| {
@@ -579,12 +738,12 @@ fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
         }
     };
     match action {
-        DeadLetterCmd::List { config, json, limit } => {
-            let cfg = load(&config.config)?;
+        DeadLetterCmd::List { queue, json, limit } => {
+            let cfg = queue_config(&queue)?;
             print_entries(&cfg, Request::DeadLetterList { limit: Some(limit) }, json, "event", &["reason"])?;
         }
-        DeadLetterCmd::Replay { config, ids, all } => {
-            let cfg = load(&config.config)?;
+        DeadLetterCmd::Replay { queue, ids, all } => {
+            let cfg = queue_config(&queue)?;
             let v = admin(&cfg, Request::DeadLetterReplay { ids: pick(ids, all)? })?;
             if v["ok"] != true {
                 bail!("{}", v["error"].as_str().unwrap_or("replay failed"));
@@ -594,9 +753,34 @@ fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
                 v["replayed"]
             );
         }
-        DeadLetterCmd::Purge { config, ids, all } => {
-            let cfg = load(&config.config)?;
-            let v = admin(&cfg, Request::DeadLetterPurge { ids: pick(ids, all)? })?;
+        DeadLetterCmd::Purge {
+            queue,
+            ids,
+            all,
+            yes,
+            dry_run,
+        } => {
+            let cfg = queue_config(&queue)?;
+            let ids = pick(ids, all)?;
+            if dry_run {
+                // Counted from the listing (streamed): the number the purge would delete.
+                let (count, missing) = count_dead_letters(&cfg, ids.as_deref())?;
+                if !missing.is_empty() {
+                    bail!(
+                        "no dead-letter entry with id {}; see `sendauth-siem dead-letter list`",
+                        join_ids(&missing)
+                    );
+                }
+                println!("would delete {count} event(s) from the dead letter; nothing was changed");
+                return Ok(ExitCode::SUCCESS);
+            }
+            if ids.is_none() && !yes {
+                let (count, _) = count_dead_letters(&cfg, None)?;
+                if count > 0 && !confirm(&format!("delete all {count} dead-lettered event(s) for good?"))? {
+                    bail!("nothing was deleted: pass --yes to delete all {count} dead-lettered event(s) (or --dry-run to only count them)");
+                }
+            }
+            let v = admin(&cfg, Request::DeadLetterPurge { ids })?;
             if v["ok"] != true {
                 bail!("{}", v["error"].as_str().unwrap_or("purge failed"));
             }
@@ -606,13 +790,116 @@ fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn join_ids(ids: &[u64]) -> String {
+    ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// How many dead letters `ids` (all if `None`) names, and which of the named ids do not exist.
+fn count_dead_letters(cfg: &QueueConfig, ids: Option<&[u64]>) -> anyhow::Result<(u64, Vec<u64>)> {
+    use sendauth_siem::admin::Request;
+    let mut found = std::collections::BTreeSet::new();
+    let mut total = 0u64;
+    let mut error = None;
+    admin_stream(cfg, Request::DeadLetterList { limit: Some(usize::MAX) }, &mut |e| {
+        if e["ok"] == false {
+            error = Some(e["error"].as_str().unwrap_or("the listing failed").to_string());
+        } else if let Some(id) = e["id"].as_u64() {
+            total += 1;
+            if ids.is_some_and(|ids| ids.contains(&id)) {
+                found.insert(id);
+            }
+        }
+    })?;
+    if let Some(e) = error {
+        bail!("{e}");
+    }
+    Ok(match ids {
+        None => (total, Vec::new()),
+        Some(ids) => {
+            let mut missing: Vec<u64> = ids.iter().copied().filter(|i| !found.contains(i)).collect();
+            missing.sort_unstable();
+            missing.dedup();
+            (found.len() as u64, missing)
+        }
+    })
+}
+
+/// Asks on the terminal; `false` (without asking) when stdin is not one.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> {
+    use sendauth_siem::admin::Request;
+    match action {
+        QuarantineCmd::List { queue, json, limit } => {
+            let cfg = queue_config(&queue)?;
+            print_entries(
+                &cfg,
+                Request::QuarantineList { limit: Some(limit) },
+                json,
+                "line",
+                &["origin", "reason"],
+            )?;
+        }
+        QuarantineCmd::Purge {
+            queue,
+            all: _,
+            through,
+            yes,
+            dry_run,
+        } => {
+            let cfg = queue_config(&queue)?;
+            let mut count = 0u64;
+            let mut error = None;
+            admin_stream(&cfg, Request::QuarantineList { limit: Some(usize::MAX) }, &mut |e| {
+                if e["ok"] == false {
+                    error = Some(e["error"].as_str().unwrap_or("the listing failed").to_string());
+                } else if let Some(id) = e["id"].as_u64() {
+                    if through.is_none_or(|t| id <= t) {
+                        count += 1;
+                    }
+                }
+            })?;
+            if let Some(e) = error {
+                bail!("{e}");
+            }
+            let what = match through {
+                Some(t) => format!("{count} quarantined line(s) with ids up to {t}"),
+                None => format!("all {count} quarantined line(s)"),
+            };
+            if dry_run {
+                println!("would delete {what}; nothing was changed");
+                return Ok(ExitCode::SUCCESS);
+            }
+            if count > 0 && !yes && !confirm(&format!("delete {what} for good?"))? {
+                bail!("nothing was deleted: pass --yes to delete {what} (or --dry-run to only count them)");
+            }
+            let v = admin(&cfg, Request::QuarantinePurge { through })?;
+            if v["ok"] != true {
+                bail!("{}", v["error"].as_str().unwrap_or("purge failed"));
+            }
+            println!("deleted {} line(s) from the quarantine", v["purged"]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `aside list` and `aside replay` (see `queue::aside`).
 fn aside_cmd(action: AsideCmd) -> anyhow::Result<ExitCode> {
     use sendauth_siem::queue::aside;
     match action {
-        AsideCmd::List { config, json } => {
-            let cfg = load(&config.config)?;
-            let reports = aside::list(&cfg.queue.path)?;
+        AsideCmd::List { queue, json } => {
+            let cfg = queue_config(&queue)?;
+            let reports = aside::list(&cfg.path)?;
             if json {
                 for r in &reports {
                     println!("{}", serde_json::to_string(r)?);
@@ -620,7 +907,7 @@ fn aside_cmd(action: AsideCmd) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if reports.is_empty() {
-                println!("no moved-aside store in {}", cfg.queue.path.display());
+                println!("no moved-aside store in {}", cfg.path.display());
             }
             for r in &reports {
                 let state = match &r.progress.done_at {
@@ -649,8 +936,8 @@ fn aside_cmd(action: AsideCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        AsideCmd::Replay { config, name, dry_run } => {
-            let cfg = load(&config.config)?;
+        AsideCmd::Replay { queue, name, dry_run } => {
+            let cfg = queue_config(&queue)?;
             let v = admin(
                 &cfg,
                 sendauth_siem::admin::Request::AsideReplay {
@@ -689,4 +976,40 @@ fn aside_cmd(action: AsideCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and subcommand a user can see explains itself in `--help`.
+    #[test]
+    fn every_visible_option_and_command_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.is_hide_set() || sub.get_name() == "help" {
+                    continue;
+                }
+                let p = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(p.clone());
+                }
+                walk(sub, &p, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "sendauth-siem", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        Cli::command().debug_assert();
+    }
 }

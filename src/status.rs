@@ -32,6 +32,14 @@ pub struct LastError {
     pub at: String,
     pub http_status: Option<u16>,
     pub message: String,
+    /// When a later delivery succeeded: the error no longer holds anything up. Dead-letter
+    /// errors are never "resolved" by a success (the events wait for an operator); they are
+    /// told apart by `dead_letter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// The SIEM rejected events for good and they went to the dead letter.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_letter: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +68,9 @@ pub struct StatusHub {
     recent_errors: Mutex<VecDeque<LastError>>,
     queue_full: AtomicBool,
     dead_letter_full: Mutex<Option<String>>,
+    /// When the last event went to the dead letter, and why.
+    last_dead_letter: Mutex<Option<(String, String)>>,
+    history: crate::history::History,
     started: Instant,
 }
 
@@ -87,6 +98,8 @@ impl StatusHub {
             recent_errors: Mutex::new(VecDeque::new()),
             queue_full: AtomicBool::new(false),
             dead_letter_full: Mutex::new(None),
+            last_dead_letter: Mutex::new(None),
+            history: Default::default(),
             started: Instant::now(),
         }
     }
@@ -106,12 +119,23 @@ impl StatusHub {
         }
     }
 
-    /// A delivery attempt succeeded.
+    /// A delivery attempt succeeded: delivery errors before it are resolved.
     pub fn record_success(&self) {
         let mut p = self.persisted.lock().unwrap();
         let changed = p.state != DeliveryState::Success;
+        let now = now_rfc3339();
+        if changed {
+            for e in self.recent_errors.lock().unwrap().iter_mut() {
+                if e.resolved_at.is_none() && !e.dead_letter {
+                    e.resolved_at = Some(now.clone());
+                }
+            }
+            if let Some(e) = p.last_error.as_mut().filter(|e| e.resolved_at.is_none() && !e.dead_letter) {
+                e.resolved_at = Some(now.clone());
+            }
+        }
         p.state = DeliveryState::Success;
-        p.last_success_at = Some(now_rfc3339());
+        p.last_success_at = Some(now);
         self.metrics.set_last_success_now();
         self.persist(&p, changed);
     }
@@ -122,19 +146,62 @@ impl StatusHub {
             at: now_rfc3339(),
             http_status,
             message: message.to_string(),
+            resolved_at: None,
+            dead_letter: false,
         };
-        {
-            let mut r = self.recent_errors.lock().unwrap();
-            if r.front().map(|x| &x.message) != Some(&e.message) {
-                r.push_front(e.clone());
-                r.truncate(10);
-            }
-        }
+        self.push_recent(&e);
         let mut p = self.persisted.lock().unwrap();
         let changed = p.state != DeliveryState::Error || p.last_error.as_ref().map(|x| &x.message) != Some(&e.message);
         p.state = DeliveryState::Error;
         p.last_error = Some(e);
         self.persist(&p, changed);
+    }
+
+    fn push_recent(&self, e: &LastError) {
+        let mut r = self.recent_errors.lock().unwrap();
+        if r.front().is_some_and(|x| x.message == e.message && x.resolved_at.is_none()) {
+            return;
+        }
+        r.push_front(e.clone());
+        r.truncate(10);
+    }
+
+    /// The SIEM rejected `n` events for good and they went to the dead letter (the last one's
+    /// answer and reason given). Delivery goes on, so `state` stays as it is, but `last_error`
+    /// becomes this rejection (not an older, resolved error) and `warnings` names the dead
+    /// letter until an operator replays or purges it.
+    pub fn record_dead_letter(&self, n: u64, http_status: Option<u16>, reason: &str) {
+        let e = LastError {
+            at: now_rfc3339(),
+            http_status,
+            message: format!("{n} event(s) rejected by the SIEM and moved to the dead letter: {reason}"),
+            resolved_at: None,
+            dead_letter: true,
+        };
+        self.push_recent(&e);
+        *self.last_dead_letter.lock().unwrap() = Some((e.at.clone(), reason.to_string()));
+        let mut p = self.persisted.lock().unwrap();
+        p.last_error = Some(e);
+        self.persist(&p, true);
+    }
+
+    /// What needs an operator although delivery goes on (shown by `status` and the page).
+    fn warnings(&self, counts: &crate::queue::Counts) -> Vec<String> {
+        let mut w = Vec::new();
+        if counts.dead_letter > 0 {
+            let last = self.last_dead_letter.lock().unwrap().clone();
+            w.push(match last {
+                Some((at, reason)) => format!(
+                    "{} event(s) in the dead letter (the last one at {at}: {reason}); see `sendauth-siem dead-letter list`, then replay or purge them",
+                    counts.dead_letter
+                ),
+                None => format!(
+                    "{} event(s) in the dead letter; see `sendauth-siem dead-letter list`, then replay or purge them",
+                    counts.dead_letter
+                ),
+            });
+        }
+        w
     }
 
     pub fn set_config(&self, view: ConfigView) {
@@ -236,9 +303,34 @@ impl StatusHub {
                 "socket": *self.socket_source.lock().unwrap(),
             },
             "recent_errors": recent,
+            "warnings": self.warnings(&counts),
             "version": env!("CARGO_PKG_VERSION"),
             "commit": crate::build_info::COMMIT,
             "uptime_seconds": self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// Takes one sample for the chart (see `history`); the agent calls it every
+    /// `history::INTERVAL`.
+    pub fn sample_history(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.metrics;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.history.sample(
+            now,
+            m.received_file.load(Relaxed) + m.received_socket.load(Relaxed),
+            m.delivered.load(Relaxed) + m.dead_lettered.load(Relaxed),
+            self.queue.counts().pending_events,
+        );
+    }
+
+    /// The `/history` document: the last hour, one point per `history::INTERVAL`.
+    pub fn history(&self) -> serde_json::Value {
+        json!({
+            "interval_seconds": crate::history::INTERVAL.as_secs(),
+            "points": self.history.points(),
         })
     }
 

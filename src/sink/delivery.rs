@@ -823,11 +823,15 @@ impl Delivery {
                 })
                 .collect();
             let n_dead = dead.len() as u64;
+            let last_dead = dead.last().map(|(m, _)| (m.http_status, m.reason.clone()));
             match self.queue.ack(upto, dead) {
                 Ok(()) => {
                     use std::sync::atomic::Ordering::Relaxed;
                     self.status.metrics.delivered.fetch_add(n as u64 - n_dead, Relaxed);
                     self.status.metrics.dead_lettered.fetch_add(n_dead, Relaxed);
+                    if let Some((http_status, reason)) = last_dead {
+                        self.status.record_dead_letter(n_dead, http_status, &reason);
+                    }
                     self.pop_front(n);
                     if second_dead.is_none_or(|k| k < n) {
                         self.dead_one_at_a_time = false;

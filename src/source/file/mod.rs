@@ -124,6 +124,19 @@ impl FileSource {
 }
 
 /// The directory watched for changes to the file (not the file: rotation replaces it).
+/// What a file source without its file is doing, in words: waiting for it to be created, and
+/// why it may wait long (its directory is missing: a typo, or a volume not mounted).
+pub fn waiting_for(path: &str) -> String {
+    let p = Path::new(path);
+    match p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => format!(
+            "waiting for {path} to be created; its directory {} does not exist (a typo in sources.file.path, or a volume not mounted?)",
+            dir.display()
+        ),
+        _ => format!("waiting for {path} to be created"),
+    }
+}
+
 fn watched_dir(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
@@ -263,7 +276,25 @@ impl Tailer {
     }
 
     fn publish_status(&self) {
+        // One line an operator reads as is (`status`, the status page): what the source does.
+        let (state, summary) = match (&self.paused, &self.open) {
+            // No file open: waiting for it (or for a regular file where something else is).
+            (Some(why), None) => ("waiting", why.clone()),
+            (Some(why), Some(_)) => ("paused", format!("paused: {why}")),
+            (None, Some(o)) => (
+                "tailing",
+                format!(
+                    "tailing {} (line {}, byte {})",
+                    o.opened_as.display(),
+                    o.line,
+                    o.framer.committed_offset()
+                ),
+            ),
+            (None, None) => ("waiting", waiting_for(&self.shown)),
+        };
         let v = json!({
+            "state": state,
+            "summary": summary,
             "path": self.shown,
             "reading": self.open.as_ref().map(|o| o.opened_as.display().to_string()),
             "offset": self.open.as_ref().map(|o| o.framer.committed_offset()),
@@ -482,9 +513,9 @@ impl Tailer {
             }
             return;
         }
-        let why = format!("waiting for {} to be created", self.shown);
+        let why = waiting_for(&self.shown);
         if self.paused.as_deref() != Some(why.as_str()) {
-            tracing::info!(target: "source::file", path = %self.shown, "the file does not exist yet; waiting for it");
+            tracing::info!(target: "source::file", path = %self.shown, "the file does not exist yet; {why}");
             self.paused = Some(why);
         }
     }

@@ -1,0 +1,260 @@
+//! The operator's commands as an on-call person runs them (issue: "made for the people who run
+//! it"): they work with a broken or secret-less config, deleting asks first, `status` exits
+//! with codes a script can use and shows the inputs, dead letters and resolved errors, config
+//! mistakes get a "did you mean", and completions and the man page come from the CLI itself.
+
+mod common;
+
+use common::*;
+use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+
+fn reject_next(emu: &Emulator, reason: &str) {
+    emu.push_fault(Fault::Status {
+        code: 400,
+        body: serde_json::json!({ "error": reason }).to_string(),
+        headers: vec![],
+    });
+}
+
+/// The config as it is after a bad edit, in a shell without the SIEM token: the full config
+/// does not load, but the queue and status sections are fine.
+fn broken_config(env: &TestEnv, c: &Cfg) -> String {
+    let mut text = env.render(c);
+    text = text.replace(
+        "siem:\n",
+        "siem:\n  platfrom: generic\n  auth:\n    header: \"Authorization: Bearer ${SENDAUTH_TEST_UNSET_TOKEN}\"\n",
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_commands_and_status_work_with_a_broken_secretless_config() {
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    reject_next(&emu, "field subject too long");
+    let env = TestEnv::new();
+    let mut c = Cfg::new(&emu.url());
+    c.siem = "  generic:\n    batch: none\n".into();
+    c.delivery = "  initial_backoff: 20ms\n  max_backoff: 200ms\n  max_in_flight: 1\n".into();
+    env.write_config(&c);
+    let agent = AgentProc::start(&env).await;
+    env.append(&[event(0), event(1), "{not json".to_string()]);
+    agent
+        .wait_status(DEADLINE, |s| {
+            s["dead_letter"]["count"] == 1 && s["quarantine"]["count"] == 1 && s["queue"]["pending"] == 0
+        })
+        .await;
+
+    // A bad edit lands; the agent keeps running on the old config and says so.
+    let broken = env.dir.path().join("broken.yaml");
+    std::fs::write(&broken, broken_config(&env, &c)).unwrap();
+    let conf = broken.to_str().unwrap();
+    let (code, out, err) = cli(&["check-config", "--config", conf]);
+    assert_eq!(code, 1, "the broken config must not load: {out}{err}");
+
+    let (code, out, err) = cli(&["dead-letter", "list", "--config", conf]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("field subject too long"), "{out}");
+    let (code, out, err) = cli(&["quarantine", "list", "--config", conf]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("{not json"), "{out}");
+    let (code, out, err) = cli(&["aside", "list", "--config", conf]);
+    assert_eq!(code, 0, "{out}{err}");
+    let queue = env.queue.to_str().unwrap();
+    let (code, out, err) = cli(&["dead-letter", "list", "--queue-path", queue, "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    // `status --config` finds the address in the broken file; a dead letter needs attention
+    // (exit 1) and is named, and so is the file source.
+    let (code, out, err) = cli(&["status", "--config", conf]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("Warning:          1 event(s) in the dead letter"), "{out}");
+    assert!(out.contains("field subject too long"), "{out}");
+    assert!(out.contains("File source:      tailing"), "{out}");
+    assert!(out.contains("Socket source:"), "{out}");
+    // Liveness only: 0.
+    let (code, _, _) = cli(&["status", "--config", conf, "--live"]);
+    assert_eq!(code, 0);
+
+    // Deleting everything asks first: without a terminal, --yes is needed; --dry-run counts.
+    let (code, out, err) = cli(&["dead-letter", "purge", "--config", conf, "--all"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("nothing was deleted: pass --yes to delete all 1 dead-lettered event(s)"),
+        "{err}"
+    );
+    let (code, out, err) = cli(&["dead-letter", "purge", "--config", conf, "--all", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("would delete 1 event(s) from the dead letter; nothing was changed"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["dead-letter", "purge", "--config", conf, "--id", "7", "--dry-run"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("no dead-letter entry with id 7"), "{err}");
+    agent.wait_status(DEADLINE, |s| s["dead_letter"]["count"] == 1).await;
+    let (code, out, err) = cli(&["dead-letter", "purge", "--config", conf, "--all", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deleted 1 event(s)"), "{out}");
+
+    // The quarantine can be purged too, with the same care.
+    let (code, _, err) = cli(&["quarantine", "purge", "--config", conf, "--all"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, out, err) = cli(&["quarantine", "purge", "--config", conf, "--all", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("would delete all 1 quarantined line(s)"), "{out}");
+    let (code, out, err) = cli(&["quarantine", "purge", "--config", conf, "--through", "1", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deleted 1 line(s) from the quarantine"), "{out}");
+    let s = agent
+        .wait_status(DEADLINE, |s| s["dead_letter"]["count"] == 0 && s["quarantine"]["count"] == 0)
+        .await;
+    assert_eq!(s["warnings"].as_array().map(Vec::len), Some(0), "{s:#}");
+    let (code, out, _) = cli(&["status", "--config", conf]);
+    assert_eq!(code, 0, "healthy again: {out}");
+    assert_eq!(emu.event_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_exit_codes_follow_delivery_and_resolved_errors_are_marked() {
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    emu.set_fault(Some(Fault::Status {
+        code: 503,
+        body: "maintenance window".into(),
+        headers: vec![],
+    }));
+    let env = TestEnv::new();
+    env.write_config(&Cfg::new(&emu.url()));
+    let agent = AgentProc::start(&env).await;
+    env.append(&[event(0)]);
+    agent.wait_status(DEADLINE, |s| s["state"] == "error").await;
+    let conf = env.config.to_str().unwrap().to_string();
+    let c2 = conf.clone();
+    let (code, out, _) = tokio::task::spawn_blocking(move || cli(&["status", "--config", &c2]))
+        .await
+        .unwrap();
+    assert_eq!(code, 2, "not delivering: {out}");
+    assert!(out.contains("maintenance window") && out.contains(" s ago"), "{out}");
+
+    emu.set_fault(None);
+    assert!(emu.wait_for_events(1, DEADLINE).await);
+    let s = agent.wait_status(DEADLINE, |s| s["state"] == "success").await;
+    assert!(s["last_error"]["resolved_at"].is_string(), "{s:#}");
+    assert!(s["recent_errors"][0]["resolved_at"].is_string(), "{s:#}");
+    let (code, out, _) = tokio::task::spawn_blocking(move || cli(&["status", "--config", &conf]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("resolved at"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_source_waiting_on_a_missing_directory_says_so() {
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    let missing = env.dir.path().join("not-mounted").join("events.jsonl");
+    let text = env.render(&Cfg::new(&emu.url())).replace(
+        &format!("path: {}\n", env.events.display()),
+        &format!("path: {}\n", missing.display()),
+    );
+    env.write_config_text(&text);
+    let conf = env.config.to_str().unwrap().to_string();
+    let (code, out, _) = cli(&["check-config", "--config", &conf]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: sources.file.path: waiting for") && out.contains("does not exist"),
+        "{out}"
+    );
+    let agent = AgentProc::start(&env).await;
+    let s = agent.wait_status(DEADLINE, |s| s["sources"]["file"]["state"] == "waiting").await;
+    assert!(
+        s["sources"]["file"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("not-mounted does not exist"),
+        "{s:#}"
+    );
+    let (code, out, _) = tokio::task::spawn_blocking(move || cli(&["status", "--config", &conf]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("File source:      waiting for"), "{out}");
+}
+
+#[test]
+fn config_mistakes_get_a_did_you_mean_and_durations_read_like_english() {
+    let env = TestEnv::new();
+    let mut c = Cfg::new("http://127.0.0.1:9/x");
+    c.delivery = "  initial_backof: 1s\n  max_backoff: 1h30m\n".into();
+    c.queue_extra = "  max_byte: 1MiB\n".into();
+    env.write_config(&c);
+    let (code, out, _) = cli(&["check-config", "--config", env.config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("delivery.initial_backof: unknown key; did you mean `initial_backoff`?"),
+        "{out}"
+    );
+    assert!(out.contains("queue.max_byte: unknown key; did you mean `max_bytes`?"), "{out}");
+    assert!(!out.contains("max_backoff"), "1h30m is a duration: {out}");
+
+    c.delivery = "  initial_backoff: 10 seconds\n  max_backoff: 30\n".into();
+    c.queue_extra = String::new();
+    env.write_config(&c);
+    let (code, out, _) = cli(&["check-config", "--config", env.config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("delivery.max_backoff: \"30\" has no unit; write it with one, e.g. 30s or 30ms"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "10 seconds is fine: {out}");
+
+    // Each message names its file once.
+    let (code, out, err) = cli(&["check-config", "--config", "/nope.yaml"]);
+    assert_eq!(code, 1);
+    assert_eq!(out.matches("/nope.yaml").count(), 1, "{out}{err}");
+    assert!(out.contains("cannot read the config file"), "{out}");
+    let (code, _, err) = cli(&["dead-letter", "list", "--config", "/nope.yaml"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("/nope.yaml").count(), 1, "{err}");
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    let (code, out, err) = cli(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    for sub in ["dead-letter", "quarantine", "check-config", "--queue-path", "--dry-run"] {
+        assert!(out.contains(sub), "bash completion lacks {sub}");
+    }
+    let (code, out, _) = cli(&["completions", "zsh"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("#compdef sendauth-siem"), "{}", &out[..200.min(out.len())]);
+    let (code, out, err) = cli(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(".ie") || out.contains(".TH sendauth-siem"),
+        "{}",
+        &out[..300.min(out.len())]
+    );
+    assert!(
+        out.contains("Forwards SendAuth authentication events"),
+        "man page lacks the description"
+    );
+    let (code, out, _) = cli(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("sendauth-siem "), "{out}");
+}
+
+#[test]
+fn a_busy_status_port_is_named_once_with_what_to_do() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let env = TestEnv::new();
+    let text = env.render(&Cfg::new("http://127.0.0.1:9/x")).replace(
+        &format!("listen: 127.0.0.1:{}", env.port),
+        &format!("listen: {}", busy.local_addr().unwrap()),
+    );
+    env.write_config_text(&text);
+    let (code, _, err) = cli(&["run", "--config", env.config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.matches("Address already in use").count(), 1, "the cause is repeated: {err}");
+    assert!(err.contains("Choose another with status.listen"), "{err}");
+}
