@@ -258,3 +258,23 @@ fn a_busy_status_port_is_named_once_with_what_to_do() {
     assert_eq!(err.matches("Address already in use").count(), 1, "the cause is repeated: {err}");
     assert!(err.contains("Choose another with status.listen"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_flood_that_stops_still_gets_its_summary() {
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    env.write_config(&Cfg::new(&emu.url()));
+    let agent = AgentProc::start(&env).await;
+    // 35 bad lines at once, then nothing: 20 are logged one by one, 15 summarised.
+    env.append(&(0..35).map(|i| format!("{{bad line {i}")).collect::<Vec<_>>());
+    agent.wait_status(DEADLINE, |s| s["quarantine"]["count"] == 35).await;
+    assert!(
+        wait_until(DEADLINE, || agent
+            .logs()
+            .contains("15 more rejected lines were not logged individually"))
+        .await,
+        "no summary after the flood stopped:\n{}",
+        agent.logs()
+    );
+    assert_eq!(agent.logs().matches(": rejected: ").count(), 20, "{}", agent.logs());
+}
