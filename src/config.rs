@@ -347,6 +347,9 @@ pub struct Config {
     pub transform: Option<Transform>,
     /// Dotted keys of the secrets written literally in the file, e.g. `siem.auth.header`.
     pub inline_secrets: Vec<String>,
+    /// Files the secrets were read from (`*_file` keys): the reloader re-reads the config when
+    /// one changes (a rotated Kubernetes Secret is updated in place).
+    pub secret_files: Vec<PathBuf>,
 }
 
 /// Every problem found in a config, each naming its dotted key.
@@ -396,9 +399,11 @@ impl Config {
         };
         let errs = Rc::new(RefCell::new(Vec::new()));
         let inline = Rc::new(RefCell::new(Vec::new()));
+        let secret_files = Rc::new(RefCell::new(Vec::new()));
         let cfg = {
             let mut root = Node::root(root, errs.clone(), env);
             root.inline = inline.clone();
+            root.secret_files = secret_files.clone();
             let cfg = parse_root(&mut root);
             root.finish();
             cfg
@@ -407,6 +412,7 @@ impl Config {
         match cfg {
             Some(mut c) if errs.is_empty() => {
                 c.inline_secrets = inline.take();
+                c.secret_files = secret_files.take();
                 Ok(c)
             }
             _ => {
@@ -562,6 +568,8 @@ struct Node<'e> {
     errs: Rc<RefCell<Vec<String>>>,
     /// Dotted keys of secrets written literally in the file (not `${VAR}`, not `*_file`).
     inline: Rc<RefCell<Vec<String>>>,
+    /// Where `*_file` secrets were read from.
+    secret_files: Rc<RefCell<Vec<PathBuf>>>,
     env: &'e dyn Fn(&str) -> Option<String>,
     /// Every key this section's parser asked for, present or not: the candidates for a
     /// "did you mean" on an unknown key.
@@ -575,6 +583,7 @@ impl<'e> Node<'e> {
             map: BTreeMap::new(),
             errs,
             inline: Rc::default(),
+            secret_files: Rc::default(),
             env,
             asked: Vec::new(),
         };
@@ -631,6 +640,7 @@ impl<'e> Node<'e> {
                     map,
                     errs: self.errs.clone(),
                     inline: self.inline.clone(),
+                    secret_files: self.secret_files.clone(),
                     env: self.env,
                     asked: Vec::new(),
                 })
@@ -850,16 +860,19 @@ impl<'e> Node<'e> {
                 None
             }
             (Some(v), None) => Some(Secret::new(v)),
-            (None, Some(path)) => match std::fs::read_to_string(&path) {
-                Ok(s) => {
-                    let s = Secret::new(s);
-                    Some(Secret::new(s.expose().trim_end_matches(['\n', '\r'])))
+            (None, Some(path)) => {
+                self.secret_files.borrow_mut().push(PathBuf::from(&path));
+                match std::fs::read_to_string(&path) {
+                    Ok(s) => {
+                        let s = Secret::new(s);
+                        Some(Secret::new(s.expose().trim_end_matches(['\n', '\r'])))
+                    }
+                    Err(e) => {
+                        self.err(&file_key, format!("cannot read secret file {path}: {e}"));
+                        None
+                    }
                 }
-                Err(e) => {
-                    self.err(&file_key, format!("cannot read secret file {path}: {e}"));
-                    None
-                }
-            },
+            }
             (None, None) => None,
         }
     }
@@ -1139,6 +1152,7 @@ fn parse_root(root: &mut Node) -> Option<Config> {
         log,
         transform,
         inline_secrets: Vec::new(),
+        secret_files: Vec::new(),
     })
 }
 

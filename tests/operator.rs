@@ -278,3 +278,53 @@ async fn a_rejection_flood_that_stops_still_gets_its_summary() {
     );
     assert_eq!(agent.logs().matches(": rejected: ").count(), 20, "{}", agent.logs());
 }
+
+/// A Kubernetes Secret volume is updated in place: `..data` is swapped to a new directory. The
+/// agent picks up the rotated token without a SIGHUP or a config edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_file_is_picked_up_without_a_reload() {
+    use sendauth_siem::emulator::ExpectedAuth;
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let header = |v: &str| ExpectedAuth::Header {
+        name: "Authorization".into(),
+        value: format!("Bearer {v}"),
+    };
+    emu.set_auth(header("old-token"));
+    let env = TestEnv::new();
+    // The layout kubelet makes: secret/header -> ..data/header, ..data -> ..2026_v1.
+    let secret = env.dir.path().join("secret");
+    let v1 = secret.join("..2026_v1");
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::write(v1.join("header"), "Authorization: Bearer old-token\n").unwrap();
+    std::os::unix::fs::symlink("..2026_v1", secret.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/header", secret.join("header")).unwrap();
+    let mut c = Cfg::new(&emu.url());
+    c.siem = format!("  auth:\n    header_file: {}\n", secret.join("header").display());
+    env.write_config(&c);
+    let agent = AgentProc::start(&env).await;
+    env.append(&[event(0)]);
+    assert!(emu.wait_for_events(1, DEADLINE).await);
+
+    // The SIEM's token is rotated: the old one is refused from now on.
+    emu.set_auth(header("new-token"));
+    let v2 = secret.join("..2026_v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(v2.join("header"), "Authorization: Bearer new-token\n").unwrap();
+    std::os::unix::fs::symlink("..2026_v2", secret.join("..data_tmp")).unwrap();
+    std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
+    env.append(&[event(1)]);
+    assert!(
+        emu.wait_for_events(2, DEADLINE).await,
+        "the rotated token was not used:\n{}",
+        agent.logs()
+    );
+    assert!(
+        agent.logs().contains("a secret file changed; re-reading the config"),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        !agent.logs().contains("new-token") && !agent.logs().contains("old-token"),
+        "a secret in the log"
+    );
+}
