@@ -100,9 +100,13 @@ enum Cmd {
     /// Run the agent against a built-in local SIEM emulator with sample events, and show them
     /// arriving.
     Demo {
-        /// How many sample events to send.
+        /// How many sample events to send (at least 4).
         #[arg(long, default_value_t = 20)]
         events: usize,
+        /// Keep the agent, the emulator and the status page running after the demo, until
+        /// Ctrl-C.
+        #[arg(long)]
+        keep: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout, e.g.
     /// `sendauth-siem completions bash > /etc/bash_completion.d/sendauth-siem`.
@@ -418,10 +422,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("{events} events, {bytes} bytes written to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { events } => {
+        Cmd::Demo { events, keep } => {
             init_logging(LogFormat::Text, "error");
             let rt = runtime()?;
-            rt.block_on(sendauth_siem::demo::run(events))?;
+            rt.block_on(sendauth_siem::demo::run(events, keep))?;
             Ok(ExitCode::SUCCESS)
         }
     }
