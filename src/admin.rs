@@ -1,5 +1,5 @@
-//! The admin socket: mutating operator commands (`dead-letter replay/purge`) and listings,
-//! for the running agent.
+//! The admin socket: mutating operator commands (`dead-letter replay/purge`), listings, and the
+//! live views (`top` asks for `Status` every second, `tap` streams events), for the running agent.
 //!
 //! A Unix socket at `<queue.path>/admin.sock`, mode 0600: only the agent's own user (the
 //! "admin role") can connect. One JSON request line in; out, one JSON answer line, or for a
@@ -16,8 +16,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
+use std::sync::Arc;
+
 use crate::queue::{DeadLetterMeta, QuarantineMeta, Queue};
 use crate::shutdown::Shutdown;
+use crate::status::StatusHub;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -41,6 +44,14 @@ pub enum Request {
     AsideReplay {
         name: String,
         dry_run: bool,
+    },
+    /// The status document and running totals, for `top` (running agent only).
+    Status,
+    /// Events as they enter the queue, after the privacy transform, until `limit` were shown
+    /// (running agent only): a stream of `{"source","event"}` lines, `{"skipped":N}` when the
+    /// viewer fell behind, then `{"end":true,"listed":K}`.
+    Tap {
+        limit: usize,
     },
 }
 
@@ -89,6 +100,9 @@ pub fn execute(queue: &Queue, req: &Request, out: &mut dyn FnMut(&Value) -> bool
         Request::AsideReplay { name, dry_run } => Ok(crate::queue::aside::replay_json(queue, name, *dry_run)),
         Request::DeadLetterPurge { ids } => queue.purge_dead_letter(ids.as_deref()).map(|n| json!({"ok": true, "purged": n})),
         Request::QuarantinePurge { through } => queue.purge_quarantine(*through).map(|n| json!({"ok": true, "purged": n})),
+        Request::Status | Request::Tap { .. } => Ok(
+            json!({"ok": false, "error": "no agent is running: `top` and `tap` show a running agent; start it with `sendauth-siem run`"}),
+        ),
     };
     out(&r.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})));
 }
@@ -105,7 +119,7 @@ pub fn bind(queue_path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown) {
+pub async fn serve(listener: UnixListener, queue: Queue, status: Arc<StatusHub>, mut shutdown: Shutdown) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.wait() => break,
@@ -119,6 +133,8 @@ pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown)
             },
         };
         let queue = queue.clone();
+        let status = status.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut lines = BufReader::new(rd.take(64 * 1024)).lines();
@@ -131,6 +147,20 @@ pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown)
                         return;
                     }
                 };
+                match req {
+                    Request::Status => {
+                        let answer = json!({"ok": true, "status": status.snapshot(), "counters": status.counters()});
+                        let _ = wr.write_all(format!("{answer}\n").as_bytes()).await;
+                        return;
+                    }
+                    Request::Tap { limit } => {
+                        tracing::info!(target: "admin", "tap started (limit {limit})");
+                        let rd = lines.into_inner().into_inner().into_inner();
+                        tap(&status, limit, rd, wr, shutdown).await;
+                        return;
+                    }
+                    _ => {}
+                }
                 tracing::info!(target: "admin", "admin command: {line}");
                 // The answer is written as it is produced, from a blocking thread (the queue's
                 // calls block); a reader that stops reading for 30 s ends it.
@@ -159,6 +189,49 @@ pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown)
 }
 
 use tokio::io::AsyncReadExt;
+
+/// Streams tapped events to one viewer until `limit`, the viewer leaves, or the agent stops.
+/// Async all the way: a viewer that reads slowly only makes it skip events (see `tap`).
+async fn tap(
+    status: &StatusHub,
+    limit: usize,
+    mut rd: tokio::net::unix::OwnedReadHalf,
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+    mut shutdown: Shutdown,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = status.tap.subscribe();
+    let mut listed = 0usize;
+    let mut gone = [0u8; 1];
+    let head = json!({"ok": true, "stream": true, "total": limit});
+    if wr.write_all(format!("{head}\n").as_bytes()).await.is_err() {
+        return;
+    }
+    while listed < limit {
+        let line = tokio::select! {
+            _ = shutdown.wait() => break,
+            // The viewer closed its end (Ctrl-C): stop at once.
+            _ = rd.read(&mut gone) => return,
+            r = rx.recv() => match r {
+                Ok(t) => {
+                    listed += 1;
+                    let event = serde_json::from_slice::<Value>(&t.event).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&t.event).into_owned()));
+                    json!({"source": t.source, "event": event})
+                }
+                Err(RecvError::Lagged(n)) => json!({"skipped": n}),
+                Err(RecvError::Closed) => break,
+            },
+        };
+        let text = format!("{line}\n");
+        let write = wr.write_all(text.as_bytes());
+        if !matches!(tokio::time::timeout(std::time::Duration::from_secs(30), write).await, Ok(Ok(()))) {
+            return;
+        }
+    }
+    let _ = wr
+        .write_all(format!("{}\n", json!({"end": true, "listed": listed})).as_bytes())
+        .await;
+}
 
 /// Client side: sends one request to a running agent and gives each answer line to `on_line`
 /// as it arrives. `Ok(false)` means no agent is listening.

@@ -69,7 +69,12 @@ impl Agent {
 
         let mut tasks = Vec::new();
         match crate::admin::bind(&cfg.queue.path) {
-            Ok(l) => tasks.push(tokio::spawn(crate::admin::serve(l, queue.clone(), shutdown.clone()))),
+            Ok(l) => tasks.push(tokio::spawn(crate::admin::serve(
+                l,
+                queue.clone(),
+                status.clone(),
+                shutdown.clone(),
+            ))),
             Err(e) => {
                 tracing::warn!(target: "agent", "cannot create the admin socket in {}: {e}; dead-letter commands will not reach the running agent", cfg.queue.path.display())
             }

@@ -23,4 +23,5 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod status_page;
+pub mod tap;
 pub mod transform;

@@ -71,6 +71,30 @@ enum Cmd {
     },
     /// Send one test event to the configured SIEM now and explain the outcome.
     Test(ConfigArg),
+    /// A live view of the running agent (through its admin socket): rates in and out, queue
+    /// depth and oldest age, each input, the SIEM, warnings and recent errors. Ctrl-C quits.
+    Top {
+        #[command(flatten)]
+        queue: QueueArg,
+        /// Time between refreshes.
+        #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
+        interval: std::time::Duration,
+        /// Print one frame (rates over one interval) and exit: for scripts and logs.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show events as they enter the running agent's queue, after the privacy transform (what
+    /// the SIEM will receive), through its admin socket. Read-only; stops after --limit events.
+    Tap {
+        #[command(flatten)]
+        queue: QueueArg,
+        /// Stop after this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per event: {"source": "file"|"socket", "event": {...}}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write JSONL from stdin to the agent's socket and print its answer.
     Send {
         /// The agent's socket (its sources.socket.path).
@@ -78,7 +102,7 @@ enum Cmd {
         socket: PathBuf,
         /// How long to wait for the agent at each step (connecting, each write, the answer)
         /// before giving up with a non-zero exit: 10s, 500ms, 1m, "10 seconds".
-        #[arg(long, default_value = "10s", value_parser = parse_send_timeout)]
+        #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
         timeout: std::time::Duration,
     },
     /// Inspect, re-queue or delete events the SIEM rejected.
@@ -238,13 +262,24 @@ enum AsideCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.cmd, Cmd::DeadLetter { .. } | Cmd::Quarantine { .. } | Cmd::Aside { .. }) {
+    if matches!(
+        cli.cmd,
+        Cmd::DeadLetter { .. } | Cmd::Quarantine { .. } | Cmd::Aside { .. } | Cmd::Tap { .. } | Cmd::Top { .. }
+    ) {
         // Listings are meant for pipes (`quarantine list --json | head`): when the reader goes
         // away, end quietly as other Unix tools do, instead of panicking in `println!` on EPIPE.
         // Only these commands: the agent itself must survive a peer that closes its socket.
         // SAFETY: called before any other thread exists; resets one signal disposition.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    if matches!(cli.cmd, Cmd::Tap { .. } | Cmd::Top { .. }) {
+        // Ctrl-C ends a live view even when it was started with SIGINT ignored (by a
+        // non-interactive shell's `&`, a supervisor, or a terminal multiplexer's server).
+        // SAFETY: as above, before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
         }
     }
     match real_main(cli) {
@@ -406,6 +441,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Send { socket, timeout } => send_cmd(&socket, timeout),
+        Cmd::Top { queue, interval, once } => top_cmd(&queue_config(&queue)?, interval, once),
+        Cmd::Tap { queue, limit, json } => tap_cmd(&queue_config(&queue)?, limit, json),
         Cmd::DeadLetter { action } => dead_letter_cmd(action),
         Cmd::Quarantine { action } => quarantine_cmd(action),
         Cmd::Aside { action } => aside_cmd(action),
@@ -592,7 +629,7 @@ fn ago(at: &str) -> String {
     }
 }
 
-fn parse_send_timeout(s: &str) -> Result<std::time::Duration, String> {
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
     let d = sendauth_siem::config::parse_duration(s)?;
     if d.is_zero() {
         return Err("must be more than 0, e.g. 10s".into());
@@ -895,6 +932,203 @@ fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `Status` answer from the running agent's admin socket.
+fn agent_status(cfg: &QueueConfig) -> anyhow::Result<Value> {
+    let mut answer = Value::Null;
+    let running = sendauth_siem::admin::call(&cfg.path, &sendauth_siem::admin::Request::Status, &mut |v| answer = v)
+        .with_context(|| format!("cannot talk to the agent's admin socket in {}", cfg.path.display()))?;
+    if !running {
+        bail!(
+            "no agent is running on the queue at {} (no admin socket); start it with `sendauth-siem run`",
+            cfg.path.display()
+        );
+    }
+    if answer["ok"] != true {
+        bail!("{}", answer["error"].as_str().unwrap_or("the agent did not answer"));
+    }
+    Ok(answer)
+}
+
+/// `top`: redraws a frame every `interval` until Ctrl-C (or once).
+fn top_cmd(cfg: &QueueConfig, interval: std::time::Duration, once: bool) -> anyhow::Result<ExitCode> {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stdout().is_terminal();
+    let mut prev: Option<(std::time::Instant, Value)> = None;
+    loop {
+        let a = agent_status(cfg)?;
+        let now = std::time::Instant::now();
+        let rates = prev.as_ref().map(|(t, p)| {
+            let secs = now.duration_since(*t).as_secs_f64().max(0.001);
+            let rate = |k: &str| {
+                (a["counters"][k]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(p["counters"][k].as_u64().unwrap_or(0))) as f64
+                    / secs
+            };
+            (rate("received"), rate("delivered") + rate("dead_lettered"))
+        });
+        if once && rates.is_none() {
+            prev = Some((now, a));
+            std::thread::sleep(interval);
+            continue;
+        }
+        let frame = render_top(&a, rates);
+        let mut out = std::io::stdout().lock();
+        if tty {
+            // Home and clear, then the frame: a steady picture, no scrolling.
+            write!(out, "\x1b[H\x1b[2J")?;
+        }
+        write!(out, "{frame}")?;
+        out.flush()?;
+        drop(out);
+        if once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        prev = Some((now, a));
+        std::thread::sleep(interval);
+    }
+}
+
+/// One frame of `top`.
+fn render_top(a: &Value, rates: Option<(f64, f64)>) -> String {
+    use std::fmt::Write;
+    let s = &a["status"];
+    let c = &a["counters"];
+    let mut f = String::new();
+    let rate = |r: Option<f64>| r.map_or("–".to_string(), |r| format!("{r:.1}/s"));
+    let _ = writeln!(
+        f,
+        "sendauth-siem top · {} ({}) · up {} s · Ctrl-C to quit",
+        s["config"]["url"].as_str().unwrap_or(""),
+        s["config"]["platform"].as_str().unwrap_or(""),
+        s["uptime_seconds"]
+    );
+    let last = s["last_success_at"]
+        .as_str()
+        .map(|t| format!("last success {}", ago(t)))
+        .unwrap_or_else(|| "no success yet".into());
+    let _ = writeln!(f, "State        {:<12} {last}", s["state"].as_str().unwrap_or("?"));
+    let _ = writeln!(f, "In           {:<12} total {}", rate(rates.map(|r| r.0)), c["received"]);
+    let _ = writeln!(
+        f,
+        "Out          {:<12} delivered {}, dead-lettered {}; requests ok {}, failed {}",
+        rate(rates.map(|r| r.1)),
+        c["delivered"],
+        c["dead_lettered"],
+        c["requests_ok"],
+        c["requests_failed"]
+    );
+    let _ = writeln!(
+        f,
+        "Queue        {} pending, oldest {} s{}",
+        s["queue"]["pending"],
+        s["queue"]["oldest_pending_age_seconds"],
+        if s["queue"]["full"] == true { " (FULL)" } else { "" }
+    );
+    let _ = writeln!(
+        f,
+        "Dead letter  {}    Quarantine {}",
+        s["dead_letter"]["count"], s["quarantine"]["count"]
+    );
+    let _ = writeln!(f, "Inputs");
+    let file = &s["sources"]["file"];
+    if file.is_object() {
+        let _ = writeln!(
+            f,
+            "  file       {:<9} {}",
+            file["state"].as_str().unwrap_or("?"),
+            file["summary"].as_str().unwrap_or("")
+        );
+    }
+    let sock = &s["sources"]["socket"];
+    if sock.is_object() {
+        let _ = writeln!(
+            f,
+            "  socket     listening {} ({} of at most {} writers)",
+            sock["path"].as_str().unwrap_or(""),
+            sock["connections"],
+            sock["max_connections"]
+        );
+    }
+    for e in s["endpoints"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            f,
+            "  endpoint   {:<9} {} {}",
+            e["state"].as_str().unwrap_or("?"),
+            e["url"].as_str().unwrap_or(""),
+            e["last_error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(r) = s["config"]["reload_error"].as_str() {
+        let _ = writeln!(f, "Config       reload FAILED: {r}");
+    }
+    for w in s["warnings"].as_array().into_iter().flatten() {
+        let _ = writeln!(f, "Warning      {}", w.as_str().unwrap_or(""));
+    }
+    let errors: Vec<&Value> = s["recent_errors"].as_array().into_iter().flatten().take(5).collect();
+    if !errors.is_empty() {
+        let _ = writeln!(f, "Recent errors");
+        for e in errors {
+            let at = e["at"].as_str().unwrap_or("");
+            let mark = if e["resolved_at"].is_string() { " (resolved)" } else { "" };
+            let _ = writeln!(f, "  {}{mark}  {}", ago(at), e["message"].as_str().unwrap_or(""));
+        }
+    }
+    f
+}
+
+/// `tap`: prints events as the running agent queues them, until `limit`.
+fn tap_cmd(cfg: &QueueConfig, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, Write};
+    let path = sendauth_siem::admin::socket_path(&cfg.path);
+    let mut s = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!(
+            "no agent is running on the queue at {} (cannot connect to {}); start it with `sendauth-siem run`",
+            cfg.path.display(),
+            path.display()
+        )
+    })?;
+    let mut req = serde_json::to_vec(&sendauth_siem::admin::Request::Tap { limit })?;
+    req.push(b'\n');
+    s.write_all(&req)?;
+    if !json {
+        eprintln!("waiting for events (after the privacy transform; stops after {limit}; Ctrl-C to quit)");
+    }
+    for line in std::io::BufReader::new(s).lines() {
+        let v: Value = serde_json::from_str(&line.context("reading from the agent's admin socket")?)?;
+        if v["ok"] == false {
+            bail!("{}", v["error"].as_str().unwrap_or("the agent refused the tap"));
+        }
+        if v["stream"] == true {
+            continue;
+        }
+        if v["end"] == true {
+            if !json {
+                eprintln!("{} event(s) shown", v["listed"]);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(n) = v["skipped"].as_u64() {
+            eprintln!("({n} event(s) skipped: this view could not keep up)");
+            continue;
+        }
+        if json {
+            println!("{v}");
+        } else {
+            let e = &v["event"];
+            println!(
+                "{:<6} {:<22} {}  {}",
+                v["source"].as_str().unwrap_or("?"),
+                e["event_type"].as_str().unwrap_or("?"),
+                e["transaction_id"].as_str().unwrap_or("?"),
+                serde_json::to_string(e).unwrap_or_default()
+            );
+        }
+    }
+    bail!("the agent closed the tap before the end (it stopped?)")
 }
 
 /// `aside list` and `aside replay` (see `queue::aside`).

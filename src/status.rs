@@ -71,6 +71,8 @@ pub struct StatusHub {
     /// When the last event went to the dead letter, and why.
     last_dead_letter: Mutex<Option<(String, String)>>,
     history: crate::history::History,
+    /// Events as they enter the queue, for `sendauth-siem tap` (see `tap`).
+    pub tap: crate::tap::Tap,
     started: Instant,
 }
 
@@ -100,6 +102,7 @@ impl StatusHub {
             dead_letter_full: Mutex::new(None),
             last_dead_letter: Mutex::new(None),
             history: Default::default(),
+            tap: Default::default(),
             started: Instant::now(),
         }
     }
@@ -324,6 +327,19 @@ impl StatusHub {
             m.delivered.load(Relaxed) + m.dead_lettered.load(Relaxed),
             self.queue.counts().pending_events,
         );
+    }
+
+    /// The running totals `top` turns into rates.
+    pub fn counters(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.metrics;
+        json!({
+            "received": m.received_file.load(Relaxed) + m.received_socket.load(Relaxed),
+            "delivered": m.delivered.load(Relaxed),
+            "dead_lettered": m.dead_lettered.load(Relaxed),
+            "requests_ok": m.requests_ok.load(Relaxed),
+            "requests_failed": m.requests_failed.load(Relaxed),
+        })
     }
 
     /// The `/history` document: the last hour, one point per `history::INTERVAL`.

@@ -395,6 +395,7 @@ impl Conn {
         let n_events = chunk.events.len() as u64;
         let n_rejected = chunk.quarantine.len() as u64;
         let unknown = chunk.unknown_types;
+        let tapped = self.status.tap.active().then(|| chunk.events.clone());
         let req = AppendRequest {
             events: chunk.events,
             quarantine: chunk.quarantine,
@@ -402,6 +403,9 @@ impl Conn {
         };
         match self.queue.append(req).await {
             Ok(_) => {
+                if let Some(events) = tapped {
+                    self.status.tap.publish("socket", events);
+                }
                 tally.accepted += n_events;
                 tally.rejected += n_rejected;
                 let m = &self.status.metrics;

@@ -402,6 +402,7 @@ impl Tailer {
         };
         let n_events = chunk.events.len() as u64;
         let unknown = chunk.unknown_types;
+        let tapped = self.status.tap.active().then(|| chunk.events.clone());
         let req = AppendRequest {
             events: chunk.events,
             quarantine: chunk.quarantine,
@@ -410,6 +411,9 @@ impl Tailer {
         let q = self.queue.clone();
         match self.rt.block_on(q.append(req)) {
             Ok(_) => {
+                if let Some(events) = tapped {
+                    self.status.tap.publish("file", events);
+                }
                 o.line = new_line;
                 let m = &self.status.metrics;
                 m.received_file.fetch_add(n_events, Ordering::Relaxed);
