@@ -708,6 +708,17 @@ YAML
     mkdir -p "$TMP/helm"
     check "helm lint packaging/helm/sendauth-siem" helm lint "$CHART"
     check "helm lint --strict packaging/helm/sendauth-siem" helm lint --strict "$CHART"
+    # values.schema.json: a misspelt key fails instead of being silently ignored.
+    values_schema_canary() {
+        local out
+        if out=$(helm lint --strict "$CHART" --set persistance.enabled=false 2>&1); then
+            echo "helm lint accepted the unknown value persistance.enabled:"
+            echo "$out"
+            return 1
+        fi
+        grep -q 'persistance' <<<"$out" || { echo "$out"; return 1; }
+    }
+    check "values.schema.json rejects a misspelt value (persistance.enabled)" values_schema_canary
     if out=$(helm template siem "$CHART" --namespace auth 2>&1 >"$TMP/helm/default.yaml"); then
         pass "helm template packaging/helm/sendauth-siem (default values)"
         helm_checks "${K8S_VERSIONS[@]}" --agent "chart (default values)" "$TMP/helm/default.yaml"

@@ -88,3 +88,8 @@ queue volume's mount; status.listen, where the probes and the Service connect).
 {{- $_ = set $cfg "status" $status }}
 {{- toYaml $cfg }}
 {{- end }}
+
+{{/* A digest of the Secret the chart creates, for a pod annotation that rolls the pod when it changes. */}}
+{{- define "sendauth-siem.secretChecksum" -}}
+{{- dict "token" .Values.secret.token "extra" .Values.secret.extraData "key" .Values.secret.tokenKey | toJson | sha256sum }}
+{{- end }}
