@@ -178,6 +178,11 @@ def main():
                     problems.append(f"ServiceMonitor path is {ep.get('path')!r}, not /metrics")
     port_name = None
     for pm in find("PodMonitor"):
+        if pod_meta is not None:
+            labels = pod_meta.get("labels") or {}
+            sel = ((pm.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            if not sel or any(labels.get(k) != v for k, v in sel.items()):
+                problems.append(f"PodMonitor selector {sel} does not select the agent's pod {labels}")
         for ep in pm["spec"].get("podMetricsEndpoints") or []:
             port_name = ep.get("port")
             if agent is not None and port_name not in agent_ports:

@@ -755,11 +755,18 @@ YAML
     else
         fail "examples/auth-server: helm dependency update, lint --strict and template" "$out"
     fi
-    # The sidecar on an older cluster: an ordinary container instead of a native sidecar.
-    if out=$(helm template auth "$TMP/helm/auth-server" --namespace auth --set sendauth-siem.sidecar.native=false 2>&1 >"$TMP/helm/example-classic.yaml"); then
-        helm_checks "${K8S_VERSIONS[@]}" --agent --auth-server classic "examples/auth-server (sidecar.native=false)" "$TMP/helm/example-classic.yaml"
+    # The sidecar on an older cluster (an ordinary container instead of a native sidecar), with
+    # the monitors and the NetworkPolicy on: they must select the auth-server pod and name the
+    # agent's port there.
+    classic_label="examples/auth-server (sidecar.native=false, ServiceMonitor, PodMonitor, NetworkPolicy)"
+    if out=$(helm template auth "$TMP/helm/auth-server" --namespace auth \
+        --set sendauth-siem.sidecar.native=false \
+        --set sendauth-siem.metrics.serviceMonitor.enabled=true \
+        --set sendauth-siem.metrics.podMonitor.enabled=true \
+        --set sendauth-siem.networkPolicy.enabled=true 2>&1 >"$TMP/helm/example-classic.yaml"); then
+        helm_checks "${K8S_VERSIONS[@]}" --agent --auth-server classic "$classic_label" "$TMP/helm/example-classic.yaml"
     else
-        fail "examples/auth-server with sidecar.native=false renders" "$out"
+        fail "$classic_label renders" "$out"
     fi
 fi
 
