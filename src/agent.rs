@@ -298,7 +298,6 @@ impl Supervisor {
                     rules.transform.clone(),
                     self.queue.clone(),
                     self.status.clone(),
-                    tokio::runtime::Handle::current(),
                 );
                 self.file = Some((w, rules.clone(), f));
             }

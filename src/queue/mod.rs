@@ -743,6 +743,18 @@ impl Queue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
+    /// [`append`] for a plain thread (the file source): the same group commit, waited for
+    /// without a runtime.
+    pub fn append_from_thread(&self, req: AppendRequest) -> Result<Appended, QueueError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let guard = self.inner.committer.lock().unwrap();
+            let sender = guard.as_ref().ok_or(QueueError::Closed)?;
+            sender.send(Work::Append(Job { req, reply: tx })).map_err(|_| QueueError::Closed)?;
+        }
+        rx.blocking_recv().map_err(|_| QueueError::Closed)?
+    }
+
     /// Blocking form of [`append`] for tools and tests outside a runtime.
     pub fn append_blocking(&self, req: AppendRequest) -> Result<Appended, QueueError> {
         let mut out = commit_group(&self.inner, vec![req]);

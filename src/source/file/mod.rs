@@ -81,7 +81,6 @@ impl FileSource {
         transform: Option<Arc<Transform>>,
         queue: Queue,
         status: Arc<StatusHub>,
-        rt: tokio::runtime::Handle,
     ) -> FileSource {
         let stop = Arc::new(AtomicBool::new(false));
         let (wake_tx, wake_rx) = mpsc::channel::<()>();
@@ -96,7 +95,6 @@ impl FileSource {
             transform,
             queue,
             status,
-            rt,
             stop: stop.clone(),
             wake: wake_rx,
             open: None,
@@ -176,7 +174,6 @@ struct Tailer {
     transform: Option<Arc<Transform>>,
     queue: Queue,
     status: Arc<StatusHub>,
-    rt: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
     wake: mpsc::Receiver<()>,
     /// Watches the file's directory while the tailer waits, not while it is busy (see `run`).
@@ -408,8 +405,7 @@ impl Tailer {
             quarantine: chunk.quarantine,
             checkpoint: Some((self.id.clone(), ck.encode())),
         };
-        let q = self.queue.clone();
-        match self.rt.block_on(q.append(req)) {
+        match self.queue.append_from_thread(req) {
             Ok(_) => {
                 if let Some(events) = tapped {
                     self.status.tap.publish("file", events);
