@@ -1,9 +1,13 @@
 //! What the agent knows about itself, for `/status`, `/metrics`, the status page and the CLI.
 //!
 //! The hub observes; it never steers. Sources, the sink and the reloader report into it.
-//! `state`, `last_success_at` and `last_error` are persisted in the queue's meta keys so a restart
-//! shows the last known state; counts of pending, dead-lettered and quarantined events are read
-//! from the queue; other counters live in [`Metrics`] and start at zero.
+//! `state`, `last_success_at` and `last_error` are kept in its own small file,
+//! `<queue.path>/status.json` (written to a temporary name and renamed over the old one, at
+//! most once a second and at each change of state), so a restart shows the last known state.
+//! It is not fsynced: it is informational, and a crash may show the state of a second before.
+//! The hub never writes into the queue's store; counts of pending, dead-lettered and
+//! quarantined events are read from the queue; other counters live in [`Metrics`] and start
+//! at zero.
 //!
 //! Invariant: nothing stored here contains a secret. Messages arrive already redacted by the
 //! sink's HTTP client, and URLs are stored in their redacted form.
@@ -76,12 +80,16 @@ pub struct StatusHub {
     started: Instant,
 }
 
-const STATUS_META: &str = "status";
+/// Where the state used to be kept (the queue's meta keys): read once if there is no
+/// `status.json` yet, so an upgrade keeps the last known state.
+const LEGACY_STATUS_META: &str = "status";
+const STATUS_FILE: &str = "status.json";
 
 impl StatusHub {
     pub fn new(queue: Queue) -> StatusHub {
-        let persisted = queue
-            .get_meta(STATUS_META)
+        let persisted = std::fs::read(queue.root().join(STATUS_FILE))
+            .ok()
+            .or_else(|| queue.get_meta(LEGACY_STATUS_META))
             .and_then(|b| serde_json::from_slice::<Persisted>(&b).ok())
             .unwrap_or(Persisted {
                 state: DeliveryState::NotYetInvoked,
@@ -118,7 +126,11 @@ impl StatusHub {
         }
         *last = Instant::now();
         if let Ok(b) = serde_json::to_vec(p) {
-            let _ = self.queue.put_meta(STATUS_META, &b);
+            let path = self.queue.root().join(STATUS_FILE);
+            let tmp = self.queue.root().join(".status.json.tmp");
+            if let Err(e) = std::fs::write(&tmp, &b).and_then(|()| std::fs::rename(&tmp, &path)) {
+                tracing::debug!(target: "status", "cannot save {}: {e}", path.display());
+            }
         }
     }
 

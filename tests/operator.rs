@@ -328,3 +328,27 @@ async fn a_rotated_secret_file_is_picked_up_without_a_reload() {
         "a secret in the log"
     );
 }
+
+/// The status hub keeps its state in its own file (never in the queue's store), and a restart
+/// shows the last known state, even after SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_known_state_survives_a_restart_in_its_own_file() {
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    env.write_config(&Cfg::new(&emu.url()));
+    let mut agent = AgentProc::start(&env).await;
+    env.append(&[event(0)]);
+    let s = agent.wait_status(DEADLINE, |s| s["state"] == "success").await;
+    let at = s["last_success_at"].clone();
+    assert!(
+        wait_until(DEADLINE, || std::fs::read_to_string(env.queue.join("status.json"))
+            .is_ok_and(|t| t.contains("success")))
+        .await,
+        "no status.json in the queue directory"
+    );
+    agent.kill9();
+    let agent = AgentProc::start(&env).await;
+    let s = agent.status().await;
+    assert_eq!(s["state"], "success", "{s:#}");
+    assert_eq!(s["last_success_at"], at, "{s:#}");
+}
