@@ -33,6 +33,7 @@
 //! Not reproduced here: TLS (the TLS tests put a rustls front, `tests/common/tls.rs`, before
 //! an emulator), HTTP/2, and timing behaviour such as server-side idle timeouts.
 
+mod datadog;
 mod elasticsearch;
 mod generic;
 mod splunk_hec;
@@ -69,6 +70,7 @@ pub enum Kind {
     SplunkHec,
     Elasticsearch,
     SumoLogic,
+    Datadog,
 }
 
 /// The credentials an emulator requires.
@@ -108,6 +110,8 @@ pub struct EmulatorConfig {
     pub es_long_fields: Vec<String>,
     /// Largest request body, on the wire and after decompression; larger gets 413.
     pub max_content_length: usize,
+    /// Datadog: the API key `DD-API-KEY` must carry.
+    pub datadog_api_key: String,
 }
 
 impl EmulatorConfig {
@@ -117,6 +121,8 @@ impl EmulatorConfig {
         let max_content_length = match kind {
             Kind::SplunkHec => 838_860_800,
             Kind::Elasticsearch | Kind::SumoLogic | Kind::Generic => 100 * 1024 * 1024,
+            // Datadog: 5 MB of uncompressed logs per request.
+            Kind::Datadog => 5_000_000,
         };
         EmulatorConfig {
             kind,
@@ -128,6 +134,7 @@ impl EmulatorConfig {
             es_data_stream: false,
             es_long_fields: Vec::new(),
             max_content_length,
+            datadog_api_key: "0123456789abcdef0123456789abcdef".to_string(),
         }
     }
 }
@@ -255,6 +262,7 @@ impl Emulator {
             Kind::SplunkHec => "/services/collector/event".to_string(),
             Kind::Elasticsearch => "/sendauth/_doc".to_string(),
             Kind::SumoLogic => format!("/receiver/v1/http/{}", self.shared.cfg.sumo_token),
+            Kind::Datadog => datadog::PATH.to_string(),
         };
         format!("http://{}{}", self.addr, path)
     }
@@ -770,6 +778,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Kind::SplunkHec => splunk_hec::route(&parts.method, &path),
         Kind::Elasticsearch => elasticsearch::route(&parts.method, &path),
         Kind::SumoLogic => sumo_logic::route(&parts.method, &path),
+        Kind::Datadog => datadog::route(&parts.method, &path),
     };
 
     let declared = parts
@@ -838,6 +847,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     Kind::SplunkHec => splunk_hec::handle(cfg, &mut st, &req, platform_fault),
                     Kind::Elasticsearch => elasticsearch::handle(cfg, &mut st, &req, platform_fault),
                     Kind::SumoLogic => sumo_logic::handle(cfg, &mut st, &req),
+                    Kind::Datadog => datadog::handle(cfg, &mut st, &req),
                 };
                 if let Some((f, one_shot)) = taken {
                     if !fits(kind, &f) {
@@ -884,6 +894,7 @@ fn too_large(kind: Kind, len: u64, max: usize) -> Reply {
         Kind::Elasticsearch => elasticsearch::too_large(),
         Kind::SumoLogic => sumo_logic::too_large(len, max),
         Kind::Generic => generic::too_large(len, max),
+        Kind::Datadog => datadog::too_large(),
     }
 }
 

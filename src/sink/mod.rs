@@ -3,6 +3,7 @@
 //! event, into the dead letter).
 
 pub mod concurrency;
+pub mod datadog;
 pub mod delivery;
 pub mod elasticsearch;
 pub mod generic;
@@ -26,7 +27,10 @@ pub fn build_platform(cfg: &SiemConfig) -> Arc<dyn Platform> {
         PlatformKind::SplunkHec => Arc::new(splunk_hec::SplunkHec::new(url, cfg.splunk_hec.clone())),
         PlatformKind::Elasticsearch => Arc::new(elasticsearch::Elasticsearch::new(url, cfg.elasticsearch.clone())),
         PlatformKind::SumoLogic => Arc::new(sumo_logic::SumoLogic::new(url, cfg.sumo_logic.clone())),
-        PlatformKind::Generic | PlatformKind::Auto => Arc::new(generic::Generic::new(url, cfg.generic.clone())),
+        PlatformKind::Datadog => Arc::new(datadog::Datadog::new(url, cfg.datadog.clone())),
+        PlatformKind::Generic | PlatformKind::Auto | PlatformKind::AzureMonitor => {
+            Arc::new(generic::Generic::new(url, cfg.generic.clone()))
+        }
     }
 }
 
