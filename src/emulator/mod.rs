@@ -112,6 +112,11 @@ pub struct EmulatorConfig {
     pub max_content_length: usize,
     /// Datadog: the API key `DD-API-KEY` must carry.
     pub datadog_api_key: String,
+    /// Elasticsearch kind, OpenSearch flavour: `GET /` answers as OpenSearch 2.x
+    /// (`version.distribution: "opensearch"`), no answer carries `X-elastic-product`, and a
+    /// failed login is the security plugin's plain `401 Unauthorized`. The document, bulk and
+    /// template APIs are the same.
+    pub es_opensearch: bool,
 }
 
 impl EmulatorConfig {
@@ -135,6 +140,7 @@ impl EmulatorConfig {
             es_long_fields: Vec::new(),
             max_content_length,
             datadog_api_key: "0123456789abcdef0123456789abcdef".to_string(),
+            es_opensearch: false,
         }
     }
 }
@@ -874,7 +880,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         After::Hang(d) => tokio::time::sleep(d).await,
         After::Close => return Err(DropConnection),
     }
-    Ok(reply.into_response())
+    Ok(flavour(cfg, reply).into_response())
 }
 
 fn record(shared: &Shared, rec: RecordedRequest) {
@@ -883,6 +889,7 @@ fn record(shared: &Shared, rec: RecordedRequest) {
 }
 
 fn finish(shared: &Shared, mut rec: RecordedRequest, reply: Reply) -> Response<RespBody> {
+    let reply = flavour(&shared.cfg, reply);
     rec.status = reply.status;
     record(shared, rec);
     reply.into_response()
@@ -912,6 +919,14 @@ fn fits(kind: Kind, f: &Fault) -> bool {
         Fault::EsItems(_) => kind == Kind::Elasticsearch,
         _ => true,
     }
+}
+
+/// OpenSearch never sends Elasticsearch's product header, whatever path built the answer.
+fn flavour(cfg: &EmulatorConfig, mut r: Reply) -> Reply {
+    if cfg.kind == Kind::Elasticsearch && cfg.es_opensearch {
+        r.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("x-elastic-product"));
+    }
+    r
 }
 
 /// Headers the vendor puts on its answers: ES sends `X-elastic-product` on every one but 401

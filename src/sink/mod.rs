@@ -6,6 +6,7 @@ pub mod concurrency;
 pub mod datadog;
 pub mod delivery;
 pub mod elasticsearch;
+pub mod es_product;
 pub mod generic;
 pub mod http;
 pub mod platform;
