@@ -118,6 +118,9 @@ fn check_config_accepts_the_shipped_examples() {
                     ("SIEM_TOKEN", "t"),
                     ("ES_API_KEY", "k"),
                     ("SUMO_URL", "https://collectors.sumologic.com/receiver/v1/http/abc"),
+                    ("DD_API_KEY", "0123456789abcdef0123456789abcdef"),
+                    ("OPENSEARCH_PASSWORD", "pw"),
+                    ("AZURE_CLIENT_SECRET", "s3cr3t~value"),
                 ],
             );
             assert_eq!(code, 0, "{}: {out}{err}", p.display());
