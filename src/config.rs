@@ -1171,6 +1171,7 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             ("sumo_logic", Platform::SumoLogic),
             ("generic", Platform::Generic),
             ("datadog", Platform::Datadog),
+            ("azure_monitor", Platform::AzureMonitor),
         ],
     );
     let datadog = platforms::parse_datadog(n, platform == Platform::Datadog);
@@ -1253,6 +1254,9 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             auth
         }
     };
+    if platform == Platform::AzureMonitor && auth != Auth::None {
+        n.err("auth", "is not used with platform azure_monitor: the agent gets its token with siem.azure_monitor.client_id and client_secret; remove siem.auth");
+    }
     let generic = {
         let mut g = n.child("generic");
         let batch = g

@@ -33,6 +33,7 @@
 //! Not reproduced here: TLS (the TLS tests put a rustls front, `tests/common/tls.rs`, before
 //! an emulator), HTTP/2, and timing behaviour such as server-side idle timeouts.
 
+mod azure_monitor;
 mod datadog;
 mod elasticsearch;
 mod generic;
@@ -71,6 +72,8 @@ pub enum Kind {
     Elasticsearch,
     SumoLogic,
     Datadog,
+    /// Azure Monitor Logs Ingestion API and its token endpoint on one server.
+    AzureMonitor,
 }
 
 /// The credentials an emulator requires.
@@ -117,6 +120,16 @@ pub struct EmulatorConfig {
     /// failed login is the security plugin's plain `401 Unauthorized`. The document, bulk and
     /// template APIs are the same.
     pub es_opensearch: bool,
+    /// Azure Monitor: the tenant, app (client id and secret), DCR immutable id and stream the
+    /// emulator knows; how long the tokens it issues live; whether the app holds the Monitoring
+    /// Metrics Publisher role on the DCR (else ingestion answers 403).
+    pub azure_tenant_id: String,
+    pub azure_client_id: String,
+    pub azure_client_secret: String,
+    pub azure_dcr_id: String,
+    pub azure_stream: String,
+    pub azure_token_lifetime: Duration,
+    pub azure_role_assigned: bool,
 }
 
 impl EmulatorConfig {
@@ -128,6 +141,8 @@ impl EmulatorConfig {
             Kind::Elasticsearch | Kind::SumoLogic | Kind::Generic => 100 * 1024 * 1024,
             // Datadog: 5 MB of uncompressed logs per request.
             Kind::Datadog => 5_000_000,
+            // Logs Ingestion API: 1 MB per call.
+            Kind::AzureMonitor => 1024 * 1024,
         };
         EmulatorConfig {
             kind,
@@ -141,6 +156,13 @@ impl EmulatorConfig {
             max_content_length,
             datadog_api_key: "0123456789abcdef0123456789abcdef".to_string(),
             es_opensearch: false,
+            azure_tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".to_string(),
+            azure_client_id: "8f3e5a1c-0c2b-4d7e-9a61-5b0c2f9d7e11".to_string(),
+            azure_client_secret: "Xq88Q~emulatorSecretValue.abc123".to_string(),
+            azure_dcr_id: "dcr-00000000000000000000000000000000".to_string(),
+            azure_stream: "Custom-SendAuthEvents".to_string(),
+            azure_token_lifetime: Duration::from_secs(3599),
+            azure_role_assigned: true,
         }
     }
 }
@@ -269,6 +291,8 @@ impl Emulator {
             Kind::Elasticsearch => "/sendauth/_doc".to_string(),
             Kind::SumoLogic => format!("/receiver/v1/http/{}", self.shared.cfg.sumo_token),
             Kind::Datadog => datadog::PATH.to_string(),
+            // The data collection endpoint (and the token authority) is the server's root.
+            Kind::AzureMonitor => String::new(),
         };
         format!("http://{}{}", self.addr, path)
     }
@@ -313,6 +337,17 @@ impl Emulator {
     /// Every `PUT _index_template/<name>`, in order: `(name, body)`.
     pub fn es_templates(&self) -> Vec<(String, Value)> {
         self.shared.lock().es.templates.clone()
+    }
+
+    /// Azure Monitor: how many access tokens the token endpoint has issued.
+    pub fn azure_tokens_issued(&self) -> usize {
+        self.shared.lock().azure.issued
+    }
+
+    /// Azure Monitor: every token issued so far stops working (ingestion answers 401), as after
+    /// a key rollover or a revoked consent.
+    pub fn azure_revoke_tokens(&self) {
+        self.shared.lock().azure.revoke_all();
     }
 
     /// Queues a one-shot fault (FIFO, one per ingest request).
@@ -397,6 +432,7 @@ pub(crate) struct State {
     pub sticky: Option<Fault>,
     pub splunk: splunk_hec::SplunkState,
     pub es: elasticsearch::EsState,
+    pub azure: azure_monitor::AzureState,
 }
 
 impl State {
@@ -409,6 +445,7 @@ impl State {
             sticky: None,
             splunk: Default::default(),
             es: Default::default(),
+            azure: Default::default(),
         }
     }
 }
@@ -785,6 +822,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Kind::Elasticsearch => elasticsearch::route(&parts.method, &path),
         Kind::SumoLogic => sumo_logic::route(&parts.method, &path),
         Kind::Datadog => datadog::route(&parts.method, &path),
+        Kind::AzureMonitor => azure_monitor::route(&parts.method, &path),
     };
 
     let declared = parts
@@ -854,6 +892,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     Kind::Elasticsearch => elasticsearch::handle(cfg, &mut st, &req, platform_fault),
                     Kind::SumoLogic => sumo_logic::handle(cfg, &mut st, &req),
                     Kind::Datadog => datadog::handle(cfg, &mut st, &req),
+                    Kind::AzureMonitor => azure_monitor::handle(cfg, &mut st, &req),
                 };
                 if let Some((f, one_shot)) = taken {
                     if !fits(kind, &f) {
@@ -902,6 +941,7 @@ fn too_large(kind: Kind, len: u64, max: usize) -> Reply {
         Kind::SumoLogic => sumo_logic::too_large(len, max),
         Kind::Generic => generic::too_large(len, max),
         Kind::Datadog => datadog::too_large(),
+        Kind::AzureMonitor => azure_monitor::too_large(len, max),
     }
 }
 

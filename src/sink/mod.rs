@@ -2,6 +2,7 @@
 //! events from the queue only on the SIEM's acceptance (or its permanent rejection of that
 //! event, into the dead letter).
 
+pub mod azure_monitor;
 pub mod concurrency;
 pub mod datadog;
 pub mod delivery;
@@ -29,9 +30,8 @@ pub fn build_platform(cfg: &SiemConfig) -> Arc<dyn Platform> {
         PlatformKind::Elasticsearch => Arc::new(elasticsearch::Elasticsearch::new(url, cfg.elasticsearch.clone())),
         PlatformKind::SumoLogic => Arc::new(sumo_logic::SumoLogic::new(url, cfg.sumo_logic.clone())),
         PlatformKind::Datadog => Arc::new(datadog::Datadog::new(url, cfg.datadog.clone())),
-        PlatformKind::Generic | PlatformKind::Auto | PlatformKind::AzureMonitor => {
-            Arc::new(generic::Generic::new(url, cfg.generic.clone()))
-        }
+        PlatformKind::AzureMonitor => Arc::new(azure_monitor::AzureMonitor::new(url, cfg.azure_monitor.clone())),
+        PlatformKind::Generic | PlatformKind::Auto => Arc::new(generic::Generic::new(url, cfg.generic.clone())),
     }
 }
 
