@@ -1438,7 +1438,7 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     if let Some(u) = &url {
         if u.scheme() == "http" && !allow_plain_http && !is_loopback_host(u) {
             n.err(
-                "url",
+                url_key,
                 "plain http:// to a non-loopback host would send events and credentials unencrypted; use https:// or set siem.allow_plain_http: true",
             );
         }
