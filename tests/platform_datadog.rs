@@ -166,3 +166,38 @@ async fn test_command_reports_success_and_a_bad_key() {
     assert!(out.contains("HTTP 403") && out.contains("API key"), "{out}");
     assert!(!out.contains(bad), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_over_one_megabyte_travels_alone_and_is_kept_whole_in_the_dead_letter() {
+    let emu = datadog(None).await;
+    let env = TestEnv::new();
+    let mut c = agent_cfg(&emu, &key(), "");
+    c.max_event_bytes = Some("2MB".into());
+    env.write_config(&c);
+    let big = event(5).replacen('{', &format!("{{\"note\":\"{}\",", "n".repeat(1_100_000)), 1);
+    let mut lines: Vec<String> = (0..5).map(event).collect();
+    lines.push(big.clone());
+    lines.extend((6..12).map(event));
+    env.append(&lines);
+    let agent = AgentProc::start(&env).await;
+    let s = agent
+        .wait_status(DEADLINE, |s| s["queue"]["pending"] == 0 && s["dead_letter"]["count"] == 1)
+        .await;
+    assert_eq!(s["dead_letter"]["count"], 1);
+    assert!(emu.wait_for_events(12, DEADLINE).await);
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..12), "every event reached Datadog");
+    let alone = posts(&emu)
+        .into_iter()
+        .find(|r| r.body.len() > 1_000_000)
+        .expect("the big entry was sent");
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&alone.body).unwrap();
+    assert_eq!(entries.len(), 1, "an oversized entry travels alone");
+    let dl = dead_letters(&env);
+    assert_eq!(dl.len(), 1);
+    assert!(
+        dl[0]["reason"].as_str().unwrap().contains("1 MB per-entry limit"),
+        "{}",
+        dl[0]["reason"]
+    );
+    assert!(dl[0]["event"].as_str() == Some(big.as_str()), "the whole event is kept");
+}
