@@ -184,12 +184,16 @@ impl Refresher {
         loop {
             let wait = {
                 let Some(cache) = self.cache.upgrade() else { return };
-                if cache.refresh_asked.load(Ordering::SeqCst) {
+                // After a failed token request, wait out the backoff even when a 401 asks for a
+                // new token, so a wrong secret cannot make a tight loop of token requests.
+                if lock(&cache.last_error).is_some() {
+                    backoff
+                } else if cache.refresh_asked.load(Ordering::SeqCst) {
                     Duration::ZERO
                 } else {
                     match &*lock(&cache.token) {
-                        Some(t) if lock(&cache.last_error).is_none() => t.refresh_at.saturating_duration_since(Instant::now()),
-                        _ => backoff,
+                        Some(t) => t.refresh_at.saturating_duration_since(Instant::now()),
+                        None => Duration::ZERO,
                     }
                 }
             };
