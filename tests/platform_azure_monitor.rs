@@ -232,3 +232,37 @@ async fn test_command_explains_token_and_role_errors_in_plain_words() {
     assert_ne!(code, 0);
     assert!(out.contains("HTTP 403") && out.contains("Monitoring Metrics Publisher"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_the_size_limit_413_are_split_and_429_waits_for_retry_after() {
+    // An ingestion endpoint that takes at most ~8 KB per call: the first batches get 413.
+    let emu = azure(|c| c.max_content_length = 8_000).await;
+    emu.push_fault(Fault::Status {
+        code: 429,
+        body: "{\"error\":{\"code\":\"TooManyRequests\",\"message\":\"Rate limit exceeded.\"}}".into(),
+        headers: vec![("Retry-After".into(), "1".into())],
+    });
+    let env = TestEnv::new();
+    let mut c = good_cfg(&emu);
+    c.siem.push_str("    gzip: false\n");
+    env.write_config(&c);
+    env.append(&(0..150).map(event).collect::<Vec<_>>());
+    let agent = AgentProc::start(&env).await;
+    assert!(
+        emu.wait_for_events(150, DEADLINE).await,
+        "got {}: {}",
+        emu.event_count(),
+        agent.logs()
+    );
+    agent
+        .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
+        .await;
+    assert_eq!(emu.event_count(), 150, "each event once");
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..150));
+    let reqs = ingests(&emu);
+    let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
+    assert!(statuses.contains(&413) && statuses.contains(&429), "{statuses:?}");
+    assert!(reqs.iter().filter(|r| r.status == 204).all(|r| r.body.len() <= 8_000));
+    assert_eq!(agent.status().await["dead_letter"]["count"], 0);
+    assert!(agent.logs().contains("throttling"), "{}", agent.logs());
+}
