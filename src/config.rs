@@ -1174,7 +1174,9 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             ("azure_monitor", Platform::AzureMonitor),
         ],
     );
-    let datadog = platforms::parse_datadog(n, platform == Platform::Datadog);
+    // `auto` with a Datadog intake URL uses the section too (see `Platform::infer_from_url`).
+    let dd_url = matches!(n.map.get("url"), Some(Value::String(s)) if s.trim().trim_end_matches('/').ends_with("/api/v2/logs"));
+    let datadog = platforms::parse_datadog(n, platform == Platform::Datadog || (platform == Platform::Auto && dd_url));
     let azure_monitor = platforms::parse_azure(n, platform == Platform::AzureMonitor);
     // Datadog and Azure Monitor derive the URL from their own section when siem.url is unset.
     let (url_key, url_text) = if n.has("url") || !matches!(platform, Platform::Datadog | Platform::AzureMonitor) {
@@ -1448,7 +1450,11 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     }
     if let Some(u) = &url {
         check_platform(n, u, platform, &splunk_hec, &elasticsearch, &sumo_logic);
-        if platform == Platform::Auto && Platform::infer_from_url(u) == Platform::Datadog && datadog.api_key.is_none() {
+        if platform == Platform::Auto
+            && Platform::infer_from_url(u) == Platform::Datadog
+            && datadog.api_key.is_none()
+            && !n.has_error_under("datadog.api_key")
+        {
             n.err(
                 "datadog.api_key",
                 "required for the Datadog intake; set api_key: \"${DD_API_KEY}\" or api_key_file",

@@ -88,7 +88,15 @@ fn datadog_mistakes_are_named_by_key() {
         assert!(out.contains(want), "want {want:?} for:\n{siem}\ngot: {out}");
     }
     let out = errors("  url: https://http-intake.logs.datadoghq.com/api/v2/logs\n");
-    assert!(out.contains("siem.datadog.api_key: required for the Datadog intake"), "{out}");
+    assert!(
+        out.contains("siem.datadog.api_key: required"),
+        "auto with an intake URL needs the key: {out}"
+    );
+    assert_eq!(out.matches("siem.datadog.api_key").count(), 1, "said once: {out}");
+    let out = errors(&format!(
+        "  url: https://http-intake.logs.datadoghq.com/api/v2/logs\n  datadog:\n  {DD_KEY}    max_batch_events: 5000\n"
+    ));
+    assert!(out.contains("siem.datadog.max_batch_events: Datadog takes at most 1000"), "{out}");
     let out = errors(&dd("  api_key: \"has a space 0123456789abcdef\"\n"));
     assert!(!out.contains("0123456789abcdef"), "no secret in errors: {out}");
 }
