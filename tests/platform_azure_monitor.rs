@@ -266,3 +266,48 @@ async fn calls_over_the_size_limit_413_are_split_and_429_waits_for_retry_after()
     assert_eq!(agent.status().await["dead_letter"]["count"], 0);
     assert!(agent.logs().contains("throttling"), "{}", agent.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotated_while_running_holds_once_the_token_expires_then_the_new_secret_delivers() {
+    let emu = azure(|c| c.azure_token_lifetime = Duration::from_secs(3)).await;
+    let env = TestEnv::new();
+    env.write_config(&good_cfg(&emu));
+    let agent = AgentProc::start(&env).await;
+    env.append(&(0..10).map(event).collect::<Vec<_>>());
+    assert!(emu.wait_for_events(10, DEADLINE).await, "{}", agent.logs());
+
+    let new_secret = "N3w~rotatedSecretValue.777";
+    emu.azure_rotate_secret(new_secret);
+    // Renewals now fail; once the last good token has expired, delivery holds with the reason.
+    let issued = emu.azure_tokens_issued();
+    // The third failed renewal comes at least 1.5 + 1 + 2 s after the last token was issued:
+    // past its 3 s life.
+    assert!(
+        wait_until(DEADLINE, || agent
+            .logs()
+            .matches("cannot renew the Azure Monitor access token")
+            .count()
+            >= 3)
+        .await,
+        "{}",
+        agent.logs()
+    );
+    env.append(&(10..20).map(event).collect::<Vec<_>>());
+    let s = agent
+        .wait_status(DEADLINE, |s| {
+            s["state"] == "error"
+                && s["last_error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("client secret is wrong"))
+        })
+        .await;
+    assert!(s["queue"]["pending"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(emu.azure_tokens_issued(), issued, "no token with the old secret");
+    let d = defaults();
+    assert_no_secrets(&agent, &[&d.azure_client_secret, new_secret]).await;
+
+    env.write_config(&agent_cfg(&emu, &d.azure_tenant_id, &d.azure_client_id, new_secret));
+    assert!(emu.wait_for_events(20, DEADLINE).await, "{}", agent.logs());
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..20));
+    assert_eq!(emu.event_count(), 20, "each event once");
+}

@@ -16,7 +16,7 @@
 //! - `POST /dataCollectionRules/<dcr>/streams/<stream>?api-version=2023-01-01` with
 //!   `Authorization: Bearer <token>`: 204 on success, each element of the JSON array recorded in
 //!   `events()`. A missing, unknown, revoked ([`super::Emulator::azure_revoke_tokens`]) or expired
-//!   token: 401; the app without the Monitoring Metrics Publisher role
+//!   token: 401 ([`super::Emulator::azure_rotate_secret`] makes the old secret fail from then on); the app without the Monitoring Metrics Publisher role
 //!   (`azure_role_assigned: false`): 403; another DCR id: 404; another stream: 400
 //!   `InvalidStream`; a missing or other api-version: 400; a body that is not a JSON array of
 //!   objects: 400 `InvalidContent`; over `max_content_length` (1 MB by default, the API's
@@ -41,6 +41,8 @@ pub(crate) struct AzureState {
     /// Valid tokens and when each expires.
     tokens: HashMap<String, Instant>,
     pub issued: usize,
+    /// The client secret now in force, when it was rotated after start.
+    pub rotated_secret: Option<String>,
 }
 
 impl AzureState {
@@ -142,7 +144,8 @@ fn token(cfg: &EmulatorConfig, st: &mut State, tenant: &str, body: &[u8]) -> Han
         )
         .into();
     }
-    if get("client_secret") != cfg.azure_client_secret {
+    let secret = st.azure.rotated_secret.clone().unwrap_or_else(|| cfg.azure_client_secret.clone());
+    if get("client_secret") != secret {
         return aad_error(
             401,
             "invalid_client",

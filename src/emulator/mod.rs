@@ -350,6 +350,13 @@ impl Emulator {
         self.shared.lock().azure.revoke_all();
     }
 
+    /// Azure Monitor: the app's client secret is replaced (as when a secret is rotated or
+    /// deleted in Microsoft Entra ID): token requests with the old one get AADSTS7000215 from now
+    /// on; tokens already issued keep working until they expire.
+    pub fn azure_rotate_secret(&self, secret: &str) {
+        self.shared.lock().azure.rotated_secret = Some(secret.to_string());
+    }
+
     /// Queues a one-shot fault (FIFO, one per ingest request).
     pub fn push_fault(&self, f: Fault) {
         self.shared.lock().faults.push_back(f);
