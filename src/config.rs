@@ -22,6 +22,12 @@ use serde_yaml::Value;
 
 use crate::transform::{FieldPath, HashRule, Transform, TruncateIp, COMMON_FIELDS};
 
+mod platforms;
+pub use platforms::{
+    datadog_intake_url, AzureMonitorConfig, DatadogConfig, AZURE_MAX_CALL_BYTES, DATADOG_MAX_ENTRIES, DATADOG_MAX_ENTRY_BYTES,
+    DATADOG_MAX_PAYLOAD_BYTES,
+};
+
 /// A secret string (password, token, a Sumo Logic URL, a pseudonymisation key). Never printed;
 /// its bytes, including spare capacity, are overwritten with zeros when it is dropped (through
 /// `zeroize`, whose volatile writes the optimiser cannot remove). Best effort: copies that
@@ -57,6 +63,8 @@ pub enum Platform {
     Elasticsearch,
     SumoLogic,
     Generic,
+    Datadog,
+    AzureMonitor,
 }
 
 impl Platform {
@@ -67,6 +75,8 @@ impl Platform {
             Platform::Elasticsearch => "elasticsearch",
             Platform::SumoLogic => "sumo_logic",
             Platform::Generic => "generic",
+            Platform::Datadog => "datadog",
+            Platform::AzureMonitor => "azure_monitor",
         }
     }
 
@@ -81,6 +91,8 @@ impl Platform {
             Platform::Elasticsearch
         } else if path.contains("/receiver/v1/http") {
             Platform::SumoLogic
+        } else if path.ends_with("/api/v2/logs") {
+            Platform::Datadog
         } else {
             Platform::Generic
         }
@@ -174,6 +186,8 @@ pub struct SiemConfig {
     pub splunk_hec: SplunkConfig,
     pub elasticsearch: ElasticConfig,
     pub sumo_logic: SumoConfig,
+    pub datadog: DatadogConfig,
+    pub azure_monitor: AzureMonitorConfig,
     pub tls: TlsConfig,
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -1254,32 +1268,6 @@ fn parse_transform(n: &mut Node) -> Option<Transform> {
 fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     let enabled = n.bool("enabled", true);
     let url_literal = matches!(n.map.get("url"), Some(Value::String(s)) if !s.contains("${"));
-    let url = n
-        .required_string("url", "set siem.url to your SIEM's HTTP(S) endpoint")
-        .and_then(|s| match reqwest::Url::parse(s.trim()) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
-                if u.host_str().is_none() {
-                    n.err("url", "has no host; expected e.g. https://siem.company.com/collector");
-                    None
-                } else {
-                    Some(u)
-                }
-            }
-            Ok(u) => {
-                n.err(
-                    "url",
-                    format!("scheme {:?} is not supported; use https:// (or http:// on loopback)", u.scheme()),
-                );
-                None
-            }
-            Err(e) => {
-                n.err(
-                    "url",
-                    format!("not a valid URL ({e}); expected e.g. https://siem.company.com/collector"),
-                );
-                None
-            }
-        });
     let platform = n.choice(
         "platform",
         Platform::Auto,
@@ -1289,8 +1277,53 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             ("elasticsearch", Platform::Elasticsearch),
             ("sumo_logic", Platform::SumoLogic),
             ("generic", Platform::Generic),
+            ("datadog", Platform::Datadog),
+            ("azure_monitor", Platform::AzureMonitor),
         ],
     );
+    // `auto` with a Datadog intake URL uses the section too (see `Platform::infer_from_url`).
+    let dd_url = matches!(n.map.get("url"), Some(Value::String(s)) if s.trim().trim_end_matches('/').ends_with("/api/v2/logs"));
+    let datadog = platforms::parse_datadog(n, platform == Platform::Datadog || (platform == Platform::Auto && dd_url));
+    let azure_monitor = platforms::parse_azure(n, platform == Platform::AzureMonitor);
+    // Datadog and Azure Monitor derive the URL from their own section when siem.url is unset.
+    let (url_key, url_text) = if n.has("url") || !matches!(platform, Platform::Datadog | Platform::AzureMonitor) {
+        if platform == Platform::AzureMonitor && azure_monitor.endpoint.is_some() {
+            n.err(
+                "azure_monitor.endpoint",
+                "give the endpoint once: either siem.url or siem.azure_monitor.endpoint",
+            );
+        }
+        ("url", n.required_string("url", "set siem.url to your SIEM's HTTP(S) endpoint"))
+    } else {
+        match platforms::derived_url(n, platform, &datadog, &azure_monitor) {
+            Some((k, u)) => (k, Some(u)),
+            None => ("url", None),
+        }
+    };
+    let url = url_text.and_then(|s| match reqwest::Url::parse(s.trim()) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+            if u.host_str().is_none() {
+                n.err(url_key, "has no host; expected e.g. https://siem.company.com/collector");
+                None
+            } else {
+                Some(u)
+            }
+        }
+        Ok(u) => {
+            n.err(
+                url_key,
+                format!("scheme {:?} is not supported; use https:// (or http:// on loopback)", u.scheme()),
+            );
+            None
+        }
+        Err(e) => {
+            n.err(
+                url_key,
+                format!("not a valid URL ({e}); expected e.g. https://siem.company.com/collector"),
+            );
+            None
+        }
+    });
     let auth = match n.child("auth") {
         None => Auth::None,
         Some(mut a) => {
@@ -1330,6 +1363,9 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             auth
         }
     };
+    if platform == Platform::AzureMonitor && auth != Auth::None {
+        n.err("auth", "is not used with platform azure_monitor: the agent gets its token with siem.azure_monitor.client_id and client_secret; remove siem.auth");
+    }
     let generic = {
         let mut g = n.child("generic");
         let batch = g
@@ -1511,7 +1547,7 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     if let Some(u) = &url {
         if u.scheme() == "http" && !allow_plain_http && !is_loopback_host(u) {
             n.err(
-                "url",
+                url_key,
                 "plain http:// to a non-loopback host would send events and credentials unencrypted; use https:// or set siem.allow_plain_http: true",
             );
         }
@@ -1521,6 +1557,16 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     }
     if let Some(u) = &url {
         check_platform(n, u, platform, &splunk_hec, &elasticsearch, &sumo_logic);
+        if platform == Platform::Auto
+            && Platform::infer_from_url(u) == Platform::Datadog
+            && datadog.api_key.is_none()
+            && !n.has_error_under("datadog.api_key")
+        {
+            n.err(
+                "datadog.api_key",
+                "required for the Datadog intake; set api_key: \"${DD_API_KEY}\" or api_key_file",
+            );
+        }
         // A Sumo Logic HTTP Source URL is its credential.
         let sumo = platform == Platform::SumoLogic || (platform == Platform::Auto && Platform::infer_from_url(u) == Platform::SumoLogic);
         if sumo && url_literal {
@@ -1537,6 +1583,8 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
         splunk_hec,
         elasticsearch,
         sumo_logic,
+        datadog,
+        azure_monitor,
         tls,
         timeout,
         connect_timeout,
@@ -1604,7 +1652,7 @@ fn check_platform(n: &mut Node, url: &reqwest::Url, platform: Platform, splunk: 
                 }
             }
         }
-        Platform::Generic | Platform::Auto => {}
+        Platform::Generic | Platform::Auto | Platform::Datadog | Platform::AzureMonitor => {}
     }
 }
 

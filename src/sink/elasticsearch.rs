@@ -15,8 +15,11 @@
 //!   (`CN` is indexed as `cn`); an index template mapping strings as `keyword` makes them work as
 //!   written (§2.7–2.8). Templates apply to indices created after they are installed.
 //! - `X-elastic-product: Elasticsearch` is on every authenticated answer of a real cluster. It
-//!   is missing behind some proxies and on compatible stores (OpenSearch), so its absence is
-//!   logged once and never fails a delivery.
+//!   is missing behind some proxies and on compatible stores, so its absence is logged once and
+//!   never fails a delivery. OpenSearch speaks the same bulk and template APIs without that
+//!   header: `prepare` reads the product from `GET /` (`sink::es_product`), an OpenSearch
+//!   cluster is named as such and not warned about, and `sendauth-siem test` prints the product
+//!   and version that answered.
 //!
 //! Authentication needs nothing special here; it comes through `siem.auth`: `basic` (user and
 //! password), or an API key as `header: "Authorization: ApiKey <encoded>"`, where `<encoded>` is
@@ -48,6 +51,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ElasticConfig;
 use crate::event::parse_timestamp_millis;
 use crate::queue::QueuedEvent;
+use crate::sink::es_product::{self, Distribution, Product};
 use crate::sink::generic::{clip, one_line};
 use crate::sink::http::{classify_status, HttpClient, MAX_RESPONSE_BYTES};
 use crate::sink::platform::{
@@ -257,6 +261,8 @@ pub struct Elasticsearch {
     /// `{"create":{"_index":"<index>","_id":"`, the action line up to the id.
     action_head: String,
     warned_product: AtomicBool,
+    /// What `GET /` said, once `prepare` or `health_check` read it.
+    product: std::sync::Mutex<Option<Product>>,
 }
 
 impl Elasticsearch {
@@ -271,6 +277,7 @@ impl Elasticsearch {
             cfg,
             action_head,
             warned_product: AtomicBool::new(false),
+            product: std::sync::Mutex::new(None),
         }
     }
 
@@ -294,6 +301,9 @@ impl Elasticsearch {
 
     /// A real cluster says so in `X-elastic-product`; something else may be answering.
     fn check_product(&self, resp: &Response) {
+        if self.distribution() == Some(Distribution::OpenSearch) {
+            return;
+        }
         let ok = resp
             .headers
             .get("x-elastic-product")
@@ -304,6 +314,27 @@ impl Elasticsearch {
                 "the server at siem.url answered without \"X-elastic-product: Elasticsearch\": it may be a proxy or an Elasticsearch-compatible store. Its bulk answers are still read item by item"
             );
         }
+    }
+
+    fn distribution(&self) -> Option<Distribution> {
+        self.product
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.distribution)
+    }
+
+    /// Reads and remembers the product at `GET /` (best effort: see `sink::es_product`).
+    async fn read_product(&self, client: &HttpClient) -> Result<(Option<Product>, u16), Failure> {
+        let root = match &self.target {
+            Ok(t) => t.root.clone(),
+            Err(msg) => return Err(Failure::new(FailureKind::Config, None, msg.clone())),
+        };
+        let r = es_product::probe(client, root).await;
+        if let Ok((Some(p), _)) = &r {
+            *self.product.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+        }
+        r
     }
 
     fn interpret_bulk(&self, events: &[QueuedEvent], resp: &Response) -> Verdict {
@@ -615,12 +646,29 @@ impl Platform for Elasticsearch {
         }
     }
 
+    fn health_check<'a>(&'a self, client: &'a HttpClient) -> BoxFuture<'a, Option<Result<String, Failure>>> {
+        Box::pin(async move {
+            Some(match self.read_product(client).await {
+                Ok((Some(p), _)) => Ok(format!("{p} answered at GET /")),
+                Ok((None, status)) => Ok(format!(
+                    "GET / answered HTTP {status}, not a cluster description, so the product and version are unknown (an Elasticsearch API key may lack the monitor privilege); testing delivery anyway"
+                )),
+                Err(f) => Err(f),
+            })
+        })
+    }
+
     fn prepare<'a>(&'a self, client: &'a HttpClient) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             let target = self
                 .target
                 .as_ref()
                 .map_err(|msg| Failure::new(FailureKind::Config, None, msg.clone()))?;
+            match self.read_product(client).await {
+                Ok((Some(p), _)) => tracing::info!(target: "sink", "siem.url answers as {p}"),
+                Ok((None, status)) => tracing::debug!(target: "sink", status, "GET / did not say which product answers"),
+                Err(f) => tracing::debug!(target: "sink", "GET / failed: {}", f.message),
+            }
             if !self.cfg.install_template {
                 return Ok(());
             }
@@ -1131,7 +1179,13 @@ mod tests {
         c.data_stream = true;
         let h = Elasticsearch::new(url.parse().unwrap(), c);
         h.prepare(&client_for(&url)).await.unwrap();
-        let reqs = srv.requests();
+        let mut reqs = srv.requests();
+        assert_eq!(
+            (reqs[0].method.as_str(), reqs[0].path.as_str()),
+            ("GET", "/"),
+            "the product is read first"
+        );
+        reqs.remove(0);
         assert_eq!(reqs.len(), 1);
         assert_eq!(
             (reqs[0].method.as_str(), reqs[0].path.as_str()),
@@ -1153,7 +1207,8 @@ mod tests {
             .prepare(&client_for(&url))
             .await
             .unwrap();
-        assert!(srv.requests().is_empty());
+        let reqs: Vec<String> = srv.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+        assert_eq!(reqs, ["GET /"], "only the product is read (its failure is no error)");
     }
 
     #[tokio::test]

@@ -2,9 +2,12 @@
 //! events from the queue only on the SIEM's acceptance (or its permanent rejection of that
 //! event, into the dead letter).
 
+pub mod azure_monitor;
 pub mod concurrency;
+pub mod datadog;
 pub mod delivery;
 pub mod elasticsearch;
+pub mod es_product;
 pub mod generic;
 pub mod http;
 pub mod platform;
@@ -26,6 +29,8 @@ pub fn build_platform(cfg: &SiemConfig) -> Arc<dyn Platform> {
         PlatformKind::SplunkHec => Arc::new(splunk_hec::SplunkHec::new(url, cfg.splunk_hec.clone())),
         PlatformKind::Elasticsearch => Arc::new(elasticsearch::Elasticsearch::new(url, cfg.elasticsearch.clone())),
         PlatformKind::SumoLogic => Arc::new(sumo_logic::SumoLogic::new(url, cfg.sumo_logic.clone())),
+        PlatformKind::Datadog => Arc::new(datadog::Datadog::new(url, cfg.datadog.clone())),
+        PlatformKind::AzureMonitor => Arc::new(azure_monitor::AzureMonitor::new(url, cfg.azure_monitor.clone())),
         PlatformKind::Generic | PlatformKind::Auto => Arc::new(generic::Generic::new(url, cfg.generic.clone())),
     }
 }
