@@ -823,7 +823,11 @@ impl Delivery {
                 })
                 .collect();
             let n_dead = dead.len() as u64;
-            let last_dead = dead.last().map(|(m, _)| (m.http_status, m.reason.clone()));
+            // Status is unauthenticated: it gets the summary (value previews removed), never the
+            // full reason the dead letter keeps behind its 0600 admin socket.
+            let last_dead = dead
+                .last()
+                .map(|(m, _)| (m.http_status, crate::sink::platform::summarize(&m.reason)));
             match self.queue.ack(upto, dead) {
                 Ok(()) => {
                     use std::sync::atomic::Ordering::Relaxed;
