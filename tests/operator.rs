@@ -40,7 +40,10 @@ async fn queue_commands_and_status_work_with_a_broken_secretless_config() {
     env.append(&[event(0), event(1), "{not json".to_string()]);
     agent
         .wait_status(DEADLINE, |s| {
-            s["dead_letter"]["count"] == 1 && s["quarantine"]["count"] == 1 && s["queue"]["pending"] == 0
+            s["dead_letter"]["count"] == 1
+                && s["quarantine"]["count"] == 1
+                && s["queue"]["pending"] == 0
+                && s["last_error"]["dead_letter"] == true
         })
         .await;
 

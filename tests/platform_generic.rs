@@ -185,7 +185,9 @@ async fn value_previews_in_siem_errors_stay_out_of_the_log_and_status() {
     env.append(std::slice::from_ref(&line));
     let agent = AgentProc::start(&env).await;
     let status = agent
-        .wait_status(DEADLINE, |s| s["queue"]["pending"] == 0 && s["dead_letter"]["count"] == 1)
+        .wait_status(DEADLINE, |s| {
+            s["queue"]["pending"] == 0 && s["dead_letter"]["count"] == 1 && s["last_error"]["dead_letter"] == true
+        })
         .await;
 
     // The server error, resolved by the later delivery, stays in `recent_errors`; the dead

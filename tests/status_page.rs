@@ -215,7 +215,10 @@ async fn status_page_shows_inputs_warnings_resolved_errors_and_the_last_hour() {
     assert!(emu.wait_for_events(1, DEADLINE).await);
     agent
         .wait_status(DEADLINE, |s| {
-            s["dead_letter"]["count"] == 1 && s["queue"]["pending"] == 0 && s["state"] == "success"
+            s["dead_letter"]["count"] == 1
+                && s["queue"]["pending"] == 0
+                && s["state"] == "success"
+                && s["last_error"]["dead_letter"] == true
         })
         .await;
     // The chart needs two samples (one per 10 s).
