@@ -53,7 +53,17 @@ pub enum Request {
     Tap {
         limit: usize,
     },
+    /// Runs quarantined lines (all, or ids up to `through`) through intake again with the
+    /// current rules: see `source::replay_quarantine`.
+    QuarantineReplay {
+        through: Option<u64>,
+        dry_run: bool,
+    },
 }
+
+/// What intake applies now, for `quarantine replay`: from the running agent's config, or from
+/// the config the CLI loaded.
+pub type Intake<'a> = Option<(&'a crate::source::IntakeRules, &'a crate::metrics::Metrics)>;
 
 /// The longest `queue.path` (in bytes) that leaves room for the admin socket's temporary name,
 /// `<queue.path>/.admin.<pid>.tmp`, within the 107 usable bytes of a Unix socket path
@@ -73,7 +83,7 @@ fn text_of(data: &[u8]) -> Value {
 
 /// Runs a request against the queue, giving the answer line(s) to `out` (see the module docs).
 /// `out` returns false when the reader has gone; a listing then stops.
-pub fn execute(queue: &Queue, req: &Request, out: &mut dyn FnMut(&Value) -> bool) {
+pub fn execute(queue: &Queue, req: &Request, intake: Intake, out: &mut dyn FnMut(&Value) -> bool) {
     let r = match req {
         Request::DeadLetterList { limit } => {
             let total = queue.counts().dead_letter;
@@ -100,6 +110,13 @@ pub fn execute(queue: &Queue, req: &Request, out: &mut dyn FnMut(&Value) -> bool
         Request::AsideReplay { name, dry_run } => Ok(crate::queue::aside::replay_json(queue, name, *dry_run)),
         Request::DeadLetterPurge { ids } => queue.purge_dead_letter(ids.as_deref()).map(|n| json!({"ok": true, "purged": n})),
         Request::QuarantinePurge { through } => queue.purge_quarantine(*through).map(|n| json!({"ok": true, "purged": n})),
+        Request::QuarantineReplay { through, dry_run } => match intake {
+            Some((rules, metrics)) => crate::source::replay_quarantine(queue, rules, metrics, *through, *dry_run)
+                .map(|r| json!({"ok": true, "requeued": r.requeued, "still_rejected": r.still_rejected})),
+            None => Ok(
+                json!({"ok": false, "error": "replaying the quarantine applies the current intake rules (sources.max_event_bytes, transform): run it with the agent running, or with a --config that loads in full"}),
+            ),
+        },
         Request::Status | Request::Tap { .. } => Ok(
             json!({"ok": false, "error": "no agent is running: `top` and `tap` show a running agent; start it with `sendauth-siem run`"}),
         ),
@@ -119,7 +136,13 @@ pub fn bind(queue_path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-pub async fn serve(listener: UnixListener, queue: Queue, status: Arc<StatusHub>, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: UnixListener,
+    queue: Queue,
+    status: Arc<StatusHub>,
+    config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    mut shutdown: Shutdown,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.wait() => break,
@@ -135,6 +158,13 @@ pub async fn serve(listener: UnixListener, queue: Queue, status: Arc<StatusHub>,
         let queue = queue.clone();
         let status = status.clone();
         let shutdown = shutdown.clone();
+        let rules = {
+            let cfg = config.borrow();
+            crate::source::IntakeRules {
+                max_event_bytes: cfg.sources.max_event_bytes,
+                transform: cfg.transform.clone().map(Arc::new),
+            }
+        };
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut lines = BufReader::new(rd.take(64 * 1024)).lines();
@@ -176,7 +206,7 @@ pub async fn serve(listener: UnixListener, queue: Queue, status: Arc<StatusHub>,
                         return;
                     }
                     let mut w = std::io::BufWriter::new(stream);
-                    execute(&q, &req, &mut |v| {
+                    execute(&q, &req, Some((&rules, &status.metrics)), &mut |v| {
                         serde_json::to_writer(&mut w, v).is_ok() && w.write_all(b"\n").is_ok()
                     });
                     let _ = w.flush();

@@ -73,6 +73,7 @@ impl Agent {
                 l,
                 queue.clone(),
                 status.clone(),
+                cfg_rx.clone(),
                 shutdown.clone(),
             ))),
             Err(e) => {

@@ -213,6 +213,24 @@ enum QuarantineCmd {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// Run quarantined lines through intake again with the current rules (after fixing
+    /// sources.max_event_bytes or the transform, say): those that pass now are queued, the rest
+    /// stay quarantined with today's reason. All, or the oldest through --through ID. Through
+    /// the running agent, or, when none runs, with a --config that loads in full. At least
+    /// once: a crash mid-replay may queue some lines twice.
+    Replay {
+        #[command(flatten)]
+        queue: QueueArg,
+        /// Replay every quarantined line.
+        #[arg(long, required_unless_present = "through")]
+        all: bool,
+        /// Replay the entries with ids up to and including this one.
+        #[arg(long, value_name = "ID", conflicts_with = "all")]
+        through: Option<u64>,
+        /// Only say what would happen.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete quarantined lines, for good: all of them, or the oldest through --through ID.
     Purge {
         #[command(flatten)]
@@ -715,6 +733,16 @@ fn send_cmd(socket: &Path, timeout: std::time::Duration) -> anyhow::Result<ExitC
 /// Talks to the running agent's admin socket, or opens the queue directly if none runs; each
 /// answer line goes to `on_line` as it arrives (listings stream; see `admin`'s module docs).
 fn admin_stream(cfg: &QueueConfig, req: sendauth_siem::admin::Request, on_line: &mut dyn FnMut(Value)) -> anyhow::Result<()> {
+    admin_stream_with(cfg, req, None, on_line)
+}
+
+/// [`admin_stream`], with the intake rules a `quarantine replay` applies when no agent runs.
+fn admin_stream_with(
+    cfg: &QueueConfig,
+    req: sendauth_siem::admin::Request,
+    rules: Option<&sendauth_siem::source::IntakeRules>,
+    on_line: &mut dyn FnMut(Value),
+) -> anyhow::Result<()> {
     if sendauth_siem::admin::call(&cfg.path, &req, on_line).context("admin socket")? {
         return Ok(());
     }
@@ -722,7 +750,8 @@ fn admin_stream(cfg: &QueueConfig, req: sendauth_siem::admin::Request, on_line: 
         .with_context(|| format!("cannot open the queue at {}", cfg.path.display()))?;
     q.set_limits(cfg.limits());
     q.set_min_free(cfg.min_free_bytes);
-    sendauth_siem::admin::execute(&q, &req, &mut |v| {
+    let metrics = sendauth_siem::metrics::Metrics::default();
+    sendauth_siem::admin::execute(&q, &req, rules.map(|r| (r, &metrics)), &mut |v| {
         on_line(v.clone());
         true
     });
@@ -890,6 +919,39 @@ fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> {
                 "line",
                 &["origin", "reason"],
             )?;
+        }
+        QuarantineCmd::Replay {
+            queue,
+            all: _,
+            through,
+            dry_run,
+        } => {
+            let cfg = queue_config(&queue)?;
+            // Without a running agent, the rules come from the full config (its transform).
+            let rules = queue
+                .config
+                .as_deref()
+                .and_then(|p| Config::load(p).ok())
+                .map(|c| sendauth_siem::source::IntakeRules {
+                    max_event_bytes: c.sources.max_event_bytes,
+                    transform: c.transform.map(std::sync::Arc::new),
+                });
+            let mut v = Value::Null;
+            admin_stream_with(&cfg, Request::QuarantineReplay { through, dry_run }, rules.as_ref(), &mut |a| v = a)?;
+            if v["ok"] != true {
+                bail!("{}", v["error"].as_str().unwrap_or("replay failed"));
+            }
+            if dry_run {
+                println!(
+                    "would queue {} line(s) that pass the current rules; {} would stay quarantined; nothing was changed",
+                    v["requeued"], v["still_rejected"]
+                );
+            } else {
+                println!(
+                    "queued {} line(s) that pass the current rules (sent after the events already queued); {} still rejected, quarantined again with today's reason",
+                    v["requeued"], v["still_rejected"]
+                );
+            }
         }
         QuarantineCmd::Purge {
             queue,

@@ -355,3 +355,65 @@ async fn the_last_known_state_survives_a_restart_in_its_own_file() {
     assert_eq!(s["state"], "success", "{s:#}");
     assert_eq!(s["last_success_at"], at, "{s:#}");
 }
+
+/// A limit lowered by mistake quarantines good events; once it is raised again, `quarantine
+/// replay` runs those lines through intake again: they reach the SIEM, and a line that is still
+/// bad stays quarantined with today's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_replay_queues_the_lines_that_pass_now() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    let mut c = Cfg::new(&emu.url());
+    c.file = false;
+    env.write_config(&c);
+    let agent = AgentProc::start(&env).await;
+    // A writer connected before the mistake keeps its connection (reloads never cut it).
+    let stream = tokio::net::UnixStream::connect(&env.socket).await.unwrap();
+    let (rd, mut wr) = stream.into_split();
+    c.max_event_bytes = Some("256B".into());
+    env.write_config(&c);
+    let ok_reloads = "sendauth_siem_config_reloads_total{result=\"applied\"}";
+    let port = agent.port;
+    assert!(wait_until_async(DEADLINE, || async move { metric(port, ok_reloads).await >= 1.0 }).await);
+    let big = |i: usize| {
+        let e = event(i);
+        let pad = 300usize.saturating_sub(e.len());
+        e.replacen("\"org_id\"", &format!("\"note\":\"{}\",\"org_id\"", "x".repeat(pad)), 1)
+    };
+    assert!(big(1).len() > 256 && big(1).len() < 1024);
+    let lines = format!("{}\n{}\n{{not json\n", big(1), big(2));
+    wr.write_all(lines.as_bytes()).await.unwrap();
+    wr.shutdown().await.unwrap();
+    let answer = tokio::io::BufReader::new(rd).lines().next_line().await.unwrap().unwrap();
+    assert!(answer.contains("\"rejected\":3"), "{answer}");
+    let conf = env.config.to_str().unwrap().to_string();
+
+    // The limit goes back up; the agent replays with the rules it runs with.
+    agent.wait_status(DEADLINE, |s| s["quarantine"]["count"] == 3).await;
+    c.max_event_bytes = None;
+    env.write_config(&c);
+    assert!(wait_until_async(DEADLINE, || async move { metric(port, ok_reloads).await >= 2.0 }).await);
+    let c2 = conf.clone();
+    let dry = tokio::task::spawn_blocking(move || cli(&["quarantine", "replay", "--config", &c2, "--all", "--dry-run"]))
+        .await
+        .unwrap();
+    assert_eq!(dry.0, 0, "{dry:?}");
+    assert!(
+        dry.1
+            .contains("would queue 2 line(s) that pass the current rules; 1 would stay quarantined"),
+        "{dry:?}"
+    );
+    assert_eq!(emu.event_count(), 0);
+    let (code, out, err) = tokio::task::spawn_blocking(move || cli(&["quarantine", "replay", "--config", &conf, "--all"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("queued 2 line(s)") && out.contains("1 still rejected"), "{out}");
+    assert!(emu.wait_for_events(2, DEADLINE).await);
+    let s = agent.wait_status(DEADLINE, |s| s["quarantine"]["count"] == 1).await;
+    assert_eq!(s["queue"]["pending"], 0, "{s:#}");
+    let q = cli(&["quarantine", "list", "--queue-path", env.queue.to_str().unwrap(), "--json"]).1;
+    assert!(q.contains("{not json") && q.contains("replayed from the quarantine"), "{q}");
+    assert_eq!(emu.event_count(), 2);
+}

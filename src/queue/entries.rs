@@ -102,6 +102,20 @@ impl Queue {
         Ok(n)
     }
 
+    /// Up to `max` quarantine entries with ids above `after`, oldest first (a page of a replay).
+    pub fn quarantine_page(&self, after: u64, max: usize) -> Result<Vec<Entry<QuarantineMeta>>, QueueError> {
+        Ok(self
+            .entries_page::<QuarantineMeta>(b'q', after, max)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    /// The id the next quarantine entry will get: every entry there is has a smaller one.
+    pub fn quarantine_next_id(&self) -> u64 {
+        self.inner.state.lock().unwrap().q_next
+    }
+
     /// Up to `max` entries with ids above `after` (and [`ENTRY_PAGE_BYTES`]), each with the size
     /// it is stored with.
     pub(super) fn entries_page<M: for<'de> Deserialize<'de>>(

@@ -152,3 +152,76 @@ fn close_window_if_over(w: &mut RejectionWindow, now: Instant) {
     w.logged = 0;
     w.suppressed = 0;
 }
+
+/// What a source applies to every line besides its own settings (from the current config).
+#[derive(Clone)]
+pub struct IntakeRules {
+    pub max_event_bytes: usize,
+    pub transform: Option<std::sync::Arc<Transform>>,
+}
+
+/// What `quarantine replay` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuarantineReplay {
+    /// Lines that pass the current rules now and were queued as events.
+    pub requeued: u64,
+    /// Lines that still fail (or were kept only in part): quarantined again, with today's reason.
+    pub still_rejected: u64,
+}
+
+/// Runs quarantined lines (all, or ids up to `through`) through intake again with the current
+/// rules (`sources.max_event_bytes`, the privacy transform): lines that pass now are queued as
+/// events, the rest are quarantined again with the reason of today. A page at a time: one
+/// append (events and re-quarantined lines together), then the page's entries are purged. At
+/// least once: a crash between the two leaves the page in the quarantine as well, and a second
+/// replay queues its lines again. With `dry_run`, only counts.
+pub fn replay_quarantine(
+    queue: &crate::queue::Queue,
+    rules: &IntakeRules,
+    metrics: &Metrics,
+    through: Option<u64>,
+    dry_run: bool,
+) -> Result<QuarantineReplay, crate::queue::QueueError> {
+    const PAGE: usize = 256;
+    // Lines quarantined again get new ids: never past the entries there were at the start.
+    let through = through.unwrap_or(u64::MAX).min(queue.quarantine_next_id().saturating_sub(1));
+    let mut report = QuarantineReplay::default();
+    let mut after = 0u64;
+    loop {
+        let mut page = queue.quarantine_page(after, PAGE)?;
+        page.retain(|e| e.id <= through);
+        let Some(last) = page.last().map(|e| e.id) else { break };
+        after = last;
+        // Only whole lines can be judged again; a line kept in part stays quarantined.
+        let (whole, partial): (Vec<_>, Vec<_>) = page.into_iter().partition(|e| e.data.len() >= e.meta.len);
+        let frames: Vec<Frame> = whole
+            .iter()
+            .map(|e| Frame::Line {
+                data: Bytes::from(e.data.clone()),
+                end: 0,
+            })
+            .collect();
+        let mut origin = |i: usize, _: &Frame| format!("{} (replayed from the quarantine)", whole[i].meta.origin);
+        let mut chunk = validate_frames(frames, rules.max_event_bytes, rules.transform.as_deref(), metrics, &mut origin);
+        for e in partial {
+            let mut meta = e.meta.clone();
+            meta.at = now_rfc3339();
+            chunk.quarantine.push((meta, e.data));
+        }
+        report.requeued += chunk.events.len() as u64;
+        report.still_rejected += chunk.quarantine.len() as u64;
+        if dry_run {
+            continue;
+        }
+        queue.append_from_thread(crate::queue::AppendRequest {
+            events: chunk.events,
+            quarantine: chunk.quarantine,
+            checkpoint: None,
+        })?;
+        queue.purge_quarantine(Some(last))?;
+        if last >= through {
+            break;
+        }
+    }
+    Ok(report)
+}
