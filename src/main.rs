@@ -554,7 +554,8 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool, live: b
         Ok(b) => b,
         Err(e) => {
             eprintln!(
-                "error: no agent answered at http://{addr}/status ({e}); is `sendauth-siem run` running, and is status.listen {addr}?"
+                "error: no agent answered at http://{addr}/status ({}); is `sendauth-siem run` running, and is status.listen {addr}?",
+                root_cause(&e)
             );
             return Ok(ExitCode::from(STATUS_NOT_DELIVERING));
         }
@@ -631,6 +632,16 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool, live: b
         );
     }
     Ok(ExitCode::from(code))
+}
+
+/// The innermost cause of an error ("Connection refused (os error 111)"), which says more than
+/// reqwest's "error sending request for url".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// "12 s ago", "3 min ago", "2 h ago" for an RFC 3339 time (empty if it does not parse).
