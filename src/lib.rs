@@ -15,6 +15,7 @@ pub mod fd_limit;
 pub mod metrics;
 pub mod queue;
 pub mod reload;
+pub mod schema;
 pub mod server;
 pub mod service_manager;
 pub mod shutdown;
