@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod audit;
 pub mod bench;
 pub mod build_info;
 pub mod config;
