@@ -39,7 +39,7 @@ pub struct Gap {
 }
 
 impl Gap {
-    pub fn len(&self) -> u64 {
+    pub fn missing(&self) -> u64 {
         self.last - self.first + 1
     }
 }
@@ -59,7 +59,7 @@ pub struct AgentReport {
 
 impl AgentReport {
     pub fn unexplained(&self) -> u64 {
-        self.gaps.iter().map(|g| g.len() - g.explained).sum()
+        self.gaps.iter().map(|g| g.missing() - g.explained).sum()
     }
 }
 
@@ -245,18 +245,18 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(out, "  gaps: none");
         }
         for g in &a.gaps {
-            let what = if g.explained == g.len() {
+            let what = if g.explained == g.missing() {
                 "explained by heartbeat dead-letter counts (the SIEM refused them; see `sendauth-siem dead-letter list` on the agent's host)".to_string()
             } else if g.explained > 0 {
                 format!(
                     "{} explained by heartbeat dead-letter counts, {} NOT explained",
                     g.explained,
-                    g.len() - g.explained
+                    g.missing() - g.explained
                 )
             } else {
                 "NOT explained: missing from the SIEM with no dead letter reported for them".to_string()
             };
-            let _ = writeln!(out, "  gap: seq {} ({} missing): {what}", range(g.first, g.last), g.len());
+            let _ = writeln!(out, "  gap: seq {} ({} missing): {what}", range(g.first, g.last), g.missing());
         }
     }
     if r.not_json > 0 || r.unstamped > 0 {
