@@ -212,9 +212,9 @@ pub fn map(schema: Schema, original: Map<String, Value>) -> Map<String, Value> {
     }
 }
 
-/// The event's time for platforms that read it from the document (`timestamp`): a schema that
-/// renames it (OCSF's `time`) would otherwise leave Splunk's `time` and the data stream's
-/// `@timestamp` at the acceptance time.
+/// The event's time for platforms that read it from the document's `timestamp`: a schema that
+/// moves it (ECS `@timestamp`, OCSF `time`) would otherwise leave Splunk's `time` and the data
+/// stream's `@timestamp` at the acceptance time (found by tests/schema.rs).
 fn event_millis(data: &Bytes) -> Option<u64> {
     crate::event::timestamp_millis(data).and_then(|ms| u64::try_from(ms).ok())
 }
@@ -243,7 +243,7 @@ impl Mapped {
                 QueuedEvent {
                     seq: e.seq,
                     data: render(self.schema, &e.data, stamp.as_ref()),
-                    accepted_at_ms: if self.schema == Schema::Ocsf {
+                    accepted_at_ms: if self.schema != Schema::Raw {
                         event_millis(&e.data).unwrap_or(e.accepted_at_ms)
                     } else {
                         e.accepted_at_ms
