@@ -299,3 +299,51 @@ async fn test_command_sends_in_the_chosen_schema_and_check_config_names_the_sche
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_then_schema_and_a_reload_reshapes_pending_events() {
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    let env = TestEnv::new();
+    let mut c = Cfg::new(&emu.url());
+    c.siem = "  platform: generic\n  schema: raw\n".into();
+    c.extra =
+        "transform:\n  truncate_ip:\n    fields: [ip_address]\n  hash:\n    fields: [subject]\n    key: \"k-0123456789abcdef\"\n".into();
+    env.write_config(&c);
+    let agent = AgentProc::start(&env).await;
+    // The SIEM is down: the events wait in the queue, already transformed.
+    emu.set_fault(Some(sendauth_siem::emulator::Fault::Status {
+        code: 503,
+        body: String::new(),
+        headers: Vec::new(),
+    }));
+    env.append(&[VERIFIED.to_string(), DENIED.to_string()]);
+    agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 2).await;
+    // The schema changes while they are queued: they leave in the new one.
+    c.siem = "  platform: generic\n  schema: ecs\n".into();
+    env.write_config(&c);
+    assert!(
+        wait_until_async(DEADLINE, || async {
+            metric(agent.port, "sendauth_siem_config_reloads_total{result=\"applied\"}").await >= 1.0
+        })
+        .await,
+        "the reload was applied"
+    );
+    emu.set_fault(None);
+    assert!(emu.wait_for_events(2, DEADLINE).await, "got {}", emu.event_count());
+    let hashed = sendauth_siem::transform::hmac_hex(b"k-0123456789abcdef", b"user@company.com");
+    for doc in emu.events() {
+        assert_eq!(
+            doc["event"]["category"],
+            json!(["authentication"]),
+            "mapped after the reload: {doc}"
+        );
+        assert_eq!(doc["user"]["name"], hashed.as_str(), "the mapping sees the transformed subject");
+        assert!(doc["user"].get("email").is_none(), "a pseudonym is not an address");
+        assert_eq!(doc["sendauth"]["subject"], hashed.as_str());
+        assert!(
+            doc["source"]["ip"].as_str().unwrap().ends_with(".0"),
+            "truncated before mapping: {doc}"
+        );
+        assert!(!doc.to_string().contains("user@company.com"));
+    }
+}
