@@ -83,6 +83,12 @@ impl Agent {
         tasks.push(tokio::spawn(sample_history(status.clone(), shutdown.clone())));
         let delivery = Delivery::new(queue.clone(), status.clone(), cfg_rx.clone(), shutdown.clone());
         tasks.push(tokio::spawn(delivery.run()));
+        tasks.push(tokio::spawn(crate::audit::run_heartbeats(
+            queue.clone(),
+            status.clone(),
+            cfg_rx.clone(),
+            shutdown.clone(),
+        )));
         let reloader = crate::reload::Reloader::new(config_path, cfg_tx, status.clone());
         tasks.push(tokio::spawn(reloader.run(shutdown.clone())));
 

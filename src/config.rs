@@ -192,6 +192,20 @@ pub struct SiemConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub allow_plain_http: bool,
+    /// `siem.schema`: how events are shaped for the SIEM (see `schema`).
+    pub schema: crate::schema::Schema,
+    /// The top-level `audit:` section, kept here because it changes what the sink sends (the
+    /// stamp on each event); `None` when audit is off.
+    pub audit: Option<AuditConfig>,
+}
+
+/// `audit:` (opt-in): the agent's identity and sequence number on each event, and heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// `audit.agent_id` (default: this host's name).
+    pub agent_id: String,
+    /// `audit.heartbeat_interval` (default off).
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl SiemConfig {
@@ -1157,8 +1171,15 @@ fn parse_root(root: &mut Node) -> Option<Config> {
         n.finish();
         t
     });
+    let audit = root.child("audit").and_then(|mut n| {
+        let a = parse_audit(&mut n);
+        n.finish();
+        a
+    });
+    let mut siem = siem?;
+    siem.audit = audit;
     Some(Config {
-        siem: siem?,
+        siem,
         sources: sources?,
         queue: queue?,
         delivery: delivery?,
@@ -1167,6 +1188,38 @@ fn parse_root(root: &mut Node) -> Option<Config> {
         transform,
         inline_secrets: Vec::new(),
         secret_files: Vec::new(),
+    })
+}
+
+/// The `audit:` section: on unless `enabled: false`.
+fn parse_audit(n: &mut Node) -> Option<AuditConfig> {
+    let enabled = n.bool("enabled", true);
+    let agent_id = match n.string("agent_id") {
+        Some(id) if id.trim().is_empty() || id.len() > 256 || id.chars().any(char::is_control) => {
+            n.err("agent_id", "must be 1 to 256 printable characters, e.g. the host name");
+            None
+        }
+        Some(id) => Some(id),
+        None => crate::sink::splunk_hec::hostname(),
+    };
+    let heartbeat_interval = if n.has("heartbeat_interval") {
+        let d = n.duration("heartbeat_interval", Duration::ZERO);
+        if d > Duration::ZERO && d < Duration::from_secs(1) {
+            n.err(
+                "heartbeat_interval",
+                "is too short; use at least 1s (e.g. 5m), or leave it out to send no heartbeats",
+            );
+        }
+        (d >= Duration::from_secs(1)).then_some(d)
+    } else {
+        None
+    };
+    if agent_id.is_none() && !n.has_error_under("agent_id") {
+        n.err("agent_id", "this host's name could not be read; set audit.agent_id");
+    }
+    (enabled && agent_id.is_some()).then(|| AuditConfig {
+        agent_id: agent_id.unwrap_or_default(),
+        heartbeat_interval,
     })
 }
 
@@ -1393,6 +1446,13 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             gzip,
         }
     };
+    let schema = n.choice("schema", crate::schema::Schema::Raw, &crate::schema::Schema::ALL);
+    // CIM's data model finds events by a search-time tag on their sourcetype (docs/PLATFORMS.md).
+    let default_sourcetype = if schema == crate::schema::Schema::Cim {
+        crate::schema::cim::SOURCETYPE
+    } else {
+        "_json"
+    };
     let splunk_hec = {
         let mut s = n.child("splunk_hec");
         let (max_events, max_bytes, gzip) = batch_limits(s.as_mut(), 1000, 1_000_000);
@@ -1400,7 +1460,7 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             Some(s) => SplunkConfig {
                 index: s.string("index"),
                 source: s.string("source").unwrap_or_else(|| "sendauth-siem".into()),
-                sourcetype: s.string("sourcetype").unwrap_or_else(|| "_json".into()),
+                sourcetype: s.string("sourcetype").unwrap_or_else(|| default_sourcetype.into()),
                 host: s.string("host"),
                 gzip,
                 max_events,
@@ -1413,7 +1473,7 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             None => SplunkConfig {
                 index: None,
                 source: "sendauth-siem".into(),
-                sourcetype: "_json".into(),
+                sourcetype: default_sourcetype.into(),
                 host: None,
                 gzip,
                 max_events,
@@ -1589,6 +1649,8 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
         timeout,
         connect_timeout,
         allow_plain_http,
+        schema,
+        audit: None,
     })
 }
 

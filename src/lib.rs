@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod audit;
 pub mod bench;
 pub mod build_info;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod history;
 pub mod metrics;
 pub mod queue;
 pub mod reload;
+pub mod schema;
 pub mod server;
 pub mod service_manager;
 pub mod shutdown;

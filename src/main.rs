@@ -121,6 +121,11 @@ enum Cmd {
         #[command(subcommand)]
         action: AsideCmd,
     },
+    /// Check that a SIEM export holds every event (audit: on): gaps, duplicates, explanations.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCmd,
+    },
     /// Run the agent against a built-in local SIEM emulator with sample events, and show them
     /// arriving.
     Demo {
@@ -154,6 +159,17 @@ enum Cmd {
         events: u64,
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Read an NDJSON export (Splunk `{"result":...}` lines, Elasticsearch hits or plain events)
+    /// and report per agent the missing sequence numbers, duplicates and which gaps heartbeats
+    /// explain. Exit 1 if a gap is unexplained, 2 if the file cannot be read.
+    Verify {
+        /// The export file (`-` for stdin).
+        file: PathBuf,
     },
 }
 
@@ -463,6 +479,28 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Tap { queue, limit, json } => tap_cmd(&queue_config(&queue)?, limit, json),
         Cmd::DeadLetter { action } => dead_letter_cmd(action),
         Cmd::Quarantine { action } => quarantine_cmd(action),
+        Cmd::Audit {
+            action: AuditCmd::Verify { file },
+        } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).map(|_| s)
+            } else {
+                std::fs::read(&file).map(|b| String::from_utf8_lossy(&b).into_owned())
+            };
+            match text {
+                Ok(text) => {
+                    let report = sendauth_siem::audit::verify::verify(&text);
+                    print!("{}", sendauth_siem::audit::verify::render(&report));
+                    let ok = report.unexplained() == 0 && !report.agents.is_empty();
+                    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                }
+                Err(e) => {
+                    eprintln!("{}: cannot read the export: {e}; check the path", file.display());
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Cmd::Aside { action } => aside_cmd(action),
         Cmd::Bench(o) => {
             sendauth_siem::bench::run(&o)?;

@@ -51,6 +51,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ElasticConfig;
 use crate::event::parse_timestamp_millis;
 use crate::queue::QueuedEvent;
+use crate::schema::Schema;
 use crate::sink::es_product::{self, Distribution, Product};
 use crate::sink::generic::{clip, one_line};
 use crate::sink::http::{classify_status, HttpClient, MAX_RESPONSE_BYTES};
@@ -220,33 +221,113 @@ fn with_at_timestamp(doc: &Bytes, fallback_ms: u64) -> Bytes {
     out.freeze()
 }
 
-/// The index template that makes the documented queries work as written (§2.8).
+/// The index template that makes the documented queries work as written (§2.8), for `raw`
+/// events without the audit stamp.
 pub fn index_template(index: &str, data_stream: bool) -> Value {
+    index_template_for(index, data_stream, Schema::Raw, false)
+}
+
+/// The mappings of SendAuth's own fields (`raw` and `cim` at the top level, `ecs` under
+/// `sendauth`, `ocsf` under `unmapped.sendauth`).
+fn sendauth_properties() -> Value {
     let keyword = json!({"type": "keyword"});
+    json!({
+        // A timestamp ES cannot read is kept in _source, unindexed, rather than losing
+        // the event to the dead letter.
+        "timestamp": {
+            "type": "date",
+            "format": "strict_date_optional_time||yyyy-MM-dd HH:mm:ss.SSS||yyyy-MM-dd HH:mm:ss||epoch_millis",
+            "ignore_malformed": true
+        },
+        "event_type": keyword,
+        "org_id": keyword,
+        "transaction_id": keyword,
+        "subject": keyword,
+        "requestor": keyword,
+        "ip_address": {"type": "ip", "ignore_malformed": true},
+        "location": {"properties": {"country": keyword, "region": keyword, "city": keyword}}
+    })
+}
+
+/// The index template for events in `schema` (see `schema`): every field a documented query
+/// or a built-in view filters on gets its type (ECS: `date`, `ip`, `keyword`; OCSF: `date`
+/// from epoch milliseconds, `integer` ids); other strings are `keyword` by the dynamic template.
+pub fn index_template_for(index: &str, data_stream: bool, schema: Schema, audit: bool) -> Value {
+    let keyword = json!({"type": "keyword"});
+    let ip = json!({"type": "ip", "ignore_malformed": true});
+    let int = json!({"type": "integer"});
+    let mut props = match schema {
+        Schema::Raw => sendauth_properties(),
+        Schema::Cim => {
+            let mut p = sendauth_properties();
+            for k in [
+                "action",
+                "app",
+                "user",
+                "src_user",
+                "dest",
+                "signature",
+                "reason",
+                "vendor_product",
+                "authentication_method",
+            ] {
+                p[k] = keyword.clone();
+            }
+            p["src"] = keyword.clone();
+            p
+        }
+        Schema::Ecs => json!({
+            "ecs": {"properties": {"version": keyword}},
+            "event": {"properties": {
+                "kind": keyword, "category": keyword, "type": keyword, "action": keyword,
+                "outcome": keyword, "provider": keyword, "dataset": keyword, "reason": keyword
+            }},
+            "user": {"properties": {"name": keyword, "email": keyword}},
+            "related": {"properties": {"user": keyword, "ip": ip}},
+            "source": {"properties": {
+                "ip": ip,
+                "geo": {"properties": {"city_name": keyword, "region_name": keyword, "country_iso_code": keyword}}
+            }},
+            "organization": {"properties": {"id": keyword}},
+            "transaction": {"properties": {"id": keyword}},
+            "agent": {"properties": {"name": keyword, "type": keyword}},
+            "sendauth": {"properties": sendauth_properties()}
+        }),
+        Schema::Ocsf => json!({
+            "time": {"type": "date", "format": "epoch_millis"},
+            "category_uid": int, "class_uid": int, "activity_id": int, "type_uid": int,
+            "status_id": int, "severity_id": int,
+            "category_name": keyword, "class_name": keyword, "activity_name": keyword,
+            "type_name": keyword, "status": keyword, "status_detail": keyword, "severity": keyword,
+            "is_mfa": {"type": "boolean"},
+            "message": keyword,
+            "metadata": {"properties": {
+                "version": keyword, "original_time": keyword, "correlation_uid": keyword,
+                "sequence": {"type": "long"},
+                "product": {"properties": {"name": keyword, "vendor_name": keyword}}
+            }},
+            "user": {"properties": {"name": keyword, "email_addr": keyword, "org": {"properties": {"uid": keyword}}}},
+            "actor": {"properties": {"user": {"properties": {"name": keyword}}}},
+            "src_endpoint": {"properties": {
+                "ip": ip,
+                "location": {"properties": {"city": keyword, "region": keyword, "country": keyword}}
+            }},
+            "unmapped": {"properties": {"sendauth": {"properties": sendauth_properties()}}}
+        }),
+    };
+    props["@timestamp"] = json!({"type": "date"});
+    if audit {
+        props[crate::schema::AGENT_NS] = json!({"properties": {"agent": keyword, "seq": {"type": "long"}}});
+    }
     let mut t = json!({
         "index_patterns": [format!("{index}*")],
         "priority": 200,
-        "_meta": {"managed_by": "sendauth-siem", "description": "SendAuth authentication events"},
+        "_meta": {"managed_by": "sendauth-siem", "description": "SendAuth authentication events", "schema": schema.as_str()},
         "template": {"mappings": {
             "dynamic_templates": [
                 {"strings_as_keyword": {"match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}}
             ],
-            "properties": {
-                "@timestamp": {"type": "date"},
-                // A timestamp ES cannot read is kept in _source, unindexed, rather than losing
-                // the event to the dead letter.
-                "timestamp": {
-                    "type": "date",
-                    "format": "strict_date_optional_time||yyyy-MM-dd HH:mm:ss.SSS||yyyy-MM-dd HH:mm:ss||epoch_millis",
-                    "ignore_malformed": true
-                },
-                "event_type": keyword,
-                "org_id": keyword,
-                "transaction_id": keyword,
-                "subject": keyword,
-                "ip_address": {"type": "ip", "ignore_malformed": true},
-                "location": {"properties": {"country": keyword, "region": keyword, "city": keyword}}
-            }
+            "properties": props
         }}
     });
     if data_stream {
@@ -260,6 +341,9 @@ pub struct Elasticsearch {
     cfg: ElasticConfig,
     /// `{"create":{"_index":"<index>","_id":"`, the action line up to the id.
     action_head: String,
+    /// The schema and audit setting the index template follows.
+    schema: Schema,
+    audit: bool,
     warned_product: AtomicBool,
     /// What `GET /` said, once `prepare` or `health_check` read it.
     product: std::sync::Mutex<Option<Product>>,
@@ -276,9 +360,18 @@ impl Elasticsearch {
             target,
             cfg,
             action_head,
+            schema: Schema::Raw,
+            audit: false,
             warned_product: AtomicBool::new(false),
             product: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Installs the template for events in `schema` (stamped when `audit`).
+    pub fn with_schema(mut self, schema: Schema, audit: bool) -> Self {
+        self.schema = schema;
+        self.audit = audit;
+        self
     }
 
     fn index(&self) -> &str {
@@ -673,7 +766,7 @@ impl Platform for Elasticsearch {
                 return Ok(());
             }
             let name = &self.cfg.template_name;
-            let body = Bytes::from(index_template(&target.index, self.cfg.data_stream).to_string());
+            let body = Bytes::from(index_template_for(&target.index, self.cfg.data_stream, self.schema, self.audit).to_string());
             let req = EncodedRequest {
                 method: reqwest::Method::PUT,
                 url: target.template_url(name),
