@@ -83,8 +83,9 @@ enum Cmd {
         #[arg(long)]
         once: bool,
     },
-    /// Show events as they enter the running agent's queue, after the privacy transform (what
-    /// the SIEM will receive), through its admin socket. Read-only; stops after --limit events.
+    /// Show events as they enter the running agent's queue, after the privacy transform (the
+    /// schema mapping comes later, when sending), through its admin socket. Read-only; stops
+    /// after --limit events.
     Tap {
         #[command(flatten)]
         queue: QueueArg,

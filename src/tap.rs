@@ -1,8 +1,9 @@
 //! Events as they pass, for `sendauth-siem tap`: a live, bounded, read-only view.
 //!
 //! Sources publish each chunk of events here once it is durably in the queue, so a tap shows
-//! exactly what the SIEM will receive: after the privacy transform (pseudonymised subjects,
-//! truncated IP addresses), never the raw line. It costs nothing while nobody taps: sources
+//! what was queued: after the privacy transform (pseudonymised subjects, truncated IP
+//! addresses), never the raw line. A `siem.schema` mapping (and the audit stamp) is applied
+//! later, when sending, so it does not show here. It costs nothing while nobody taps: sources
 //! check [`Tap::active`] (one atomic load) before copying anything.
 //!
 //! Bounded: the channel keeps the newest [`CAPACITY`] events; a viewer that falls behind is

@@ -210,6 +210,45 @@ async fn sumo_logic_each_schema_field_by_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datadog_each_schema_field_by_field() {
+    let key = EmulatorConfig::new(Kind::Datadog).datadog_api_key;
+    let extra = format!("  platform: datadog\n  datadog:\n    api_key: \"{key}\"\n");
+    each_schema(Kind::Datadog, &extra, |schema, emu| {
+        // Datadog's reserved attributes are added beside the mapped event.
+        for e in emu.events() {
+            assert_eq!(e["ddsource"], "sendauth", "{schema}: {e}");
+        }
+        check_docs(schema, "datadog", &emu.events())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_monitor_each_schema_field_by_field() {
+    let d = EmulatorConfig::new(Kind::AzureMonitor);
+    // The emulator is both the data collection endpoint and the token authority.
+    let extra = |url: &str| {
+        format!(
+            "  platform: azure_monitor\n  azure_monitor:\n    dcr_immutable_id: {}\n    stream: {}\n    tenant_id: {}\n    client_id: {}\n    client_secret: \"{}\"\n    authority_host: {url}\n",
+            d.azure_dcr_id, d.azure_stream, d.azure_tenant_id, d.azure_client_id, d.azure_client_secret
+        )
+    };
+    for schema in SCHEMAS {
+        let emu = Emulator::start(EmulatorConfig::new(Kind::AzureMonitor)).await.unwrap();
+        let env = TestEnv::new();
+        let mut c = Cfg::new(&emu.url());
+        c.siem = format!("  schema: {schema}\n{}", extra(&emu.url()));
+        c.extra = "audit:\n  agent_id: edge-1\n".into();
+        env.write_config(&c);
+        let agent = AgentProc::start(&env).await;
+        env.append(&ALL.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(emu.wait_for_events(4, DEADLINE).await, "{schema}: got {}", emu.event_count());
+        agent.wait_status(DEADLINE, |s| s["queue"]["pending"] == 0).await;
+        check_docs(schema, "azure_monitor", &emu.events());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splunk_each_schema_field_by_field_with_cim_sourcetype_and_indexed_fields() {
     each_schema(Kind::SplunkHec, "  platform: splunk_hec\n", |schema, emu| {
         check_docs(schema, "splunk_hec", &emu.events());
