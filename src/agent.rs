@@ -69,13 +69,26 @@ impl Agent {
 
         let mut tasks = Vec::new();
         match crate::admin::bind(&cfg.queue.path) {
-            Ok(l) => tasks.push(tokio::spawn(crate::admin::serve(l, queue.clone(), shutdown.clone()))),
+            Ok(l) => tasks.push(tokio::spawn(crate::admin::serve(
+                l,
+                queue.clone(),
+                status.clone(),
+                cfg_rx.clone(),
+                shutdown.clone(),
+            ))),
             Err(e) => {
                 tracing::warn!(target: "agent", "cannot create the admin socket in {}: {e}; dead-letter commands will not reach the running agent", cfg.queue.path.display())
             }
         }
+        tasks.push(tokio::spawn(sample_history(status.clone(), shutdown.clone())));
         let delivery = Delivery::new(queue.clone(), status.clone(), cfg_rx.clone(), shutdown.clone());
         tasks.push(tokio::spawn(delivery.run()));
+        tasks.push(tokio::spawn(crate::audit::run_heartbeats(
+            queue.clone(),
+            status.clone(),
+            cfg_rx.clone(),
+            shutdown.clone(),
+        )));
         let reloader = crate::reload::Reloader::new(config_path, cfg_tx, status.clone());
         tasks.push(tokio::spawn(reloader.run(shutdown.clone())));
 
@@ -155,6 +168,23 @@ impl Agent {
             let _ = w.await;
         }
         Ok(())
+    }
+}
+
+/// Feeds the status page's chart: one sample per `history::INTERVAL` (a wake-up every 10 s is
+/// the whole idle cost).
+async fn sample_history(status: Arc<StatusHub>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(crate::history::INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {
+                // `counts` takes the queue's state lock: off the runtime's workers.
+                let s = status.clone();
+                let _ = tokio::task::spawn_blocking(move || s.sample_history()).await;
+            }
+        }
     }
 }
 
@@ -275,7 +305,6 @@ impl Supervisor {
                     rules.transform.clone(),
                     self.queue.clone(),
                     self.status.clone(),
-                    tokio::runtime::Handle::current(),
                 );
                 self.file = Some((w, rules.clone(), f));
             }

@@ -22,6 +22,12 @@ use serde_yaml::Value;
 
 use crate::transform::{FieldPath, HashRule, Transform, TruncateIp, COMMON_FIELDS};
 
+mod platforms;
+pub use platforms::{
+    datadog_intake_url, AzureMonitorConfig, DatadogConfig, AZURE_MAX_CALL_BYTES, DATADOG_MAX_ENTRIES, DATADOG_MAX_ENTRY_BYTES,
+    DATADOG_MAX_PAYLOAD_BYTES,
+};
+
 /// A secret string (password, token, a Sumo Logic URL, a pseudonymisation key). Never printed;
 /// its bytes, including spare capacity, are overwritten with zeros when it is dropped (through
 /// `zeroize`, whose volatile writes the optimiser cannot remove). Best effort: copies that
@@ -57,6 +63,8 @@ pub enum Platform {
     Elasticsearch,
     SumoLogic,
     Generic,
+    Datadog,
+    AzureMonitor,
 }
 
 impl Platform {
@@ -67,6 +75,8 @@ impl Platform {
             Platform::Elasticsearch => "elasticsearch",
             Platform::SumoLogic => "sumo_logic",
             Platform::Generic => "generic",
+            Platform::Datadog => "datadog",
+            Platform::AzureMonitor => "azure_monitor",
         }
     }
 
@@ -81,6 +91,8 @@ impl Platform {
             Platform::Elasticsearch
         } else if path.contains("/receiver/v1/http") {
             Platform::SumoLogic
+        } else if path.ends_with("/api/v2/logs") {
+            Platform::Datadog
         } else {
             Platform::Generic
         }
@@ -178,10 +190,26 @@ pub struct SiemConfig {
     pub splunk_hec: SplunkConfig,
     pub elasticsearch: ElasticConfig,
     pub sumo_logic: SumoConfig,
+    pub datadog: DatadogConfig,
+    pub azure_monitor: AzureMonitorConfig,
     pub tls: TlsConfig,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub allow_plain_http: bool,
+    /// `siem.schema`: how events are shaped for the SIEM (see `schema`).
+    pub schema: crate::schema::Schema,
+    /// The top-level `audit:` section, kept here because it changes what the sink sends (the
+    /// stamp on each event); `None` when audit is off.
+    pub audit: Option<AuditConfig>,
+}
+
+/// `audit:` (opt-in): the agent's identity and sequence number on each event, and heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// `audit.agent_id` (default: this host's name).
+    pub agent_id: String,
+    /// `audit.heartbeat_interval` (default off).
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl SiemConfig {
@@ -261,6 +289,19 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
+    /// The queue at `path` with every other setting at its default (`--queue-path`).
+    pub fn with_defaults(path: PathBuf) -> QueueConfig {
+        QueueConfig {
+            path,
+            max_bytes: DEFAULT_QUEUE_MAX_BYTES,
+            max_quarantine_entries: DEFAULT_MAX_QUARANTINE_ENTRIES,
+            max_quarantine_bytes: crate::queue::DEFAULT_MAX_QUARANTINE_BYTES,
+            max_dead_letter_entries: crate::queue::DEFAULT_MAX_DEAD_LETTER_ENTRIES,
+            max_dead_letter_bytes: crate::queue::DEFAULT_MAX_DEAD_LETTER_BYTES,
+            min_free_bytes: crate::queue::DEFAULT_MIN_FREE_BYTES,
+        }
+    }
+
     /// The bounds the queue enforces.
     pub fn limits(&self) -> crate::queue::Limits {
         crate::queue::Limits {
@@ -338,6 +379,9 @@ pub struct Config {
     pub transform: Option<Transform>,
     /// Dotted keys of the secrets written literally in the file, e.g. `siem.auth.header`.
     pub inline_secrets: Vec<String>,
+    /// Files the secrets were read from (`*_file` keys): the reloader re-reads the config when
+    /// one changes (a rotated Kubernetes Secret is updated in place).
+    pub secret_files: Vec<PathBuf>,
 }
 
 /// Every problem found in a config, each naming its dotted key.
@@ -359,15 +403,15 @@ impl fmt::Display for ConfigErrors {
 }
 
 pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:8686";
+const DEFAULT_QUEUE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+const DEFAULT_MAX_QUARANTINE_ENTRIES: u64 = 10_000;
 
 impl Config {
     /// Reads and validates a config file. Errors name the file and every bad key.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        // The caller names the file (`FILE: problem`), as for every other problem.
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            problems: vec![format!(
-                "{}: cannot read the config file: {e}; check the path and its permissions",
-                path.display()
-            )],
+            problems: vec![format!("cannot read the config file: {e}; check the path and its permissions")],
         })?;
         Config::parse_with_env(&text, &|k| std::env::var(k).ok())
     }
@@ -387,9 +431,11 @@ impl Config {
         };
         let errs = Rc::new(RefCell::new(Vec::new()));
         let inline = Rc::new(RefCell::new(Vec::new()));
+        let secret_files = Rc::new(RefCell::new(Vec::new()));
         let cfg = {
             let mut root = Node::root(root, errs.clone(), env);
             root.inline = inline.clone();
+            root.secret_files = secret_files.clone();
             let cfg = parse_root(&mut root);
             root.finish();
             cfg
@@ -398,6 +444,7 @@ impl Config {
         match cfg {
             Some(mut c) if errs.is_empty() => {
                 c.inline_secrets = inline.take();
+                c.secret_files = secret_files.take();
                 Ok(c)
             }
             _ => {
@@ -421,6 +468,65 @@ impl Config {
                             .collect();
                     }
                 }
+                Err(ConfigErrors { problems: errs })
+            }
+        }
+    }
+}
+
+/// What the operator's commands (`status`, `dead-letter`, `quarantine`, `aside`) need from a
+/// config: the queue and the status address, nothing else. Read by [`LocalConfig::load`].
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub queue: QueueConfig,
+    pub status: StatusConfig,
+}
+
+impl LocalConfig {
+    /// Reads only the `queue` and `status` sections, so these commands work exactly when they
+    /// are needed most: after a bad edit elsewhere in the file (the running agent keeps its old
+    /// config and shows `reload_error`), or in an operator's shell that does not have the SIEM
+    /// token's `${VAR}`. Problems in those two sections are still errors; the rest of the file
+    /// is not looked at beyond being YAML.
+    pub fn load(path: &Path) -> Result<LocalConfig, ConfigErrors> {
+        // The caller names the file (`FILE: problem`), as for every other problem.
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            problems: vec![format!("cannot read the config file: {e}; check the path and its permissions")],
+        })?;
+        LocalConfig::parse_with_env(&text, &|k| std::env::var(k).ok())
+    }
+
+    pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<LocalConfig, ConfigErrors> {
+        if let Err(problem) = check_flow_nesting(text) {
+            return Err(ConfigErrors { problems: vec![problem] });
+        }
+        let root: Value = serde_yaml::from_str(text).map_err(|e| ConfigErrors {
+            problems: vec![format!("not valid YAML: {e}")],
+        })?;
+        let errs = Rc::new(RefCell::new(Vec::new()));
+        let (queue, status) = {
+            let mut root = Node::root(root, errs.clone(), env);
+            let queue = match root.child("queue") {
+                Some(mut n) => {
+                    let q = parse_queue(&mut n);
+                    n.finish();
+                    q
+                }
+                None => {
+                    root.err("queue", "required; set queue.path to a directory for the durable queue");
+                    None
+                }
+            };
+            (queue, parse_status(&mut root))
+        };
+        let mut errs = errs.take();
+        match queue {
+            Some(queue) if errs.is_empty() => Ok(LocalConfig { queue, status }),
+            _ => {
+                if errs.is_empty() {
+                    errs.push("queue: incomplete".into());
+                }
+                hide_env_values(&mut errs, text, env);
                 Err(ConfigErrors { problems: errs })
             }
         }
@@ -494,7 +600,12 @@ struct Node<'e> {
     errs: Rc<RefCell<Vec<String>>>,
     /// Dotted keys of secrets written literally in the file (not `${VAR}`, not `*_file`).
     inline: Rc<RefCell<Vec<String>>>,
+    /// Where `*_file` secrets were read from.
+    secret_files: Rc<RefCell<Vec<PathBuf>>>,
     env: &'e dyn Fn(&str) -> Option<String>,
+    /// Every key this section's parser asked for, present or not: the candidates for a
+    /// "did you mean" on an unknown key.
+    asked: Vec<String>,
 }
 
 impl<'e> Node<'e> {
@@ -504,7 +615,9 @@ impl<'e> Node<'e> {
             map: BTreeMap::new(),
             errs,
             inline: Rc::default(),
+            secret_files: Rc::default(),
             env,
+            asked: Vec::new(),
         };
         match v {
             Value::Mapping(m) => n.map = to_map(m, "", &mut n.errs.borrow_mut()),
@@ -548,7 +661,7 @@ impl<'e> Node<'e> {
 
     /// A nested mapping; `None` when absent or null.
     fn child(&mut self, k: &str) -> Option<Node<'e>> {
-        let v = self.map.remove(k)?;
+        let v = self.take(k)?;
         let path = self.key(k);
         match v {
             Value::Null => None,
@@ -559,7 +672,9 @@ impl<'e> Node<'e> {
                     map,
                     errs: self.errs.clone(),
                     inline: self.inline.clone(),
+                    secret_files: self.secret_files.clone(),
                     env: self.env,
+                    asked: Vec::new(),
                 })
             }
             other => {
@@ -569,16 +684,27 @@ impl<'e> Node<'e> {
         }
     }
 
+    /// Takes the value of `k` out of the mapping (what remains at `finish` is unknown), and
+    /// remembers that the parser knows `k`.
+    fn take(&mut self, k: &str) -> Option<Value> {
+        self.asked.push(k.to_string());
+        self.map.remove(k)
+    }
+
     fn finish(mut self) {
         let keys: Vec<String> = self.map.keys().cloned().collect();
         for k in keys {
-            self.err(&k, "unknown key; check the spelling against config/*.yaml examples");
+            let msg = match did_you_mean(&k, &self.asked) {
+                Some(known) => format!("unknown key; did you mean `{known}`?"),
+                None => "unknown key; check the spelling against config/*.yaml examples".to_string(),
+            };
+            self.err(&k, msg);
         }
     }
 
     /// A string with `${VAR}` expanded.
     fn string(&mut self, k: &str) -> Option<String> {
-        let v = self.map.remove(k)?;
+        let v = self.take(k)?;
         match v {
             Value::Null => None,
             Value::String(s) => self.expand(k, &s),
@@ -610,7 +736,7 @@ impl<'e> Node<'e> {
     }
 
     fn bool(&mut self, k: &str, default: bool) -> bool {
-        match self.map.remove(k) {
+        match self.take(k) {
             None | Some(Value::Null) => default,
             Some(Value::Bool(b)) => b,
             Some(Value::String(s)) => match self.expand(k, &s).as_deref() {
@@ -630,7 +756,7 @@ impl<'e> Node<'e> {
     }
 
     fn uint(&mut self, k: &str, default: u64, min: u64, max: u64) -> u64 {
-        let v = match self.map.remove(k) {
+        let v = match self.take(k) {
             None | Some(Value::Null) => return default,
             Some(Value::Number(n)) => n.as_u64(),
             Some(Value::String(s)) => self.expand(k, &s).and_then(|s| s.trim().parse::<u64>().ok()),
@@ -650,7 +776,7 @@ impl<'e> Node<'e> {
     }
 
     fn duration(&mut self, k: &str, default: Duration) -> Duration {
-        let raw = match self.map.remove(k) {
+        let raw = match self.take(k) {
             None | Some(Value::Null) => return default,
             Some(Value::String(s)) => match self.expand(k, &s) {
                 Some(s) => s,
@@ -672,7 +798,7 @@ impl<'e> Node<'e> {
     }
 
     fn size(&mut self, k: &str, default: u64, min: u64) -> u64 {
-        let raw = match self.map.remove(k) {
+        let raw = match self.take(k) {
             None | Some(Value::Null) => return default,
             Some(Value::String(s)) => match self.expand(k, &s) {
                 Some(s) => s,
@@ -699,7 +825,7 @@ impl<'e> Node<'e> {
 
     /// A list of dotted field paths (`[subject, location.city]`); `None` when absent.
     fn field_paths(&mut self, k: &str) -> Option<Vec<FieldPath>> {
-        let v = self.map.remove(k)?;
+        let v = self.take(k)?;
         let items = match v {
             Value::Null => return None,
             Value::Sequence(items) => items,
@@ -766,16 +892,19 @@ impl<'e> Node<'e> {
                 None
             }
             (Some(v), None) => Some(Secret::new(v)),
-            (None, Some(path)) => match std::fs::read_to_string(&path) {
-                Ok(s) => {
-                    let s = Secret::new(s);
-                    Some(Secret::new(s.expose().trim_end_matches(['\n', '\r'])))
+            (None, Some(path)) => {
+                self.secret_files.borrow_mut().push(PathBuf::from(&path));
+                match std::fs::read_to_string(&path) {
+                    Ok(s) => {
+                        let s = Secret::new(s);
+                        Some(Secret::new(s.expose().trim_end_matches(['\n', '\r'])))
+                    }
+                    Err(e) => {
+                        self.err(&file_key, format!("cannot read secret file {path}: {e}"));
+                        None
+                    }
                 }
-                Err(e) => {
-                    self.err(&file_key, format!("cannot read secret file {path}: {e}"));
-                    None
-                }
-            },
+            }
             (None, None) => None,
         }
     }
@@ -872,27 +1001,30 @@ fn hide_env_values(problems: &mut [String], text: &str, env: &dyn Fn(&str) -> Op
     }
 }
 
-/// Parses human durations: `250ms`, `1s`, `2m`, `1h`, `1.5s`. A bare number means seconds.
+/// The known key closest to an unknown one, if it is close enough to be a typo
+/// (`platfrom` -> `platform`, `max_byte` -> `max_bytes`).
+fn did_you_mean<'a>(unknown: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(unknown, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4) && *d < k.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+/// Parses human durations with `humantime`: `250ms`, `10s`, `10 seconds`, `2m`, `1h30m`,
+/// `1day`. A unit is required: a bare `30` is refused (seconds? milliseconds?) with the
+/// spelling that was probably meant.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration like 250ms, 1s or 2m, got {s:?}"))?;
-    let mult = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 0.001,
-        "us" => 0.000_001,
-        "m" | "min" | "mins" => 60.0,
-        "h" => 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?}; use ms, s, m or h")),
-    };
-    let secs = n * mult;
-    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return Err(format!("duration {s:?} is out of range"));
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!("{t:?} has no unit; write it with one, e.g. {t}s or {t}ms"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let d = humantime::parse_duration(t).map_err(|e| format!("expected a duration like 250ms, 10s, 2m or 1h30m, got {s:?} ({e})"))?;
+    if d > Duration::from_secs(86_400 * 365) {
+        return Err(format!("duration {s:?} is out of range (at most a year)"));
+    }
+    Ok(d)
 }
 
 /// Parses sizes: `1MiB`, `512KiB`, `1GB`, `1000` (bytes).
@@ -964,6 +1096,21 @@ fn redact_header_for_error(raw: &str) -> String {
     }
 }
 
+fn parse_status(root: &mut Node) -> StatusConfig {
+    let n = root.child("status");
+    let mut listen: SocketAddr = DEFAULT_STATUS_ADDR.parse().expect("valid default");
+    if let Some(mut n) = n {
+        if let Some(s) = n.string("listen") {
+            match s.parse::<SocketAddr>() {
+                Ok(a) => listen = a,
+                Err(_) => n.err("listen", format!("expected IP:PORT like 127.0.0.1:8686, got {s:?}")),
+            }
+        }
+        n.finish();
+    }
+    StatusConfig { listen }
+}
+
 fn parse_root(root: &mut Node) -> Option<Config> {
     let siem = match root.child("siem") {
         Some(mut n) => {
@@ -1006,20 +1153,7 @@ fn parse_root(root: &mut Node) -> Option<Config> {
         }
         d
     };
-    let status = {
-        let n = root.child("status");
-        let mut listen: SocketAddr = DEFAULT_STATUS_ADDR.parse().expect("valid default");
-        if let Some(mut n) = n {
-            if let Some(s) = n.string("listen") {
-                match s.parse::<SocketAddr>() {
-                    Ok(a) => listen = a,
-                    Err(_) => n.err("listen", format!("expected IP:PORT like 127.0.0.1:8686, got {s:?}")),
-                }
-            }
-            n.finish();
-        }
-        StatusConfig { listen }
-    };
+    let status = parse_status(root);
     let log = {
         let mut format = LogFormat::Text;
         let mut level = "info".to_string();
@@ -1041,8 +1175,15 @@ fn parse_root(root: &mut Node) -> Option<Config> {
         n.finish();
         t
     });
+    let audit = root.child("audit").and_then(|mut n| {
+        let a = parse_audit(&mut n);
+        n.finish();
+        a
+    });
+    let mut siem = siem?;
+    siem.audit = audit;
     Some(Config {
-        siem: siem?,
+        siem,
         sources: sources?,
         queue: queue?,
         delivery: delivery?,
@@ -1050,6 +1191,39 @@ fn parse_root(root: &mut Node) -> Option<Config> {
         log,
         transform,
         inline_secrets: Vec::new(),
+        secret_files: Vec::new(),
+    })
+}
+
+/// The `audit:` section: on unless `enabled: false`.
+fn parse_audit(n: &mut Node) -> Option<AuditConfig> {
+    let enabled = n.bool("enabled", true);
+    let agent_id = match n.string("agent_id") {
+        Some(id) if id.trim().is_empty() || id.len() > 256 || id.chars().any(char::is_control) => {
+            n.err("agent_id", "must be 1 to 256 printable characters, e.g. the host name");
+            None
+        }
+        Some(id) => Some(id),
+        None => crate::sink::splunk_hec::hostname(),
+    };
+    let heartbeat_interval = if n.has("heartbeat_interval") {
+        let d = n.duration("heartbeat_interval", Duration::ZERO);
+        if d > Duration::ZERO && d < Duration::from_secs(1) {
+            n.err(
+                "heartbeat_interval",
+                "is too short; use at least 1s (e.g. 5m), or leave it out to send no heartbeats",
+            );
+        }
+        (d >= Duration::from_secs(1)).then_some(d)
+    } else {
+        None
+    };
+    if agent_id.is_none() && !n.has_error_under("agent_id") {
+        n.err("agent_id", "this host's name could not be read; set audit.agent_id");
+    }
+    (enabled && agent_id.is_some()).then(|| AuditConfig {
+        agent_id: agent_id.unwrap_or_default(),
+        heartbeat_interval,
     })
 }
 
@@ -1155,8 +1329,6 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
         Some(Value::Sequence(items)) => items.iter().any(|v| matches!(v, Value::String(s) if !s.contains("${"))),
         _ => false,
     };
-    let urls = parse_siem_urls(n);
-    let url = urls.as_ref().and_then(|u| u.first().cloned());
     let platform = n.choice(
         "platform",
         Platform::Auto,
@@ -1166,8 +1338,40 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             ("elasticsearch", Platform::Elasticsearch),
             ("sumo_logic", Platform::SumoLogic),
             ("generic", Platform::Generic),
+            ("datadog", Platform::Datadog),
+            ("azure_monitor", Platform::AzureMonitor),
         ],
     );
+    // `auto` with a Datadog intake URL uses the section too (see `Platform::infer_from_url`).
+    let dd_url = match n.map.get("url") {
+        Some(Value::String(s)) => s.trim().trim_end_matches('/').ends_with("/api/v2/logs"),
+        Some(Value::Sequence(items)) => {
+            matches!(items.first(), Some(Value::String(s)) if s.trim().trim_end_matches('/').ends_with("/api/v2/logs"))
+        }
+        _ => false,
+    };
+    let datadog = platforms::parse_datadog(n, platform == Platform::Datadog || (platform == Platform::Auto && dd_url));
+    let azure_monitor = platforms::parse_azure(n, platform == Platform::AzureMonitor);
+    // Datadog and Azure Monitor derive the URL from their own section when siem.url is unset.
+    let mut url_key = "url";
+    let urls = if n.has("url") || !matches!(platform, Platform::Datadog | Platform::AzureMonitor) {
+        if platform == Platform::AzureMonitor && azure_monitor.endpoint.is_some() {
+            n.err(
+                "azure_monitor.endpoint",
+                "give the endpoint once: either siem.url or siem.azure_monitor.endpoint",
+            );
+        }
+        parse_siem_urls(n, None)
+    } else {
+        match platforms::derived_url(n, platform, &datadog, &azure_monitor) {
+            Some((k, u)) => {
+                url_key = k;
+                parse_siem_urls(n, Some((k, u)))
+            }
+            None => None,
+        }
+    };
+    let url = urls.as_ref().and_then(|u| u.first().cloned());
     let auth = match n.child("auth") {
         None => Auth::None,
         Some(mut a) => {
@@ -1207,6 +1411,9 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             auth
         }
     };
+    if platform == Platform::AzureMonitor && auth != Auth::None {
+        n.err("auth", "is not used with platform azure_monitor: the agent gets its token with siem.azure_monitor.client_id and client_secret; remove siem.auth");
+    }
     let generic = {
         let mut g = n.child("generic");
         let batch = g
@@ -1234,6 +1441,13 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             gzip,
         }
     };
+    let schema = n.choice("schema", crate::schema::Schema::Raw, &crate::schema::Schema::ALL);
+    // CIM's data model finds events by a search-time tag on their sourcetype (docs/PLATFORMS.md).
+    let default_sourcetype = if schema == crate::schema::Schema::Cim {
+        crate::schema::cim::SOURCETYPE
+    } else {
+        "_json"
+    };
     let splunk_hec = {
         let mut s = n.child("splunk_hec");
         let (max_events, max_bytes, gzip) = batch_limits(s.as_mut(), 1000, 1_000_000);
@@ -1241,7 +1455,7 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             Some(s) => SplunkConfig {
                 index: s.string("index"),
                 source: s.string("source").unwrap_or_else(|| "sendauth-siem".into()),
-                sourcetype: s.string("sourcetype").unwrap_or_else(|| "_json".into()),
+                sourcetype: s.string("sourcetype").unwrap_or_else(|| default_sourcetype.into()),
                 host: s.string("host"),
                 gzip,
                 max_events,
@@ -1254,7 +1468,7 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
             None => SplunkConfig {
                 index: None,
                 source: "sendauth-siem".into(),
-                sourcetype: "_json".into(),
+                sourcetype: default_sourcetype.into(),
                 host: None,
                 gzip,
                 max_events,
@@ -1388,7 +1602,7 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
     for u in urls.iter().flatten() {
         if u.scheme() == "http" && !allow_plain_http && !is_loopback_host(u) {
             n.err(
-                "url",
+                url_key,
                 "plain http:// to a non-loopback host would send events and credentials unencrypted; use https:// or set siem.allow_plain_http: true",
             );
             break;
@@ -1423,6 +1637,16 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
         }
     }
     if let Some(u) = &url {
+        if platform == Platform::Auto
+            && Platform::infer_from_url(u) == Platform::Datadog
+            && datadog.api_key.is_none()
+            && !n.has_error_under("datadog.api_key")
+        {
+            n.err(
+                "datadog.api_key",
+                "required for the Datadog intake; set api_key: \"${DD_API_KEY}\" or api_key_file",
+            );
+        }
         // A Sumo Logic HTTP Source URL is its credential.
         let sumo = platform == Platform::SumoLogic || (platform == Platform::Auto && Platform::infer_from_url(u) == Platform::SumoLogic);
         if sumo && url_literal {
@@ -1440,18 +1664,27 @@ fn parse_siem(n: &mut Node) -> Option<SiemConfig> {
         splunk_hec,
         elasticsearch,
         sumo_logic,
+        datadog,
+        azure_monitor,
         tls,
         timeout,
         connect_timeout,
         allow_plain_http,
+        schema,
+        audit: None,
     })
 }
 
 /// `siem.url`: one URL, or a list of URLs of the same SIEM (its nodes). A list must be
 /// non-empty, without duplicates, and use one scheme; each URL must be valid on its own.
-fn parse_siem_urls(n: &mut Node) -> Option<Vec<reqwest::Url>> {
+/// `derived`: the URL a platform's own section gives (key, URL) when `siem.url` is unset.
+fn parse_siem_urls(n: &mut Node, derived: Option<(&str, String)>) -> Option<Vec<reqwest::Url>> {
     let hint = "set siem.url to your SIEM's HTTP(S) endpoint";
     let raw: Vec<(String, Option<String>)> = match n.map.get("url") {
+        _ if derived.is_some() => {
+            let (k, u) = derived.expect("guarded");
+            vec![(k.to_string(), Some(u))]
+        }
         Some(Value::Sequence(items)) => {
             let items = items.clone();
             n.map.remove("url");
@@ -1597,7 +1830,7 @@ fn check_platform(n: &mut Node, url: &reqwest::Url, platform: Platform, splunk: 
                 }
             }
         }
-        Platform::Generic | Platform::Auto => {}
+        Platform::Generic | Platform::Auto | Platform::Datadog | Platform::AzureMonitor => {}
     }
 }
 
@@ -1623,7 +1856,7 @@ fn batch_limits(n: Option<&mut Node>, default_events: usize, default_bytes: usiz
 }
 
 fn parse_mode(n: &mut Node, k: &str, default: u32) -> u32 {
-    let raw = match n.map.remove(k) {
+    let raw = match n.take(k) {
         None | Some(Value::Null) => return default,
         Some(Value::String(s)) => s,
         // YAML reads 0660 as the decimal number 660; take its digits as octal, which is what the
@@ -1698,8 +1931,8 @@ fn parse_sources(n: &mut Node) -> Option<SourcesConfig> {
 
 fn parse_queue(n: &mut Node) -> Option<QueueConfig> {
     let path = n.required_string("path", "set a directory for the durable queue, e.g. /var/lib/sendauth-siem");
-    let max_bytes = n.size("max_bytes", 1024 * 1024 * 1024, 64 * 1024);
-    let max_quarantine_entries = n.uint("max_quarantine_entries", 10_000, 1, 100_000_000);
+    let max_bytes = n.size("max_bytes", DEFAULT_QUEUE_MAX_BYTES, 64 * 1024);
+    let max_quarantine_entries = n.uint("max_quarantine_entries", DEFAULT_MAX_QUARANTINE_ENTRIES, 1, 100_000_000);
     let max_quarantine_bytes = n.size("max_quarantine_bytes", crate::queue::DEFAULT_MAX_QUARANTINE_BYTES, 64 * 1024);
     let max_dead_letter_entries = n.uint(
         "max_dead_letter_entries",
@@ -1874,8 +2107,30 @@ mod tests {
     }
 
     #[test]
+    fn local_config_needs_only_the_queue_and_status_sections() {
+        // A broken siem section and an unset secret do not matter to the operator's commands.
+        let text = "siem:\n  url: ${NOPE_UNSET}\n  platfrom: x\nqueue:\n  path: /tmp/q\nstatus:\n  listen: 127.0.0.1:9999\n";
+        assert!(Config::parse_with_env(text, &env).is_err());
+        let l = LocalConfig::parse_with_env(text, &env).unwrap();
+        assert_eq!(l.queue.path, PathBuf::from("/tmp/q"));
+        assert_eq!(l.status.listen.port(), 9999);
+        let bad = LocalConfig::parse_with_env("queue:\n  max_bytes: 1MiB\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("queue.path"), "{bad}");
+    }
+
+    #[test]
+    fn an_unknown_key_close_to_a_known_one_gets_a_did_you_mean() {
+        let text = MINIMAL.replace("queue:", "queue:\n  max_byte: 1MiB\n  wibble: 1");
+        let all = Config::parse_with_env(&text, &env).unwrap_err().to_string();
+        assert!(all.contains("queue.max_byte: unknown key; did you mean `max_bytes`?"), "{all}");
+        assert!(all.contains("queue.wibble: unknown key; check the spelling"), "{all}");
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_dotted_key() {
-        let text = "siem:\n  url: https://x.example.com/c\n  auth:\n    header: \"Bearer abc\"\n  platfrom: generic\nsources:\n  file: { path: /x, start_at: middle }\n  max_event_bytes: lots\nqueue:\n  path: /q\ndelivery:\n  initial_backoff: 3 weeks\n";
+        let text = "siem:\n  url: https://x.example.com/c\n  auth:\n    header: \"Bearer abc\"\n  platfrom: generic\nsources:\n  file: { path: /x, start_at: middle }\n  max_event_bytes: lots\nqueue:\n  path: /q\ndelivery:\n  initial_backoff: 3 fortnights\n";
         let e = Config::parse_with_env(text, &env).unwrap_err();
         let all = e.to_string();
         assert!(all.contains("siem.auth.header: expected \"Name: value\""), "{all}");
@@ -1998,6 +2253,10 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_duration("10 seconds").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        let bare = parse_duration("30").unwrap_err();
+        assert!(bare.contains("30s"), "{bare}");
         assert_eq!(parse_size("1MiB").unwrap(), 1024 * 1024);
         assert_eq!(parse_size("1MB").unwrap(), 1_000_000);
         assert!(parse_size("1 parsec").is_err());

@@ -29,6 +29,12 @@ fn hint(f: &Failure, platform: &str) -> &'static str {
         FailureKind::Credentials if platform == "sumo_logic" => {
             "Next: the token is part of the URL: copy the HTTP Source's current URL from Sumo Logic into siem.url (siem.auth is not used)."
         }
+        FailureKind::Credentials if platform == "datadog" => {
+            "Next: copy an API key (Organization Settings > API Keys; not an application key) from the Datadog site you send to into siem.datadog.api_key."
+        }
+        FailureKind::Credentials if platform == "azure_monitor" => {
+            "Next: fix what is named above in siem.azure_monitor (tenant_id, client_id, client_secret: Microsoft Entra ID > App registrations), or the app's \"Monitoring Metrics Publisher\" role on the data collection rule."
+        }
         FailureKind::Dns => "Next: check the host name in siem.url and this machine's DNS resolver.",
         FailureKind::ConnectionRefused => "Next: check the port in siem.url and that the SIEM's HTTP collector is enabled and listening.",
         FailureKind::Network => "Next: check firewalls and proxies between this host and the SIEM.",

@@ -2,7 +2,10 @@
 //! temporary directory against the built-in generic SIEM emulator, appends sample events of all
 //! four types to a JSONL file (plus one malformed line, to show the quarantine, and one written
 //! in two halves, to show that a partial line waits for its newline), and prints each event as
-//! the emulator receives it.
+//! the emulator receives it. Halfway, the SIEM goes down (it answers 503): the events written
+//! meanwhile wait on disk, status turns `error`, and when the SIEM comes back they all arrive,
+//! in order. That is the product's main promise, shown rather than told. `--keep` leaves the
+//! agent and the emulator running afterwards, with the status page open, until Ctrl-C.
 
 use std::io::Write;
 use std::time::Duration;
@@ -11,7 +14,7 @@ use anyhow::Context;
 
 use crate::agent::Agent;
 use crate::config::Config;
-use crate::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Kind};
+use crate::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind};
 
 const TYPES: [&str; 4] = [
     "transaction.created",
@@ -53,8 +56,44 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-pub async fn run(n: usize) -> anyhow::Result<()> {
-    let n = n.max(2);
+/// Prints the events the emulator received since `seen` (updating it).
+fn print_arrivals(emu: &Emulator, seen: &mut usize) {
+    let evs = emu.events();
+    for e in evs.iter().skip(*seen) {
+        println!(
+            "  -> SIEM received #{:<3} {:<22} {}  {}",
+            *seen + 1,
+            e["event_type"].as_str().unwrap_or("?"),
+            e["transaction_id"].as_str().unwrap_or("?"),
+            e["subject"].as_str().unwrap_or("")
+        );
+        *seen += 1;
+    }
+}
+
+/// Waits (up to `limit`) until the emulator has `want` events, printing them as they come.
+async fn show_arrivals(emu: &Emulator, seen: &mut usize, want: usize, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while *seen < want && tokio::time::Instant::now() < deadline {
+        emu.wait_for_events(*seen + 1, Duration::from_millis(300)).await;
+        print_arrivals(emu, seen);
+    }
+}
+
+/// Waits (up to 10 s) until the agent's status satisfies `pred`.
+async fn wait_status(agent: &Agent, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = agent.status.snapshot();
+        if pred(&s) || tokio::time::Instant::now() >= deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
+    let n = n.max(4);
     let dir = tempfile::Builder::new().prefix("sendauth-siem-demo").tempdir()?;
     let mut ecfg = EmulatorConfig::new(Kind::Generic);
     ecfg.auth = ExpectedAuth::Header {
@@ -65,7 +104,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     let events_path = dir.path().join("events.jsonl");
     let port = free_port()?;
     let yaml = format!(
-        "siem:\n  url: {url}\n  auth:\n    header: \"Authorization: Bearer demo-token\"\n  generic:\n    batch: none\nsources:\n  file: {{ path: {file}, start_at: beginning, poll_interval: 100ms }}\n  socket: {{ path: {sock} }}\nqueue:\n  path: {queue}\ndelivery:\n  initial_backoff: 200ms\n  max_backoff: 2s\nstatus:\n  listen: 127.0.0.1:{port}\nlog:\n  level: warn\n",
+        "siem:\n  url: {url}\n  auth:\n    header: \"Authorization: Bearer demo-token\"\n  generic:\n    batch: none\nsources:\n  file: {{ path: {file}, start_at: beginning, poll_interval: 100ms }}\n  socket: {{ path: {sock} }}\nqueue:\n  path: {queue}\ndelivery:\n  initial_backoff: 200ms\n  max_backoff: 1s\n  max_in_flight: 1\nstatus:\n  listen: 127.0.0.1:{port}\nlog:\n  level: warn\n",
         url = emu.url(),
         file = events_path.display(),
         sock = dir.path().join("siem.sock").display(),
@@ -79,14 +118,41 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     println!("  working dir : {}", dir.path().display());
     println!("  event file  : {}", events_path.display());
     println!("  SIEM        : built-in generic JSON emulator at {}", emu.url());
-    println!("  status      : http://127.0.0.1:{port}/status  (and / for the status page)\n");
+    if keep {
+        println!("  status page : http://127.0.0.1:{port}/  (stays up after the demo: --keep)\n");
+    } else {
+        println!("  status page : http://127.0.0.1:{port}/  (open while the demo runs; add --keep to keep it up)\n");
+    }
 
     let agent = Agent::start(config_path, cfg, None).await?;
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&events_path)?;
     let mut seen = 0usize;
-    let mut written = 0usize;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // The outage covers the third quarter of the events.
+    let (down_at, up_at) = (n / 2, n * 3 / 4);
     for i in 0..n {
+        if i == down_at {
+            emu.set_fault(Some(Fault::Status {
+                code: 503,
+                body: "{\"error\":\"service unavailable (demo outage)\"}".into(),
+                headers: vec![],
+            }));
+            println!("\n  !! The SIEM goes down: it answers 503 to everything from now on.\n");
+        }
+        if i == up_at {
+            let s = wait_status(&agent, |s| {
+                s["state"] == "error" && s["queue"]["pending"].as_u64() >= Some((up_at - down_at) as u64)
+            })
+            .await;
+            println!(
+                "\n  Status now: state={}, {} event(s) waiting on disk in the queue, last error: {}",
+                s["state"],
+                s["queue"]["pending"],
+                s["last_error"]["message"].as_str().unwrap_or("?")
+            );
+            println!("  Nothing is lost: the agent keeps them and retries with backoff.\n");
+            emu.set_fault(None);
+            println!("  !! The SIEM is back. The waiting events go out, in order:\n");
+        }
         let line = sample_event(i);
         if i == 1 {
             // Written in two halves: the agent holds the first half until the newline arrives.
@@ -100,50 +166,26 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
         } else {
             writeln!(file, "{line}")?;
         }
-        written += 1;
-        if i == n / 2 {
-            writeln!(file, "{{\"event_type\":\"transaction.denied\",\"timestamp\":\"not-a-time\"}}")?;
+        if i == n / 4 {
+            writeln!(
+                file,
+                "{{\"event_type\":\"transaction.denied\",\"timestamp\":\"not-a-time\",\"transaction_id\":\"tx-bad\",\"org_id\":\"org-demo\"}}"
+            )?;
             println!("  (wrote one malformed line: it goes to the quarantine, never to the SIEM)");
         }
         file.flush()?;
-        // Show arrivals as they happen.
-        while seen < written && emu.wait_for_events(seen + 1, Duration::from_millis(300)).await {
-            let evs = emu.events();
-            for e in &evs[seen..] {
-                println!(
-                    "  -> SIEM received #{:<3} {:<22} {}  {}",
-                    seen + 1,
-                    e["event_type"].as_str().unwrap_or("?"),
-                    e["transaction_id"].as_str().unwrap_or("?"),
-                    e["subject"].as_str().unwrap_or("")
-                );
-                seen += 1;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    while seen < n && tokio::time::Instant::now() < deadline {
-        if emu.wait_for_events(seen + 1, Duration::from_secs(1)).await {
-            let evs = emu.events();
-            for e in &evs[seen..] {
-                println!(
-                    "  -> SIEM received #{:<3} {:<22} {}",
-                    seen + 1,
-                    e["event_type"].as_str().unwrap_or("?"),
-                    e["transaction_id"].as_str().unwrap_or("?")
-                );
-                seen += 1;
-            }
-        }
-    }
-    // Let the quarantine commit land in status.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while agent.status.queue().counts().quarantine == 0 {
+        if (down_at..up_at).contains(&i) {
+            println!("  .. written  #{:<3} (the SIEM is down: it waits on disk)", i + 1);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        } else {
+            // Show arrivals as they happen (all earlier ones first, after the outage).
+            show_arrivals(&emu, &mut seen, i + 1, Duration::from_secs(30)).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    })
-    .await;
-    let s = agent.status.snapshot();
+    }
+    show_arrivals(&emu, &mut seen, n, Duration::from_secs(60)).await;
+    // Let the quarantine commit land in status.
+    let s = wait_status(&agent, |s| s["quarantine"]["count"] == 1 && s["queue"]["pending"] == 0).await;
     println!(
         "\nStatus: state={} pending={} quarantine={} dead_letter={}",
         s["state"], s["queue"]["pending"], s["quarantine"]["count"], s["dead_letter"]["count"]
@@ -153,12 +195,34 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
             println!("  quarantined: {} — {}", e.meta.origin, e.meta.reason);
         }
     }
-    agent.stop().await;
-    emu.stop().await;
-    if seen == n {
-        println!("\nDemo complete: {n} of {n} events delivered in order; the malformed line was quarantined.");
+    let in_order = emu
+        .events()
+        .iter()
+        .map(|e| e["transaction_id"].as_str().unwrap_or("").to_string())
+        .eq((0..n).map(|i| format!("tx-{i:08}")));
+    let result = if seen == n && in_order {
+        println!(
+            "\nDemo complete: {n} of {n} events delivered in order, {} of them after a SIEM outage; the malformed line was quarantined.",
+            up_at - down_at
+        );
         Ok(())
     } else {
-        anyhow::bail!("only {seen} of {n} events arrived at the emulator within 60 s")
+        Err(anyhow::anyhow!(
+            "only {seen} of {n} events arrived at the emulator (in order: {in_order})"
+        ))
+    };
+    if keep && result.is_ok() {
+        println!("\nStill running (--keep): status page http://127.0.0.1:{port}/ ; append events to {} to see them arrive. Press Ctrl-C to stop.", events_path.display());
+        let mut tail = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tail.tick() => print_arrivals(&emu, &mut seen),
+            }
+        }
+        println!("stopping");
     }
+    agent.stop().await;
+    emu.stop().await;
+    result
 }

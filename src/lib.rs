@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod audit;
 pub mod bench;
 pub mod build_info;
 pub mod config;
@@ -12,9 +13,11 @@ pub mod demo;
 pub mod emulator;
 pub mod event;
 pub mod fd_limit;
+pub mod history;
 pub mod metrics;
 pub mod queue;
 pub mod reload;
+pub mod schema;
 pub mod server;
 pub mod service_manager;
 pub mod shutdown;
@@ -22,4 +25,5 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod status_page;
+pub mod tap;
 pub mod transform;

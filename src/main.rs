@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use sendauth_siem::config::{Config, LogFormat};
+use sendauth_siem::config::{Config, LocalConfig, LogFormat, QueueConfig};
 use sendauth_siem::source::file::not_a_regular_file;
 use serde_json::Value;
 
@@ -29,6 +29,19 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+/// Where the operator's queue commands find the queue. Only the config's `queue` and `status`
+/// sections are read: a broken edit elsewhere, or a secret's `${VAR}` unset in the operator's
+/// shell, does not stop them.
+#[derive(Args, Clone)]
+struct QueueArg {
+    /// Path to the agent's YAML config (only its queue and status sections are read).
+    #[arg(long, env = "SENDAUTH_SIEM_CONFIG", required_unless_present = "queue_path")]
+    config: Option<PathBuf>,
+    /// The queue directory (the config's queue.path), instead of --config.
+    #[arg(long, value_name = "DIR")]
+    queue_path: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the agent in the foreground until SIGTERM/SIGINT.
@@ -36,7 +49,13 @@ enum Cmd {
     /// Validate a config: exit 0 if valid, else one line per problem naming the key.
     CheckConfig(ConfigArg),
     /// Ask the running agent for its status.
+    ///
+    /// Exit codes: 0 healthy; 1 delivering but needs attention (a rejected config edit, events
+    /// dead-lettered since the last success, a queue incident); 2 not delivering (state error)
+    /// or no agent answered. With --live: 0 whenever the agent answers.
     Status {
+        /// Path to the agent's YAML config, to find status.listen (only the queue and status
+        /// sections are read).
         #[arg(long, env = "SENDAUTH_SIEM_CONFIG")]
         config: Option<PathBuf>,
         /// Status address (default: status.listen from --config, else 127.0.0.1:8686).
@@ -45,16 +64,46 @@ enum Cmd {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+        /// Only check that the agent answers (exit 0): for container health checks, which must
+        /// not restart the agent over a SIEM outage.
+        #[arg(long)]
+        live: bool,
     },
     /// Send one test event to the configured SIEM now and explain the outcome.
     Test(ConfigArg),
+    /// A live view of the running agent (through its admin socket): rates in and out, queue
+    /// depth and oldest age, each input, the SIEM, warnings and recent errors. Ctrl-C quits.
+    Top {
+        #[command(flatten)]
+        queue: QueueArg,
+        /// Time between refreshes.
+        #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
+        interval: std::time::Duration,
+        /// Print one frame (rates over one interval) and exit: for scripts and logs.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show events as they enter the running agent's queue, after the privacy transform (the
+    /// schema mapping comes later, when sending), through its admin socket. Read-only; stops
+    /// after --limit events.
+    Tap {
+        #[command(flatten)]
+        queue: QueueArg,
+        /// Stop after this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per event: {"source": "file"|"socket", "event": {...}}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write JSONL from stdin to the agent's socket and print its answer.
     Send {
+        /// The agent's socket (its sources.socket.path).
         #[arg(long)]
         socket: PathBuf,
         /// How long to wait for the agent at each step (connecting, each write, the answer)
-        /// before giving up with a non-zero exit: 10s, 500ms, 1m; a bare number is seconds.
-        #[arg(long, default_value = "10s", value_parser = parse_send_timeout)]
+        /// before giving up with a non-zero exit: 10s, 500ms, 1m, "10 seconds".
+        #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
         timeout: std::time::Duration,
     },
     /// Inspect, re-queue or delete events the SIEM rejected.
@@ -73,13 +122,30 @@ enum Cmd {
         #[command(subcommand)]
         action: AsideCmd,
     },
+    /// Check that a SIEM export holds every event (audit: on): gaps, duplicates, explanations.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCmd,
+    },
     /// Run the agent against a built-in local SIEM emulator with sample events, and show them
     /// arriving.
     Demo {
-        /// How many sample events to send.
+        /// How many sample events to send (at least 4).
         #[arg(long, default_value_t = 20)]
         events: usize,
+        /// Keep the agent, the emulator and the status page running after the demo, until
+        /// Ctrl-C.
+        #[arg(long)]
+        keep: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout, e.g.
+    /// `sendauth-siem completions bash > /etc/bash_completion.d/sendauth-siem`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, e.g. `sendauth-siem man | man -l -`.
+    Man,
     /// Measure the agent (run as a child process) against a local counting receiver:
     /// throughput (file, socket), cost and latency at steady rates, idle cost, and throughput
     /// with a distant SIEM (rtt). See docs/BENCHMARKS.md.
@@ -98,34 +164,56 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum AuditCmd {
+    /// Read an NDJSON export (Splunk `{"result":...}` lines, Elasticsearch hits or plain events)
+    /// and report per agent the missing sequence numbers, duplicates and which gaps heartbeats
+    /// explain. Exit 1 if a gap is unexplained, 2 if the file cannot be read.
+    Verify {
+        /// The export file (`-` for stdin).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum DeadLetterCmd {
     /// List dead-lettered events with their reasons.
     List {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// List at most this many (the oldest first).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
     /// Put dead-lettered events back at the end of the queue (all, or --id N ...).
     Replay {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
+        /// An entry's id, as `dead-letter list` shows it (repeatable).
         #[arg(long = "id")]
         ids: Vec<u64>,
         /// Replay every dead-lettered event.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
-    /// Delete dead-lettered events (all, or --id N ...).
+    /// Delete dead-lettered events (all, or --id N ...), for good.
     Purge {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
+        /// An entry's id, as `dead-letter list` shows it (repeatable).
         #[arg(long = "id")]
         ids: Vec<u64>,
+        /// Delete every dead-lettered event (asks first on a terminal; else needs --yes).
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+        /// Do not ask before deleting everything.
+        #[arg(long)]
+        yes: bool,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -134,11 +222,49 @@ enum QuarantineCmd {
     /// List quarantined lines with their reasons and origins.
     List {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// List at most this many (the oldest first).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+    },
+    /// Run quarantined lines through intake again with the current rules (after fixing
+    /// sources.max_event_bytes or the transform, say): those that pass now are queued, the rest
+    /// stay quarantined with today's reason. All, or the oldest through --through ID. Through
+    /// the running agent, or, when none runs, with a --config that loads in full. At least
+    /// once: a crash mid-replay may queue some lines twice.
+    Replay {
+        #[command(flatten)]
+        queue: QueueArg,
+        /// Replay every quarantined line.
+        #[arg(long, required_unless_present = "through")]
+        all: bool,
+        /// Replay the entries with ids up to and including this one.
+        #[arg(long, value_name = "ID", conflicts_with = "all")]
+        through: Option<u64>,
+        /// Only say what would happen.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete quarantined lines, for good: all of them, or the oldest through --through ID.
+    Purge {
+        #[command(flatten)]
+        queue: QueueArg,
+        /// Delete every quarantined line (asks first on a terminal; else needs --yes).
+        #[arg(long, required_unless_present = "through")]
+        all: bool,
+        /// Delete the entries with ids up to and including this one (ids as `quarantine list`
+        /// shows them).
+        #[arg(long, value_name = "ID", conflicts_with = "all")]
+        through: Option<u64>,
+        /// Do not ask before deleting.
+        #[arg(long)]
+        yes: bool,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -149,7 +275,8 @@ enum AsideCmd {
     /// that opens on a copy). Changes nothing.
     List {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -159,7 +286,7 @@ enum AsideCmd {
     /// crash mid-replay may send some events twice.
     Replay {
         #[command(flatten)]
-        config: ConfigArg,
+        queue: QueueArg,
         /// Its name, as `aside list` shows it (corrupt-...).
         name: String,
         /// Only say what would be re-queued.
@@ -170,13 +297,24 @@ enum AsideCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.cmd, Cmd::DeadLetter { .. } | Cmd::Quarantine { .. } | Cmd::Aside { .. }) {
+    if matches!(
+        cli.cmd,
+        Cmd::DeadLetter { .. } | Cmd::Quarantine { .. } | Cmd::Aside { .. } | Cmd::Tap { .. } | Cmd::Top { .. }
+    ) {
         // Listings are meant for pipes (`quarantine list --json | head`): when the reader goes
         // away, end quietly as other Unix tools do, instead of panicking in `println!` on EPIPE.
         // Only these commands: the agent itself must survive a peer that closes its socket.
         // SAFETY: called before any other thread exists; resets one signal disposition.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    if matches!(cli.cmd, Cmd::Tap { .. } | Cmd::Top { .. }) {
+        // Ctrl-C ends a live view even when it was started with SIGINT ignored (by a
+        // non-interactive shell's `&`, a supervisor, or a terminal multiplexer's server).
+        // SAFETY: as above, before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
         }
     }
     match real_main(cli) {
@@ -192,6 +330,29 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| {
         let lines: Vec<String> = e.problems.iter().map(|p| format!("{}: {p}", path.display())).collect();
         anyhow::anyhow!("invalid config; fix these and try again:\n{}", lines.join("\n"))
+    })
+}
+
+/// The queue settings for the operator's commands: from `--queue-path` (defaults otherwise), or
+/// from the config's `queue` section alone (`LocalConfig`).
+fn queue_config(a: &QueueArg) -> anyhow::Result<QueueConfig> {
+    if let Some(path) = &a.queue_path {
+        return Ok(QueueConfig::with_defaults(path.clone()));
+    }
+    let path = a
+        .config
+        .as_deref()
+        .context("say where the queue is: --config FILE or --queue-path DIR")?;
+    Ok(load_local(path)?.queue)
+}
+
+fn load_local(path: &Path) -> anyhow::Result<LocalConfig> {
+    LocalConfig::load(path).map_err(|e| {
+        let lines: Vec<String> = e.problems.iter().map(|p| format!("{}: {p}", path.display())).collect();
+        anyhow::anyhow!(
+            "cannot find the queue and status settings; fix these (or pass --queue-path / --addr):\n{}",
+            lines.join("\n")
+        )
     })
 }
 
@@ -270,6 +431,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(w) = sendauth_siem::fd_limit::check(&cfg) {
                     println!("{}: warning: {w}", a.config.display());
                 }
+                if let Some(f) = cfg
+                    .sources
+                    .file
+                    .as_ref()
+                    .filter(|f| f.path.parent().is_some_and(|d| !d.as_os_str().is_empty() && !d.is_dir()))
+                {
+                    println!(
+                        "{}: warning: sources.file.path: {}",
+                        a.config.display(),
+                        sendauth_siem::source::file::waiting_for(&f.path.display().to_string())
+                    );
+                }
                 println!(
                     "{}: OK (platform {}, {})",
                     a.config.display(),
@@ -285,7 +458,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
-        Cmd::Status { config, addr, json } => status_cmd(config, addr, json),
+        Cmd::Status { config, addr, json, live } => status_cmd(config, addr, json, live),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "sendauth-siem", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Test(a) => {
             let cfg = load(&a.config)?;
             let rt = runtime()?;
@@ -293,20 +476,32 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Send { socket, timeout } => send_cmd(&socket, timeout),
+        Cmd::Top { queue, interval, once } => top_cmd(&queue_config(&queue)?, interval, once),
+        Cmd::Tap { queue, limit, json } => tap_cmd(&queue_config(&queue)?, limit, json),
         Cmd::DeadLetter { action } => dead_letter_cmd(action),
-        Cmd::Quarantine { action } => match action {
-            QuarantineCmd::List { config, json, limit } => {
-                let cfg = load(&config.config)?;
-                print_entries(
-                    &cfg,
-                    sendauth_siem::admin::Request::QuarantineList { limit: Some(limit) },
-                    json,
-                    "line",
-                    &["origin", "reason"],
-                )?;
-                Ok(ExitCode::SUCCESS)
+        Cmd::Quarantine { action } => quarantine_cmd(action),
+        Cmd::Audit {
+            action: AuditCmd::Verify { file },
+        } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).map(|_| s)
+            } else {
+                std::fs::read(&file).map(|b| String::from_utf8_lossy(&b).into_owned())
+            };
+            match text {
+                Ok(text) => {
+                    let report = sendauth_siem::audit::verify::verify(&text);
+                    print!("{}", sendauth_siem::audit::verify::render(&report));
+                    let ok = report.unexplained() == 0 && !report.agents.is_empty();
+                    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                }
+                Err(e) => {
+                    eprintln!("{}: cannot read the export: {e}; check the path", file.display());
+                    Ok(ExitCode::from(2))
+                }
             }
-        },
+        }
         Cmd::Aside { action } => aside_cmd(action),
         Cmd::Bench(o) => {
             sendauth_siem::bench::run(&o)?;
@@ -321,10 +516,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("{events} events, {bytes} bytes written to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { events } => {
+        Cmd::Demo { events, keep } => {
             init_logging(LogFormat::Text, "error");
             let rt = runtime()?;
-            rt.block_on(sendauth_siem::demo::run(events))?;
+            rt.block_on(sendauth_siem::demo::run(events, keep))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -351,10 +546,36 @@ fn warn_loose_permissions(path: &Path, inline_secrets: &[String]) {
     );
 }
 
-fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+/// `status` exit codes (also in its `--help` and docs/CONTRACT.md).
+const STATUS_HEALTHY: u8 = 0;
+const STATUS_ATTENTION: u8 = 1;
+const STATUS_NOT_DELIVERING: u8 = 2;
+
+/// What `status` exits with for this status document: what needs a person, and how urgently.
+fn status_exit(v: &Value) -> u8 {
+    if v["state"] == "error" {
+        STATUS_NOT_DELIVERING
+    } else if v["config"]["reload_error"].is_string()
+        || v["queue"]["incident"].is_string()
+        || v["warnings"].as_array().is_some_and(|w| !w.is_empty())
+        || v["queue"]["moved_aside"].as_array().is_some_and(|a| !a.is_empty())
+    {
+        STATUS_ATTENTION
+    } else {
+        STATUS_HEALTHY
+    }
+}
+
+fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool, live: bool) -> anyhow::Result<ExitCode> {
     let addr = match (addr, config) {
         (Some(a), _) => a,
-        (None, Some(c)) => load(&c)?.status.listen.to_string(),
+        (None, Some(c)) => match load_local(&c) {
+            Ok(l) => l.status.listen.to_string(),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::from(STATUS_NOT_DELIVERING));
+            }
+        },
         (None, None) => sendauth_siem::config::DEFAULT_STATUS_ADDR.to_string(),
     };
     let rt = runtime()?;
@@ -372,15 +593,17 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
         Ok(b) => b,
         Err(e) => {
             eprintln!(
-                "error: no agent answered at http://{addr}/status ({e}); is `sendauth-siem run` running, and is status.listen {addr}?"
+                "error: no agent answered at http://{addr}/status ({}); is `sendauth-siem run` running, and is status.listen {addr}?",
+                root_cause(&e)
             );
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(STATUS_NOT_DELIVERING));
         }
     };
     let v: Value = serde_json::from_str(&body).context("the agent's status is not JSON")?;
+    let code = if live { STATUS_HEALTHY } else { status_exit(&v) };
     if json {
         println!("{}", serde_json::to_string(&v)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitCode::from(code));
     }
     let label = match v["state"].as_str().unwrap_or("?") {
         "success" => "Success",
@@ -390,16 +613,25 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
         other => other,
     };
     println!("State:            {label}");
-    if let Some(e) = v["last_error"].as_object() {
-        if v["state"] == "error" {
-            println!(
-                "Last error:       {} ({})",
-                e["message"].as_str().unwrap_or(""),
-                e["at"].as_str().unwrap_or("")
-            );
-        }
+    let e = &v["last_error"];
+    if e.is_object() {
+        let at = e["at"].as_str().unwrap_or("");
+        let when = match e["resolved_at"].as_str() {
+            Some(r) => format!("at {at}, {}; resolved at {r}", ago(at)),
+            None => format!("at {at}, {}", ago(at)),
+        };
+        println!("Last error:       {} ({when})", e["message"].as_str().unwrap_or(""));
     }
-    println!("Last success:     {}", v["last_success_at"].as_str().unwrap_or("never"));
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        println!("Warning:          {}", w.as_str().unwrap_or(""));
+    }
+    println!(
+        "Last success:     {}",
+        v["last_success_at"]
+            .as_str()
+            .map(|at| format!("{at} ({})", ago(at)))
+            .unwrap_or_else(|| "never".into())
+    );
     println!(
         "SIEM:             {} ({})",
         v["config"]["url"].as_str().unwrap_or(""),
@@ -412,6 +644,18 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
         if v["queue"]["full"] == true { " (FULL)" } else { "" }
     );
     println!("Dead letter:      {}", v["dead_letter"]["count"]);
+    let (f, s) = (&v["sources"]["file"], &v["sources"]["socket"]);
+    if f.is_object() {
+        println!("File source:      {}", f["summary"].as_str().unwrap_or(""));
+    }
+    if s.is_object() {
+        println!(
+            "Socket source:    {} ({} of at most {} writers connected)",
+            s["path"].as_str().unwrap_or(""),
+            s["connections"],
+            s["max_connections"]
+        );
+    }
     println!("Quarantine:       {}", v["quarantine"]["count"]);
     if let Some(r) = v["config"]["reload_error"].as_str() {
         println!("Config reload:    FAILED: {r}");
@@ -426,10 +670,34 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool) -> anyh
             names.join(", ")
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(code))
 }
 
-fn parse_send_timeout(s: &str) -> Result<std::time::Duration, String> {
+/// The innermost cause of an error ("Connection refused (os error 111)"), which says more than
+/// reqwest's "error sending request for url".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// "12 s ago", "3 min ago", "2 h ago" for an RFC 3339 time (empty if it does not parse).
+fn ago(at: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) else {
+        return String::new();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    match secs {
+        0..=119 => format!("{secs} s ago"),
+        120..=7199 => format!("{} min ago", secs / 60),
+        7200..=172_799 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
     let d = sendauth_siem::config::parse_duration(s)?;
     if d.is_zero() {
         return Err("must be more than 0, e.g. 10s".into());
@@ -514,15 +782,26 @@ fn send_cmd(socket: &Path, timeout: std::time::Duration) -> anyhow::Result<ExitC
 
 /// Talks to the running agent's admin socket, or opens the queue directly if none runs; each
 /// answer line goes to `on_line` as it arrives (listings stream; see `admin`'s module docs).
-fn admin_stream(cfg: &Config, req: sendauth_siem::admin::Request, on_line: &mut dyn FnMut(Value)) -> anyhow::Result<()> {
-    if sendauth_siem::admin::call(&cfg.queue.path, &req, on_line).context("admin socket")? {
+fn admin_stream(cfg: &QueueConfig, req: sendauth_siem::admin::Request, on_line: &mut dyn FnMut(Value)) -> anyhow::Result<()> {
+    admin_stream_with(cfg, req, None, on_line)
+}
+
+/// [`admin_stream`], with the intake rules a `quarantine replay` applies when no agent runs.
+fn admin_stream_with(
+    cfg: &QueueConfig,
+    req: sendauth_siem::admin::Request,
+    rules: Option<&sendauth_siem::source::IntakeRules>,
+    on_line: &mut dyn FnMut(Value),
+) -> anyhow::Result<()> {
+    if sendauth_siem::admin::call(&cfg.path, &req, on_line).context("admin socket")? {
         return Ok(());
     }
-    let q = sendauth_siem::queue::Queue::open(&cfg.queue.path, cfg.queue.max_bytes, cfg.queue.max_quarantine_entries)
-        .with_context(|| format!("cannot open the queue at {}", cfg.queue.path.display()))?;
-    q.set_limits(cfg.queue.limits());
-    q.set_min_free(cfg.queue.min_free_bytes);
-    sendauth_siem::admin::execute(&q, &req, &mut |v| {
+    let q = sendauth_siem::queue::Queue::open(&cfg.path, cfg.max_bytes, cfg.max_quarantine_entries)
+        .with_context(|| format!("cannot open the queue at {}", cfg.path.display()))?;
+    q.set_limits(cfg.limits());
+    q.set_min_free(cfg.min_free_bytes);
+    let metrics = sendauth_siem::metrics::Metrics::default();
+    sendauth_siem::admin::execute(&q, &req, rules.map(|r| (r, &metrics)), &mut |v| {
         on_line(v.clone());
         true
     });
@@ -531,7 +810,7 @@ fn admin_stream(cfg: &Config, req: sendauth_siem::admin::Request, on_line: &mut 
 }
 
 /// A request with a one-line answer.
-fn admin(cfg: &Config, req: sendauth_siem::admin::Request) -> anyhow::Result<Value> {
+fn admin(cfg: &QueueConfig, req: sendauth_siem::admin::Request) -> anyhow::Result<Value> {
     let mut answer = Value::Null;
     admin_stream(cfg, req, &mut |v| answer = v)?;
     Ok(answer)
@@ -540,7 +819,7 @@ fn admin(cfg: &Config, req: sendauth_siem::admin::Request) -> anyhow::Result<Val
 /// Prints a listing as it streams from the admin socket (or the queue opened directly). Fails
 /// when the agent answered an error, so a script sees a non-zero exit instead of an empty
 /// listing.
-fn print_entries(cfg: &Config, req: sendauth_siem::admin::Request, json: bool, body_key: &str, fields: &[&str]) -> anyhow::Result<()> {
+fn print_entries(cfg: &QueueConfig, req: sendauth_siem::admin::Request, json: bool, body_key: &str, fields: &[&str]) -> anyhow::Result<()> {
     let mut total = Value::Null;
     let mut error = None;
     admin_stream(cfg, req, &mut |e| {
@@ -579,12 +858,12 @@ fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
         }
     };
     match action {
-        DeadLetterCmd::List { config, json, limit } => {
-            let cfg = load(&config.config)?;
+        DeadLetterCmd::List { queue, json, limit } => {
+            let cfg = queue_config(&queue)?;
             print_entries(&cfg, Request::DeadLetterList { limit: Some(limit) }, json, "event", &["reason"])?;
         }
-        DeadLetterCmd::Replay { config, ids, all } => {
-            let cfg = load(&config.config)?;
+        DeadLetterCmd::Replay { queue, ids, all } => {
+            let cfg = queue_config(&queue)?;
             let v = admin(&cfg, Request::DeadLetterReplay { ids: pick(ids, all)? })?;
             if v["ok"] != true {
                 bail!("{}", v["error"].as_str().unwrap_or("replay failed"));
@@ -594,9 +873,34 @@ fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
                 v["replayed"]
             );
         }
-        DeadLetterCmd::Purge { config, ids, all } => {
-            let cfg = load(&config.config)?;
-            let v = admin(&cfg, Request::DeadLetterPurge { ids: pick(ids, all)? })?;
+        DeadLetterCmd::Purge {
+            queue,
+            ids,
+            all,
+            yes,
+            dry_run,
+        } => {
+            let cfg = queue_config(&queue)?;
+            let ids = pick(ids, all)?;
+            if dry_run {
+                // Counted from the listing (streamed): the number the purge would delete.
+                let (count, missing) = count_dead_letters(&cfg, ids.as_deref())?;
+                if !missing.is_empty() {
+                    bail!(
+                        "no dead-letter entry with id {}; see `sendauth-siem dead-letter list`",
+                        join_ids(&missing)
+                    );
+                }
+                println!("would delete {count} event(s) from the dead letter; nothing was changed");
+                return Ok(ExitCode::SUCCESS);
+            }
+            if ids.is_none() && !yes {
+                let (count, _) = count_dead_letters(&cfg, None)?;
+                if count > 0 && !confirm(&format!("delete all {count} dead-lettered event(s) for good?"))? {
+                    bail!("nothing was deleted: pass --yes to delete all {count} dead-lettered event(s) (or --dry-run to only count them)");
+                }
+            }
+            let v = admin(&cfg, Request::DeadLetterPurge { ids })?;
             if v["ok"] != true {
                 bail!("{}", v["error"].as_str().unwrap_or("purge failed"));
             }
@@ -606,13 +910,346 @@ fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn join_ids(ids: &[u64]) -> String {
+    ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// How many dead letters `ids` (all if `None`) names, and which of the named ids do not exist.
+fn count_dead_letters(cfg: &QueueConfig, ids: Option<&[u64]>) -> anyhow::Result<(u64, Vec<u64>)> {
+    use sendauth_siem::admin::Request;
+    let mut found = std::collections::BTreeSet::new();
+    let mut total = 0u64;
+    let mut error = None;
+    admin_stream(cfg, Request::DeadLetterList { limit: Some(usize::MAX) }, &mut |e| {
+        if e["ok"] == false {
+            error = Some(e["error"].as_str().unwrap_or("the listing failed").to_string());
+        } else if let Some(id) = e["id"].as_u64() {
+            total += 1;
+            if ids.is_some_and(|ids| ids.contains(&id)) {
+                found.insert(id);
+            }
+        }
+    })?;
+    if let Some(e) = error {
+        bail!("{e}");
+    }
+    Ok(match ids {
+        None => (total, Vec::new()),
+        Some(ids) => {
+            let mut missing: Vec<u64> = ids.iter().copied().filter(|i| !found.contains(i)).collect();
+            missing.sort_unstable();
+            missing.dedup();
+            (found.len() as u64, missing)
+        }
+    })
+}
+
+/// Asks on the terminal; `false` (without asking) when stdin is not one.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> {
+    use sendauth_siem::admin::Request;
+    match action {
+        QuarantineCmd::List { queue, json, limit } => {
+            let cfg = queue_config(&queue)?;
+            print_entries(
+                &cfg,
+                Request::QuarantineList { limit: Some(limit) },
+                json,
+                "line",
+                &["origin", "reason"],
+            )?;
+        }
+        QuarantineCmd::Replay {
+            queue,
+            all: _,
+            through,
+            dry_run,
+        } => {
+            let cfg = queue_config(&queue)?;
+            // Without a running agent, the rules come from the full config (its transform).
+            let rules = queue
+                .config
+                .as_deref()
+                .and_then(|p| Config::load(p).ok())
+                .map(|c| sendauth_siem::source::IntakeRules {
+                    max_event_bytes: c.sources.max_event_bytes,
+                    transform: c.transform.map(std::sync::Arc::new),
+                });
+            let mut v = Value::Null;
+            admin_stream_with(&cfg, Request::QuarantineReplay { through, dry_run }, rules.as_ref(), &mut |a| v = a)?;
+            if v["ok"] != true {
+                bail!("{}", v["error"].as_str().unwrap_or("replay failed"));
+            }
+            if dry_run {
+                println!(
+                    "would queue {} line(s) that pass the current rules; {} would stay quarantined; nothing was changed",
+                    v["requeued"], v["still_rejected"]
+                );
+            } else {
+                println!(
+                    "queued {} line(s) that pass the current rules (sent after the events already queued); {} still rejected, quarantined again with today's reason",
+                    v["requeued"], v["still_rejected"]
+                );
+            }
+        }
+        QuarantineCmd::Purge {
+            queue,
+            all: _,
+            through,
+            yes,
+            dry_run,
+        } => {
+            let cfg = queue_config(&queue)?;
+            let mut count = 0u64;
+            let mut error = None;
+            admin_stream(&cfg, Request::QuarantineList { limit: Some(usize::MAX) }, &mut |e| {
+                if e["ok"] == false {
+                    error = Some(e["error"].as_str().unwrap_or("the listing failed").to_string());
+                } else if let Some(id) = e["id"].as_u64() {
+                    if through.is_none_or(|t| id <= t) {
+                        count += 1;
+                    }
+                }
+            })?;
+            if let Some(e) = error {
+                bail!("{e}");
+            }
+            let what = match through {
+                Some(t) => format!("{count} quarantined line(s) with ids up to {t}"),
+                None => format!("all {count} quarantined line(s)"),
+            };
+            if dry_run {
+                println!("would delete {what}; nothing was changed");
+                return Ok(ExitCode::SUCCESS);
+            }
+            if count > 0 && !yes && !confirm(&format!("delete {what} for good?"))? {
+                bail!("nothing was deleted: pass --yes to delete {what} (or --dry-run to only count them)");
+            }
+            let v = admin(&cfg, Request::QuarantinePurge { through })?;
+            if v["ok"] != true {
+                bail!("{}", v["error"].as_str().unwrap_or("purge failed"));
+            }
+            println!("deleted {} line(s) from the quarantine", v["purged"]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One `Status` answer from the running agent's admin socket.
+fn agent_status(cfg: &QueueConfig) -> anyhow::Result<Value> {
+    let mut answer = Value::Null;
+    let running = sendauth_siem::admin::call(&cfg.path, &sendauth_siem::admin::Request::Status, &mut |v| answer = v)
+        .with_context(|| format!("cannot talk to the agent's admin socket in {}", cfg.path.display()))?;
+    if !running {
+        bail!(
+            "no agent is running on the queue at {} (no admin socket); start it with `sendauth-siem run`",
+            cfg.path.display()
+        );
+    }
+    if answer["ok"] != true {
+        bail!("{}", answer["error"].as_str().unwrap_or("the agent did not answer"));
+    }
+    Ok(answer)
+}
+
+/// `top`: redraws a frame every `interval` until Ctrl-C (or once).
+fn top_cmd(cfg: &QueueConfig, interval: std::time::Duration, once: bool) -> anyhow::Result<ExitCode> {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stdout().is_terminal();
+    let mut prev: Option<(std::time::Instant, Value)> = None;
+    loop {
+        let a = agent_status(cfg)?;
+        let now = std::time::Instant::now();
+        let rates = prev.as_ref().map(|(t, p)| {
+            let secs = now.duration_since(*t).as_secs_f64().max(0.001);
+            let rate = |k: &str| {
+                (a["counters"][k]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(p["counters"][k].as_u64().unwrap_or(0))) as f64
+                    / secs
+            };
+            (rate("received"), rate("delivered") + rate("dead_lettered"))
+        });
+        if once && rates.is_none() {
+            prev = Some((now, a));
+            std::thread::sleep(interval);
+            continue;
+        }
+        let frame = render_top(&a, rates);
+        let mut out = std::io::stdout().lock();
+        if tty {
+            // Home and clear, then the frame: a steady picture, no scrolling.
+            write!(out, "\x1b[H\x1b[2J")?;
+        }
+        write!(out, "{frame}")?;
+        out.flush()?;
+        drop(out);
+        if once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        prev = Some((now, a));
+        std::thread::sleep(interval);
+    }
+}
+
+/// One frame of `top`.
+fn render_top(a: &Value, rates: Option<(f64, f64)>) -> String {
+    use std::fmt::Write;
+    let s = &a["status"];
+    let c = &a["counters"];
+    let mut f = String::new();
+    let rate = |r: Option<f64>| r.map_or("–".to_string(), |r| format!("{r:.1}/s"));
+    let _ = writeln!(
+        f,
+        "sendauth-siem top · {} ({}) · up {} s · Ctrl-C to quit",
+        s["config"]["url"].as_str().unwrap_or(""),
+        s["config"]["platform"].as_str().unwrap_or(""),
+        s["uptime_seconds"]
+    );
+    let last = s["last_success_at"]
+        .as_str()
+        .map(|t| format!("last success {}", ago(t)))
+        .unwrap_or_else(|| "no success yet".into());
+    let _ = writeln!(f, "State        {:<12} {last}", s["state"].as_str().unwrap_or("?"));
+    let _ = writeln!(f, "In           {:<12} total {}", rate(rates.map(|r| r.0)), c["received"]);
+    let _ = writeln!(
+        f,
+        "Out          {:<12} delivered {}, dead-lettered {}; requests ok {}, failed {}",
+        rate(rates.map(|r| r.1)),
+        c["delivered"],
+        c["dead_lettered"],
+        c["requests_ok"],
+        c["requests_failed"]
+    );
+    let _ = writeln!(
+        f,
+        "Queue        {} pending, oldest {} s{}",
+        s["queue"]["pending"],
+        s["queue"]["oldest_pending_age_seconds"],
+        if s["queue"]["full"] == true { " (FULL)" } else { "" }
+    );
+    let _ = writeln!(
+        f,
+        "Dead letter  {}    Quarantine {}",
+        s["dead_letter"]["count"], s["quarantine"]["count"]
+    );
+    let _ = writeln!(f, "Inputs");
+    let file = &s["sources"]["file"];
+    if file.is_object() {
+        let _ = writeln!(
+            f,
+            "  file       {:<9} {}",
+            file["state"].as_str().unwrap_or("?"),
+            file["summary"].as_str().unwrap_or("")
+        );
+    }
+    let sock = &s["sources"]["socket"];
+    if sock.is_object() {
+        let _ = writeln!(
+            f,
+            "  socket     listening {} ({} of at most {} writers)",
+            sock["path"].as_str().unwrap_or(""),
+            sock["connections"],
+            sock["max_connections"]
+        );
+    }
+    for e in s["endpoints"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            f,
+            "  endpoint   {:<9} {} {}",
+            e["state"].as_str().unwrap_or("?"),
+            e["url"].as_str().unwrap_or(""),
+            e["last_error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(r) = s["config"]["reload_error"].as_str() {
+        let _ = writeln!(f, "Config       reload FAILED: {r}");
+    }
+    for w in s["warnings"].as_array().into_iter().flatten() {
+        let _ = writeln!(f, "Warning      {}", w.as_str().unwrap_or(""));
+    }
+    let errors: Vec<&Value> = s["recent_errors"].as_array().into_iter().flatten().take(5).collect();
+    if !errors.is_empty() {
+        let _ = writeln!(f, "Recent errors");
+        for e in errors {
+            let at = e["at"].as_str().unwrap_or("");
+            let mark = if e["resolved_at"].is_string() { " (resolved)" } else { "" };
+            let _ = writeln!(f, "  {}{mark}  {}", ago(at), e["message"].as_str().unwrap_or(""));
+        }
+    }
+    f
+}
+
+/// `tap`: prints events as the running agent queues them, until `limit`.
+fn tap_cmd(cfg: &QueueConfig, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, Write};
+    let path = sendauth_siem::admin::socket_path(&cfg.path);
+    let mut s = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!(
+            "no agent is running on the queue at {} (cannot connect to {}); start it with `sendauth-siem run`",
+            cfg.path.display(),
+            path.display()
+        )
+    })?;
+    let mut req = serde_json::to_vec(&sendauth_siem::admin::Request::Tap { limit })?;
+    req.push(b'\n');
+    s.write_all(&req)?;
+    if !json {
+        eprintln!("waiting for events (after the privacy transform; stops after {limit}; Ctrl-C to quit)");
+    }
+    for line in std::io::BufReader::new(s).lines() {
+        let v: Value = serde_json::from_str(&line.context("reading from the agent's admin socket")?)?;
+        if v["ok"] == false {
+            bail!("{}", v["error"].as_str().unwrap_or("the agent refused the tap"));
+        }
+        if v["stream"] == true {
+            continue;
+        }
+        if v["end"] == true {
+            if !json {
+                eprintln!("{} event(s) shown", v["listed"]);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(n) = v["skipped"].as_u64() {
+            eprintln!("({n} event(s) skipped: this view could not keep up)");
+            continue;
+        }
+        if json {
+            println!("{v}");
+        } else {
+            let e = &v["event"];
+            println!(
+                "{:<6} {:<22} {}  {}",
+                v["source"].as_str().unwrap_or("?"),
+                e["event_type"].as_str().unwrap_or("?"),
+                e["transaction_id"].as_str().unwrap_or("?"),
+                serde_json::to_string(e).unwrap_or_default()
+            );
+        }
+    }
+    bail!("the agent closed the tap before the end (it stopped?)")
+}
+
 /// `aside list` and `aside replay` (see `queue::aside`).
 fn aside_cmd(action: AsideCmd) -> anyhow::Result<ExitCode> {
     use sendauth_siem::queue::aside;
     match action {
-        AsideCmd::List { config, json } => {
-            let cfg = load(&config.config)?;
-            let reports = aside::list(&cfg.queue.path)?;
+        AsideCmd::List { queue, json } => {
+            let cfg = queue_config(&queue)?;
+            let reports = aside::list(&cfg.path)?;
             if json {
                 for r in &reports {
                     println!("{}", serde_json::to_string(r)?);
@@ -620,7 +1257,7 @@ fn aside_cmd(action: AsideCmd) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if reports.is_empty() {
-                println!("no moved-aside store in {}", cfg.queue.path.display());
+                println!("no moved-aside store in {}", cfg.path.display());
             }
             for r in &reports {
                 let state = match &r.progress.done_at {
@@ -649,8 +1286,8 @@ fn aside_cmd(action: AsideCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        AsideCmd::Replay { config, name, dry_run } => {
-            let cfg = load(&config.config)?;
+        AsideCmd::Replay { queue, name, dry_run } => {
+            let cfg = queue_config(&queue)?;
             let v = admin(
                 &cfg,
                 sendauth_siem::admin::Request::AsideReplay {
@@ -689,4 +1326,40 @@ fn aside_cmd(action: AsideCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and subcommand a user can see explains itself in `--help`.
+    #[test]
+    fn every_visible_option_and_command_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.is_hide_set() || sub.get_name() == "help" {
+                    continue;
+                }
+                let p = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(p.clone());
+                }
+                walk(sub, &p, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "sendauth-siem", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        Cli::command().debug_assert();
+    }
 }

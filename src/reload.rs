@@ -7,6 +7,11 @@
 //! at its own seam (the sink before its next request, sources by re-opening). SIGHUP and a
 //! slow content poll (for filesystems without inotify) trigger the same path.
 //!
+//! Secrets read from files (`*_file` keys) count as part of the config: their directories are
+//! watched too, and a change of their content re-reads the config (Kubernetes updates a
+//! mounted Secret in place, and a distroless image has no `kill` to send a SIGHUP). Only a
+//! fingerprint of their content is kept between reloads, never the secret itself.
+//!
 //! Invariant: an invalid config never replaces a valid one. The agent keeps running on the
 //! old config and reports the problems in `config.reload_error` until a valid edit arrives.
 
@@ -31,24 +36,29 @@ pub struct Reloader {
     path: PathBuf,
     tx: watch::Sender<Arc<Config>>,
     status: Arc<StatusHub>,
-    /// The text last examined (applied or rejected), to skip no-op events.
+    /// The text last examined (applied or rejected), to skip no-op events...
     last_text: Option<String>,
+    /// ...and a fingerprint of the secret files it named, as they were then.
+    last_secrets: u64,
 }
 
 impl Reloader {
     pub fn new(path: PathBuf, tx: watch::Sender<Arc<Config>>, status: Arc<StatusHub>) -> Self {
         let last_text = std::fs::read_to_string(&path).ok();
+        let last_secrets = secrets_fingerprint(&tx.borrow().secret_files);
         Reloader {
             path,
             tx,
             status,
             last_text,
+            last_secrets,
         }
     }
 
     pub async fn run(mut self, mut shutdown: Shutdown) {
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
-        let watcher = watch_config_dir(&self.path, ev_tx);
+        let secret_files = self.tx.borrow().secret_files.clone();
+        let watcher = watch_config_dir(&self.path, &secret_files, ev_tx);
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut poll = tokio::time::interval(if watcher.is_some() { WATCHED_POLL } else { POLL });
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -85,10 +95,15 @@ impl Reloader {
                 return;
             }
         };
-        if !forced && self.last_text.as_deref() == Some(text.as_str()) {
+        let secrets = secrets_fingerprint(&self.tx.borrow().secret_files);
+        if !forced && self.last_text.as_deref() == Some(text.as_str()) && self.last_secrets == secrets {
             return;
         }
+        if self.last_secrets != secrets {
+            tracing::info!(target: "reload", "a secret file changed; re-reading the config");
+        }
         self.last_text = Some(text.clone());
+        self.last_secrets = secrets;
         crate::service_manager::reloading();
         let parsed = Config::parse_with_env(&text, &|k| std::env::var(k).ok());
         let new = match parsed {
@@ -168,13 +183,32 @@ fn changed_sections(a: &Config, b: &Config) -> Vec<&'static str> {
     v
 }
 
-/// Watches the config's directory (and, if the config is a symlink, its target's directory).
-fn watch_config_dir(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
-    // Only events about the config (or a Kubernetes `..data` swap) wake the reloader: other
-    // files in the directory may change all the time.
+/// A fingerprint of the secret files' content (or of why one cannot be read), to notice a
+/// rotation without keeping the secret. Not cryptographic: it only has to change when they do.
+fn secrets_fingerprint(files: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        match std::fs::read(f) {
+            Ok(mut bytes) => {
+                bytes.hash(&mut h);
+                zeroize::Zeroize::zeroize(&mut bytes);
+            }
+            Err(e) => e.kind().hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+/// Watches the config's directory (and, if the config is a symlink, its target's directory),
+/// and the directories of the secret files.
+fn watch_config_dir(path: &Path, secret_files: &[PathBuf], tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    // Only events about the config or a secret file (or a Kubernetes `..data` swap) wake the
+    // reloader: other files in the directory may change all the time.
     let names: Vec<std::ffi::OsString> = [Some(path.to_path_buf()), std::fs::canonicalize(path).ok()]
         .into_iter()
         .flatten()
+        .chain(secret_files.iter().cloned())
         .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
         .collect();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -203,6 +237,13 @@ fn watch_config_dir(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify
             if tdir != dir {
                 let _ = w.watch(tdir, notify::RecursiveMode::NonRecursive);
             }
+        }
+    }
+    for f in secret_files {
+        let sdir = f.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if sdir != dir {
+            // Unwatchable: the poll still notices a rotation within WATCHED_POLL.
+            let _ = w.watch(sdir, notify::RecursiveMode::NonRecursive);
         }
     }
     Some(w)

@@ -18,14 +18,17 @@ use crate::shutdown::Shutdown;
 use crate::status::StatusHub;
 
 #[derive(Debug, thiserror::Error)]
-#[error("status.listen: cannot listen on {addr}: {source}; is another process (a second agent?) using that port? Choose another with status.listen")]
+#[error(
+    "status.listen: cannot listen on {addr}: {io}; is another process (a second agent?) using that port? Choose another with status.listen"
+)]
 pub struct BindError {
     pub addr: SocketAddr,
-    pub source: std::io::Error,
+    /// Not named `source`: the message quotes it already, and a chained `{:#}` would repeat it.
+    pub io: std::io::Error,
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|source| BindError { addr, source })
+    TcpListener::bind(addr).await.map_err(|io| BindError { addr, io })
 }
 
 /// Serves until `shutdown`.
@@ -76,9 +79,18 @@ fn route(hub: &StatusHub, req: Request<Incoming>) -> Response<Full<Bytes>> {
             body.push(b'\n');
             reply(StatusCode::OK, "application/json", body)
         }
+        "/history" => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec(&hub.history()).unwrap_or_default(),
+        ),
         "/health" => reply(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n"),
         "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", hub.render_metrics()),
         "/" => reply(StatusCode::OK, "text/html; charset=utf-8", crate::status_page::PAGE),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found; try /status, /health or /metrics\n"),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; try /status, /history, /health or /metrics\n",
+        ),
     }
 }

@@ -1,9 +1,13 @@
 //! What the agent knows about itself, for `/status`, `/metrics`, the status page and the CLI.
 //!
 //! The hub observes; it never steers. Sources, the sink and the reloader report into it.
-//! `state`, `last_success_at` and `last_error` are persisted in the queue's meta keys so a restart
-//! shows the last known state; counts of pending, dead-lettered and quarantined events are read
-//! from the queue; other counters live in [`Metrics`] and start at zero.
+//! `state`, `last_success_at` and `last_error` are kept in its own small file,
+//! `<queue.path>/status.json` (written to a temporary name and renamed over the old one, at
+//! most once a second and at each change of state), so a restart shows the last known state.
+//! It is not fsynced: it is informational, and a crash may show the state of a second before.
+//! The hub never writes into the queue's store; counts of pending, dead-lettered and
+//! quarantined events are read from the queue; other counters live in [`Metrics`] and start
+//! at zero.
 //!
 //! Invariant: nothing stored here contains a secret. Messages arrive already redacted by the
 //! sink's HTTP client, and URLs are stored in their redacted form.
@@ -32,6 +36,14 @@ pub struct LastError {
     pub at: String,
     pub http_status: Option<u16>,
     pub message: String,
+    /// When a later delivery succeeded: the error no longer holds anything up. Dead-letter
+    /// errors are never "resolved" by a success (the events wait for an operator); they are
+    /// told apart by `dead_letter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// The SIEM rejected events for good and they went to the dead letter.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_letter: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,15 +74,24 @@ pub struct StatusHub {
     dead_letter_full: Mutex<Option<String>>,
     /// Each endpoint of the SIEM (`sink::endpoints`), as the sink last reported them.
     endpoints: Mutex<Vec<crate::sink::endpoints::EndpointView>>,
+    /// When the last event went to the dead letter, and why.
+    last_dead_letter: Mutex<Option<(String, String)>>,
+    history: crate::history::History,
+    /// Events as they enter the queue, for `sendauth-siem tap` (see `tap`).
+    pub tap: crate::tap::Tap,
     started: Instant,
 }
 
-const STATUS_META: &str = "status";
+/// Where the state used to be kept (the queue's meta keys): read once if there is no
+/// `status.json` yet, so an upgrade keeps the last known state.
+const LEGACY_STATUS_META: &str = "status";
+const STATUS_FILE: &str = "status.json";
 
 impl StatusHub {
     pub fn new(queue: Queue) -> StatusHub {
-        let persisted = queue
-            .get_meta(STATUS_META)
+        let persisted = std::fs::read(queue.root().join(STATUS_FILE))
+            .ok()
+            .or_else(|| queue.get_meta(LEGACY_STATUS_META))
             .and_then(|b| serde_json::from_slice::<Persisted>(&b).ok())
             .unwrap_or(Persisted {
                 state: DeliveryState::NotYetInvoked,
@@ -90,6 +111,9 @@ impl StatusHub {
             queue_full: AtomicBool::new(false),
             dead_letter_full: Mutex::new(None),
             endpoints: Mutex::new(Vec::new()),
+            last_dead_letter: Mutex::new(None),
+            history: Default::default(),
+            tap: Default::default(),
             started: Instant::now(),
         }
     }
@@ -105,16 +129,31 @@ impl StatusHub {
         }
         *last = Instant::now();
         if let Ok(b) = serde_json::to_vec(p) {
-            let _ = self.queue.put_meta(STATUS_META, &b);
+            let path = self.queue.root().join(STATUS_FILE);
+            let tmp = self.queue.root().join(".status.json.tmp");
+            if let Err(e) = std::fs::write(&tmp, &b).and_then(|()| std::fs::rename(&tmp, &path)) {
+                tracing::debug!(target: "status", "cannot save {}: {e}", path.display());
+            }
         }
     }
 
-    /// A delivery attempt succeeded.
+    /// A delivery attempt succeeded: delivery errors before it are resolved.
     pub fn record_success(&self) {
         let mut p = self.persisted.lock().unwrap();
         let changed = p.state != DeliveryState::Success;
+        let now = now_rfc3339();
+        if changed {
+            for e in self.recent_errors.lock().unwrap().iter_mut() {
+                if e.resolved_at.is_none() && !e.dead_letter {
+                    e.resolved_at = Some(now.clone());
+                }
+            }
+            if let Some(e) = p.last_error.as_mut().filter(|e| e.resolved_at.is_none() && !e.dead_letter) {
+                e.resolved_at = Some(now.clone());
+            }
+        }
         p.state = DeliveryState::Success;
-        p.last_success_at = Some(now_rfc3339());
+        p.last_success_at = Some(now);
         self.metrics.set_last_success_now();
         self.persist(&p, changed);
     }
@@ -125,19 +164,62 @@ impl StatusHub {
             at: now_rfc3339(),
             http_status,
             message: message.to_string(),
+            resolved_at: None,
+            dead_letter: false,
         };
-        {
-            let mut r = self.recent_errors.lock().unwrap();
-            if r.front().map(|x| &x.message) != Some(&e.message) {
-                r.push_front(e.clone());
-                r.truncate(10);
-            }
-        }
+        self.push_recent(&e);
         let mut p = self.persisted.lock().unwrap();
         let changed = p.state != DeliveryState::Error || p.last_error.as_ref().map(|x| &x.message) != Some(&e.message);
         p.state = DeliveryState::Error;
         p.last_error = Some(e);
         self.persist(&p, changed);
+    }
+
+    fn push_recent(&self, e: &LastError) {
+        let mut r = self.recent_errors.lock().unwrap();
+        if r.front().is_some_and(|x| x.message == e.message && x.resolved_at.is_none()) {
+            return;
+        }
+        r.push_front(e.clone());
+        r.truncate(10);
+    }
+
+    /// The SIEM rejected `n` events for good and they went to the dead letter (the last one's
+    /// answer and reason given). Delivery goes on, so `state` stays as it is, but `last_error`
+    /// becomes this rejection (not an older, resolved error) and `warnings` names the dead
+    /// letter until an operator replays or purges it.
+    pub fn record_dead_letter(&self, n: u64, http_status: Option<u16>, reason: &str) {
+        let e = LastError {
+            at: now_rfc3339(),
+            http_status,
+            message: format!("{n} event(s) rejected by the SIEM and moved to the dead letter: {reason}"),
+            resolved_at: None,
+            dead_letter: true,
+        };
+        self.push_recent(&e);
+        *self.last_dead_letter.lock().unwrap() = Some((e.at.clone(), reason.to_string()));
+        let mut p = self.persisted.lock().unwrap();
+        p.last_error = Some(e);
+        self.persist(&p, true);
+    }
+
+    /// What needs an operator although delivery goes on (shown by `status` and the page).
+    fn warnings(&self, counts: &crate::queue::Counts) -> Vec<String> {
+        let mut w = Vec::new();
+        if counts.dead_letter > 0 {
+            let last = self.last_dead_letter.lock().unwrap().clone();
+            w.push(match last {
+                Some((at, reason)) => format!(
+                    "{} event(s) in the dead letter (the last one at {at}: {reason}); see `sendauth-siem dead-letter list`, then replay or purge them",
+                    counts.dead_letter
+                ),
+                None => format!(
+                    "{} event(s) in the dead letter; see `sendauth-siem dead-letter list`, then replay or purge them",
+                    counts.dead_letter
+                ),
+            });
+        }
+        w
     }
 
     pub fn set_config(&self, view: ConfigView) {
@@ -245,9 +327,47 @@ impl StatusHub {
             },
             "endpoints": *self.endpoints.lock().unwrap(),
             "recent_errors": recent,
+            "warnings": self.warnings(&counts),
             "version": env!("CARGO_PKG_VERSION"),
             "commit": crate::build_info::COMMIT,
             "uptime_seconds": self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// Takes one sample for the chart (see `history`); the agent calls it every
+    /// `history::INTERVAL`.
+    pub fn sample_history(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.metrics;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.history.sample(
+            now,
+            m.received_file.load(Relaxed) + m.received_socket.load(Relaxed),
+            m.delivered.load(Relaxed) + m.dead_lettered.load(Relaxed),
+            self.queue.counts().pending_events,
+        );
+    }
+
+    /// The running totals `top` turns into rates.
+    pub fn counters(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.metrics;
+        json!({
+            "received": m.received_file.load(Relaxed) + m.received_socket.load(Relaxed),
+            "delivered": m.delivered.load(Relaxed),
+            "dead_lettered": m.dead_lettered.load(Relaxed),
+            "requests_ok": m.requests_ok.load(Relaxed),
+            "requests_failed": m.requests_failed.load(Relaxed),
+        })
+    }
+
+    /// The `/history` document: the last hour, one point per `history::INTERVAL`.
+    pub fn history(&self) -> serde_json::Value {
+        json!({
+            "interval_seconds": crate::history::INTERVAL.as_secs(),
+            "points": self.history.points(),
         })
     }
 

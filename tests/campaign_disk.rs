@@ -300,6 +300,9 @@ async fn a_queue_directory_removed_under_the_agent_refuses_events_and_exits_74()
     let (o, _) = socket_try_send(&env.socket, &[event(SOCKET_BASE)], DEADLINE).await;
     assert!(matches!(o, SockOutcome::Answered { accepted: 1, .. }), "{o:?}");
     assert!(emu.wait_for_events(1, DEADLINE).await);
+    // Once the success is recorded (status.json in the queue directory is written then), the
+    // directory is quiet and `rm -rf` does not race with the agent's own writes.
+    agent.wait_status(DEADLINE, |s| s["state"] == "success").await;
     std::fs::remove_dir_all(&env.queue).unwrap();
     let (o, answers) = socket_try_send(&env.socket, &[event(SOCKET_BASE + 1)], DEADLINE).await;
     assert!(

@@ -40,6 +40,15 @@ enum Op {
     },
     ReplayDeadLetter,
     PurgeDeadLetter,
+    /// `quarantine purge`: all entries, or (`half`) the oldest half by id.
+    PurgeQuarantine {
+        half: bool,
+    },
+    /// The disk dies `after` operations into a quarantine purge, then the machine crashes.
+    DieDuringQuarantinePurge {
+        after: u8,
+        power_loss: bool,
+    },
     Restart,
     Crash {
         power_loss: bool,
@@ -74,6 +83,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0usize..20, 0usize..4).prop_map(|(n, dead_every)| Op::Ack { n, dead_every }),
         1 => Just(Op::ReplayDeadLetter),
         1 => Just(Op::PurgeDeadLetter),
+        1 => any::<bool>().prop_map(|half| Op::PurgeQuarantine { half }),
+        1 => (0u8..6, any::<bool>()).prop_map(|(after, power_loss)| Op::DieDuringQuarantinePurge { after, power_loss }),
         1 => Just(Op::Restart),
         2 => (any::<bool>(), tear.clone()).prop_map(|(power_loss, tear)| Op::Crash { power_loss, tear }),
         2 => (0u8..8, any::<bool>(), tear, proptest::collection::vec(any::<u16>(), 1..12))
@@ -285,6 +296,27 @@ impl Harness {
         }
     }
 
+    fn purge_quarantine(&mut self, half: bool) {
+        let ids: Vec<u64> = self.q().list_quarantine(usize::MAX).unwrap().iter().map(|e| e.id).collect();
+        let through = if half { ids.get(ids.len() / 2).copied() } else { None };
+        if half && through.is_none() {
+            return;
+        }
+        let n = self.q().purge_quarantine(through).unwrap();
+        let expected = match through {
+            Some(t) => ids.iter().filter(|id| **id <= t).count(),
+            None => ids.len(),
+        };
+        assert_eq!(n as usize, expected, "purged entries");
+        for _ in 0..n {
+            self.m.quarantine.pop_front();
+        }
+        if n > 0 {
+            // Written and flushed with sled, like a dead-letter purge.
+            self.m.acked_floor = self.m.acked;
+        }
+    }
+
     fn replay_dead_letter(&mut self) {
         let n = self.q().replay_dead_letter(None).unwrap();
         assert_eq!(n as usize, self.m.dead.len());
@@ -423,6 +455,26 @@ impl Harness {
             Op::Ack { n, dead_every } => self.ack(n, dead_every),
             Op::ReplayDeadLetter => self.replay_dead_letter(),
             Op::PurgeDeadLetter => self.purge_dead_letter(),
+            Op::PurgeQuarantine { half } => self.purge_quarantine(half),
+            Op::DieDuringQuarantinePurge { after, power_loss } => {
+                let before = self.m.quarantine.clone();
+                self.storage.fail_after(u64::from(after));
+                let ok = self.q().purge_quarantine(None).is_ok();
+                self.q.take();
+                self.storage.crash(power_loss, None);
+                self.crashes += 1;
+                self.open();
+                let acked = self.q().acked();
+                self.crash_reconcile_acks(acked);
+                let left = self.q().counts().quarantine as usize;
+                if !before.is_empty() && left == before.len() {
+                    // Undone as a whole (the quarantine fits one page): as before.
+                    assert!(!ok, "a quarantine purge that returned Ok was undone by a crash");
+                } else {
+                    assert_eq!(left, 0, "a crash left a quarantine purge half done");
+                    self.m.quarantine.clear();
+                }
+            }
             Op::DieDuringReplay { after, power_loss, purge } => {
                 let dead = self.m.dead.clone();
                 self.storage.fail_after(u64::from(after));

@@ -177,6 +177,94 @@ async fn status_page_shows_error_details_then_success_in_a_real_browser() {
     assert!(red < 50, "error colour still on the page after recovery: {red} pixels");
 }
 
+/// The page shows the inputs (a file source waiting on a missing directory, the socket and its
+/// writers), a warning for the dead letter, resolved errors marked as such, relative times, and
+/// the last hour's chart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_inputs_warnings_resolved_errors_and_the_last_hour() {
+    let Some(bin) = find_chromium() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is not installed, and CI must run this test; .ci/run installs Debian's chromium package");
+        }
+        eprintln!("\n\n*** SKIPPED status_page test: chromium is not installed (apt-get install chromium); CI runs it ***\n\n");
+        return;
+    };
+    let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
+    // First an outage (resolved later), then one event rejected for good (dead letter).
+    emu.push_fault(Fault::Status {
+        code: 503,
+        body: "maintenance window".into(),
+        headers: vec![],
+    });
+    emu.push_fault(Fault::Status {
+        code: 400,
+        body: "{\"error\":\"field subject too long\"}".into(),
+        headers: vec![],
+    });
+    let env = TestEnv::new();
+    let mut c = Cfg::new(&emu.url());
+    c.siem = "  generic:\n    batch: none\n".into();
+    c.delivery = "  initial_backoff: 20ms\n  max_backoff: 200ms\n  max_in_flight: 1\n".into();
+    let text = env.render(&c).replace(
+        &format!("path: {}\n", env.events.display()),
+        &format!("path: {}\n", env.dir.path().join("not-mounted/events.jsonl").display()),
+    );
+    env.write_config_text(&text);
+    let agent = AgentProc::start(&env).await;
+    common::campaign::send_all_accepted(&env.socket, &[event(0), event(1)], 2).await;
+    assert!(emu.wait_for_events(1, DEADLINE).await);
+    agent
+        .wait_status(DEADLINE, |s| {
+            s["dead_letter"]["count"] == 1
+                && s["queue"]["pending"] == 0
+                && s["state"] == "success"
+                && s["last_error"]["dead_letter"] == true
+        })
+        .await;
+    // The chart needs two samples (one per 10 s).
+    let port = agent.port;
+    assert!(
+        wait_until_async(DEADLINE, || async move {
+            get(port, "/history")
+                .await
+                .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+                .is_some_and(|h| h["points"].as_array().is_some_and(|p| !p.is_empty()))
+        })
+        .await,
+        "/history has no point after {DEADLINE:?}"
+    );
+
+    let url = format!("http://127.0.0.1:{}/", agent.port);
+    let profile = env.dir.path().join("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let (b, p, u) = (bin.clone(), profile.clone(), url.clone());
+    let dom = tokio::task::spawn_blocking(move || chromium(&b, &p, &["--dump-dom".to_string()], &u))
+        .await
+        .unwrap();
+    for want in [
+        "input-state waiting",
+        "not-mounted does not exist",
+        "input-state listening",
+        "writer(s) connected",
+        "1 event(s) in the dead letter",
+        "field subject too long",
+        "class=\"resolved\"",
+        "maintenance window",
+        " s ago",
+        "<polyline",
+        "one point per 10 s",
+    ] {
+        assert!(dom.contains(want), "the page lacks {want:?}:\n{dom}");
+    }
+    let (b, p, u, f) = (bin.clone(), profile.clone(), url.clone(), env.dir.path().join("status-inputs.png"));
+    let pixels = tokio::task::spawn_blocking(move || screenshot(&b, &p, &u, &f)).await.unwrap();
+    let waiting = count_colour(&pixels, [0xb7, 0x79, 0x1f]);
+    let warning_edge = count_colour(&pixels, [0xf0, 0xb4, 0x29]);
+    eprintln!("inputs page: {waiting} pixels of the waiting colour, {warning_edge} of the warning edge");
+    assert!(waiting >= 20, "the waiting input is not visible: {waiting} pixels");
+    assert!(warning_edge >= 200, "the dead-letter warning is not visible: {warning_edge} pixels");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_lists_each_endpoint_when_there_are_several() {
     let Some(bin) = find_chromium() else {

@@ -6,7 +6,8 @@
 //! - auth (§2.5): per [`ExpectedAuth`], Basic or `Authorization: ApiKey <b64>` (a `Header`).
 //!   Missing or wrong: 401 `security_exception` with `WWW-Authenticate: Basic realm="security",
 //!   charset="UTF-8"` and `WWW-Authenticate: ApiKey` (§2.4 [3P: ES 8.15 probe]);
-//! - `GET /`: cluster info (version 8.15.0); `PUT|POST /_index_template/<name>`: 200
+//! - `GET /`: cluster info (version 8.15.0; OpenSearch 2.17.1 with `es_opensearch`, which also
+//!   drops `X-elastic-product` everywhere and answers a failed login `401 Unauthorized` as text); `PUT|POST /_index_template/<name>`: 200
 //!   `{"acknowledged":true}`, recorded (400 when `index_patterns` is missing); `GET|HEAD` of a
 //!   template: 200 or 404;
 //! - `POST /<index>/_doc`: auto `_id`, 201 with `Location` (§2.1); `PUT|POST /<index>/_doc/<id>`:
@@ -196,6 +197,12 @@ pub(crate) fn route(method: &Method, path: &str) -> Route {
 
 pub(crate) fn handle(cfg: &EmulatorConfig, st: &mut State, req: &Req, fault: Option<&Fault>) -> Handled {
     if let Some(r) = authenticate(st, req) {
+        if cfg.es_opensearch {
+            // The OpenSearch security plugin answers a failed login in plain text.
+            return Reply::text(401, "Unauthorized")
+                .header("www-authenticate", "Basic realm=\"OpenSearch Security\"")
+                .into();
+        }
         // No product header on 401 (§2.9).
         return r.into();
     }
@@ -238,6 +245,7 @@ fn handle_authenticated(cfg: &EmulatorConfig, st: &mut State, req: &Req, fault: 
     };
     let read_only = req.method == Method::GET || req.method == Method::HEAD;
     match (&op, read_only) {
+        (Op::Info, _) if cfg.es_opensearch => return opensearch_info().into(),
         (Op::Info, _) => return info().into(),
         (Op::Template(name), true) => return get_template(st, name).into(),
         (Op::DocId(index, id), true) => return get_doc(st, index, id).into(),
@@ -316,6 +324,30 @@ fn info() -> Reply {
                 "minimum_index_compatibility_version": "7.0.0"
             },
             "tagline": "You Know, for Search"
+        }),
+    )
+}
+
+/// `GET /` of an OpenSearch 2.x node: `version.distribution` says which product it is.
+fn opensearch_info() -> Reply {
+    Reply::json(
+        200,
+        &json!({
+            "name": "sendauth-emulator-os-node-0",
+            "cluster_name": "sendauth-emulator-opensearch",
+            "cluster_uuid": "b3BlbnNlYXJjaC1lbXU",
+            "version": {
+                "distribution": "opensearch",
+                "number": "2.17.1",
+                "build_type": "tar",
+                "build_hash": "1893d20797e30110e5877170e44d42275ce5951e",
+                "build_date": "2024-09-26T21:59:52.691008096Z",
+                "build_snapshot": false,
+                "lucene_version": "9.11.1",
+                "minimum_wire_compatibility_version": "7.10.0",
+                "minimum_index_compatibility_version": "7.0.0"
+            },
+            "tagline": "The OpenSearch Project: https://opensearch.org/"
         }),
     )
 }

@@ -33,6 +33,8 @@
 //! Not reproduced here: TLS (the TLS tests put a rustls front, `tests/common/tls.rs`, before
 //! an emulator), HTTP/2, and timing behaviour such as server-side idle timeouts.
 
+mod azure_monitor;
+mod datadog;
 mod elasticsearch;
 mod generic;
 mod splunk_hec;
@@ -69,6 +71,9 @@ pub enum Kind {
     SplunkHec,
     Elasticsearch,
     SumoLogic,
+    Datadog,
+    /// Azure Monitor Logs Ingestion API and its token endpoint on one server.
+    AzureMonitor,
 }
 
 /// The credentials an emulator requires.
@@ -111,6 +116,23 @@ pub struct EmulatorConfig {
     pub es_long_fields: Vec<String>,
     /// Largest request body, on the wire and after decompression; larger gets 413.
     pub max_content_length: usize,
+    /// Datadog: the API key `DD-API-KEY` must carry.
+    pub datadog_api_key: String,
+    /// Elasticsearch kind, OpenSearch flavour: `GET /` answers as OpenSearch 2.x
+    /// (`version.distribution: "opensearch"`), no answer carries `X-elastic-product`, and a
+    /// failed login is the security plugin's plain `401 Unauthorized`. The document, bulk and
+    /// template APIs are the same.
+    pub es_opensearch: bool,
+    /// Azure Monitor: the tenant, app (client id and secret), DCR immutable id and stream the
+    /// emulator knows; how long the tokens it issues live; whether the app holds the Monitoring
+    /// Metrics Publisher role on the DCR (else ingestion answers 403).
+    pub azure_tenant_id: String,
+    pub azure_client_id: String,
+    pub azure_client_secret: String,
+    pub azure_dcr_id: String,
+    pub azure_stream: String,
+    pub azure_token_lifetime: Duration,
+    pub azure_role_assigned: bool,
 }
 
 impl EmulatorConfig {
@@ -120,6 +142,10 @@ impl EmulatorConfig {
         let max_content_length = match kind {
             Kind::SplunkHec => 838_860_800,
             Kind::Elasticsearch | Kind::SumoLogic | Kind::Generic => 100 * 1024 * 1024,
+            // Datadog: 5 MB of uncompressed logs per request.
+            Kind::Datadog => 5_000_000,
+            // Logs Ingestion API: 1 MB per call.
+            Kind::AzureMonitor => 1024 * 1024,
         };
         EmulatorConfig {
             kind,
@@ -132,6 +158,15 @@ impl EmulatorConfig {
             es_data_stream: false,
             es_long_fields: Vec::new(),
             max_content_length,
+            datadog_api_key: "0123456789abcdef0123456789abcdef".to_string(),
+            es_opensearch: false,
+            azure_tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".to_string(),
+            azure_client_id: "8f3e5a1c-0c2b-4d7e-9a61-5b0c2f9d7e11".to_string(),
+            azure_client_secret: "Xq88Q~emulatorSecretValue.abc123".to_string(),
+            azure_dcr_id: "dcr-00000000000000000000000000000000".to_string(),
+            azure_stream: "Custom-SendAuthEvents".to_string(),
+            azure_token_lifetime: Duration::from_secs(3599),
+            azure_role_assigned: true,
         }
     }
 }
@@ -259,6 +294,9 @@ impl Emulator {
             Kind::SplunkHec => "/services/collector/event".to_string(),
             Kind::Elasticsearch => "/sendauth/_doc".to_string(),
             Kind::SumoLogic => format!("/receiver/v1/http/{}", self.shared.cfg.sumo_token),
+            Kind::Datadog => datadog::PATH.to_string(),
+            // The data collection endpoint (and the token authority) is the server's root.
+            Kind::AzureMonitor => String::new(),
         };
         format!("http://{}{}", self.addr, path)
     }
@@ -303,6 +341,24 @@ impl Emulator {
     /// Every `PUT _index_template/<name>`, in order: `(name, body)`.
     pub fn es_templates(&self) -> Vec<(String, Value)> {
         self.shared.lock().es.templates.clone()
+    }
+
+    /// Azure Monitor: how many access tokens the token endpoint has issued.
+    pub fn azure_tokens_issued(&self) -> usize {
+        self.shared.lock().azure.issued
+    }
+
+    /// Azure Monitor: every token issued so far stops working (ingestion answers 401), as after
+    /// a key rollover or a revoked consent.
+    pub fn azure_revoke_tokens(&self) {
+        self.shared.lock().azure.revoke_all();
+    }
+
+    /// Azure Monitor: the app's client secret is replaced (as when a secret is rotated or
+    /// deleted in Microsoft Entra ID): token requests with the old one get AADSTS7000215 from now
+    /// on; tokens already issued keep working until they expire.
+    pub fn azure_rotate_secret(&self, secret: &str) {
+        self.shared.lock().azure.rotated_secret = Some(secret.to_string());
     }
 
     /// Queues a one-shot fault (FIFO, one per ingest request).
@@ -393,6 +449,7 @@ pub(crate) struct State {
     pub sticky: Option<Fault>,
     pub splunk: splunk_hec::SplunkState,
     pub es: elasticsearch::EsState,
+    pub azure: azure_monitor::AzureState,
 }
 
 impl State {
@@ -405,6 +462,7 @@ impl State {
             sticky: None,
             splunk: Default::default(),
             es: Default::default(),
+            azure: Default::default(),
         }
     }
 }
@@ -780,6 +838,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Kind::SplunkHec => splunk_hec::route(&parts.method, &path),
         Kind::Elasticsearch => elasticsearch::route(&parts.method, &path),
         Kind::SumoLogic => sumo_logic::route(&parts.method, &path),
+        Kind::Datadog => datadog::route(&parts.method, &path),
+        Kind::AzureMonitor => azure_monitor::route(&parts.method, &path),
     };
 
     let declared = parts
@@ -848,6 +908,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     Kind::SplunkHec => splunk_hec::handle(cfg, &mut st, &req, platform_fault),
                     Kind::Elasticsearch => elasticsearch::handle(cfg, &mut st, &req, platform_fault),
                     Kind::SumoLogic => sumo_logic::handle(cfg, &mut st, &req),
+                    Kind::Datadog => datadog::handle(cfg, &mut st, &req),
+                    Kind::AzureMonitor => azure_monitor::handle(cfg, &mut st, &req),
                 };
                 if let Some((f, one_shot)) = taken {
                     if !fits(kind, &f) {
@@ -874,7 +936,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         After::Hang(d) => tokio::time::sleep(d).await,
         After::Close => return Err(DropConnection),
     }
-    Ok(reply.into_response())
+    Ok(flavour(cfg, reply).into_response())
 }
 
 fn record(shared: &Shared, rec: RecordedRequest) {
@@ -883,6 +945,7 @@ fn record(shared: &Shared, rec: RecordedRequest) {
 }
 
 fn finish(shared: &Shared, mut rec: RecordedRequest, reply: Reply) -> Response<RespBody> {
+    let reply = flavour(&shared.cfg, reply);
     rec.status = reply.status;
     record(shared, rec);
     reply.into_response()
@@ -894,6 +957,8 @@ fn too_large(kind: Kind, len: u64, max: usize) -> Reply {
         Kind::Elasticsearch => elasticsearch::too_large(),
         Kind::SumoLogic => sumo_logic::too_large(len, max),
         Kind::Generic => generic::too_large(len, max),
+        Kind::Datadog => datadog::too_large(),
+        Kind::AzureMonitor => azure_monitor::too_large(len, max),
     }
 }
 
@@ -911,6 +976,14 @@ fn fits(kind: Kind, f: &Fault) -> bool {
         Fault::EsItems(_) => kind == Kind::Elasticsearch,
         _ => true,
     }
+}
+
+/// OpenSearch never sends Elasticsearch's product header, whatever path built the answer.
+fn flavour(cfg: &EmulatorConfig, mut r: Reply) -> Reply {
+    if cfg.kind == Kind::Elasticsearch && cfg.es_opensearch {
+        r.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("x-elastic-product"));
+    }
+    r
 }
 
 /// Headers the vendor puts on its answers: ES sends `X-elastic-product` on every one but 401

@@ -102,6 +102,20 @@ impl Queue {
         Ok(n)
     }
 
+    /// Up to `max` quarantine entries with ids above `after`, oldest first (a page of a replay).
+    pub fn quarantine_page(&self, after: u64, max: usize) -> Result<Vec<Entry<QuarantineMeta>>, QueueError> {
+        Ok(self
+            .entries_page::<QuarantineMeta>(b'q', after, max)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    /// The id the next quarantine entry will get: every entry there is has a smaller one.
+    pub fn quarantine_next_id(&self) -> u64 {
+        self.inner.state.lock().unwrap().q_next
+    }
+
     /// Up to `max` entries with ids above `after` (and [`ENTRY_PAGE_BYTES`]), each with the size
     /// it is stored with.
     pub(super) fn entries_page<M: for<'de> Deserialize<'de>>(
@@ -175,7 +189,7 @@ impl Queue {
                     return Err(QueueError::NoSuchDeadLetter(missing));
                 }
                 for page in chosen.chunks(ENTRY_PAGE) {
-                    done += self.take_page(page, requeue)?;
+                    done += self.take_page(b'd', page, requeue)?;
                 }
             }
             None => loop {
@@ -184,13 +198,35 @@ impl Queue {
                 if page.is_empty() {
                     break;
                 }
-                done += self.take_page(&page, requeue)?;
+                done += self.take_page(b'd', &page, requeue)?;
             },
         }
         Ok(done)
     }
 
-    fn take_page(&self, chosen: &[(Entry<DeadLetterMeta>, u64)], requeue: bool) -> Result<u64, QueueError> {
+    /// Deletes quarantine entries, oldest first: all of them, or those with ids up to and
+    /// including `through`. Only a prefix can go: the quarantine's live ids stay consecutive,
+    /// which its eviction relies on (see `commit`). A page at a time, each one atomic like a
+    /// dead-letter purge. Returns how many were deleted.
+    pub fn purge_quarantine(&self, through: Option<u64>) -> Result<u64, QueueError> {
+        check_failed(&self.inner)?;
+        let through = through.unwrap_or(u64::MAX);
+        let mut done = 0u64;
+        loop {
+            let mut page = self.entries_page::<QuarantineMeta>(b'q', 0, ENTRY_PAGE)?;
+            page.retain(|(e, _)| e.id <= through);
+            if page.is_empty() {
+                break;
+            }
+            done += self.take_page(b'q', &page, false)?;
+        }
+        Ok(done)
+    }
+
+    /// Takes one page of dead-letter (`b'd'`) or quarantine (`b'q'`) entries out, re-queueing
+    /// their data when `requeue` (dead letters only).
+    fn take_page<M>(&self, prefix: u8, chosen: &[(Entry<M>, u64)], requeue: bool) -> Result<u64, QueueError> {
+        debug_assert!(prefix == b'd' || !requeue);
         let n = chosen.len() as u64;
         {
             // One frame like a commit (the re-queued events and the removals), then sled is
@@ -226,12 +262,21 @@ impl Queue {
                 }
             }
             let next_seq = first_seq + events.len() as u64;
-            let deltas = wal::Deltas {
-                pending_events: events.len() as i64,
-                pending_bytes: bytes as i64,
-                dead_letter: -(n as i64),
-                dead_letter_bytes: -(chosen.iter().map(|(_, len)| *len as i64).sum::<i64>()),
-                ..Default::default()
+            let taken_bytes = chosen.iter().map(|(_, len)| *len as i64).sum::<i64>();
+            let deltas = if prefix == b'q' {
+                wal::Deltas {
+                    quarantine: -(n as i64),
+                    quarantine_bytes: -taken_bytes,
+                    ..Default::default()
+                }
+            } else {
+                wal::Deltas {
+                    pending_events: events.len() as i64,
+                    pending_bytes: bytes as i64,
+                    dead_letter: -(n as i64),
+                    dead_letter_bytes: -taken_bytes,
+                    ..Default::default()
+                }
             };
             let mut commit = wal::CommitOut {
                 h: wal::Header {
@@ -244,7 +289,7 @@ impl Queue {
                     deltas,
                 },
                 records: chunk_events(&events),
-                ops: chosen.iter().map(|(e, _)| (key(b'd', e.id).to_vec(), None)).collect(),
+                ops: chosen.iter().map(|(e, _)| (key(prefix, e.id).to_vec(), None)).collect(),
             };
             let (pointers, pos) = write_durably(&mut seg, &commit)?;
             let mut st = self.inner.state.lock().unwrap();

@@ -795,6 +795,8 @@ impl Delivery {
             at: now_rfc3339(),
             http_status: f.http_status,
             message: f.message.clone(),
+            resolved_at: None,
+            dead_letter: false,
         };
         let jitter = rand::thread_rng().gen_range(0.5..=1.0);
         let new = a.endpoints.failed(
@@ -930,11 +932,19 @@ impl Delivery {
                 })
                 .collect();
             let n_dead = dead.len() as u64;
+            // Status is unauthenticated: it gets the summary (value previews removed), never the
+            // full reason the dead letter keeps behind its 0600 admin socket.
+            let last_dead = dead
+                .last()
+                .map(|(m, _)| (m.http_status, crate::sink::platform::summarize(&m.reason)));
             match self.queue.ack(upto, dead) {
                 Ok(()) => {
                     use std::sync::atomic::Ordering::Relaxed;
                     self.status.metrics.delivered.fetch_add(n as u64 - n_dead, Relaxed);
                     self.status.metrics.dead_lettered.fetch_add(n_dead, Relaxed);
+                    if let Some((http_status, reason)) = last_dead {
+                        self.status.record_dead_letter(n_dead, http_status, &reason);
+                    }
                     self.pop_front(n);
                     if second_dead.is_none_or(|k| k < n) {
                         self.dead_one_at_a_time = false;

@@ -15,8 +15,11 @@
 //!   (`CN` is indexed as `cn`); an index template mapping strings as `keyword` makes them work as
 //!   written (§2.7–2.8). Templates apply to indices created after they are installed.
 //! - `X-elastic-product: Elasticsearch` is on every authenticated answer of a real cluster. It
-//!   is missing behind some proxies and on compatible stores (OpenSearch), so its absence is
-//!   logged once and never fails a delivery.
+//!   is missing behind some proxies and on compatible stores, so its absence is logged once and
+//!   never fails a delivery. OpenSearch speaks the same bulk and template APIs without that
+//!   header: `prepare` reads the product from `GET /` (`sink::es_product`), an OpenSearch
+//!   cluster is named as such and not warned about, and `sendauth-siem test` prints the product
+//!   and version that answered.
 //!
 //! Authentication needs nothing special here; it comes through `siem.auth`: `basic` (user and
 //! password), or an API key as `header: "Authorization: ApiKey <encoded>"`, where `<encoded>` is
@@ -48,6 +51,8 @@ use sha2::{Digest, Sha256};
 use crate::config::ElasticConfig;
 use crate::event::parse_timestamp_millis;
 use crate::queue::QueuedEvent;
+use crate::schema::Schema;
+use crate::sink::es_product::{self, Distribution, Product};
 use crate::sink::generic::{clip, one_line};
 use crate::sink::http::{classify_status, HttpClient, MAX_RESPONSE_BYTES};
 use crate::sink::platform::{
@@ -216,33 +221,113 @@ fn with_at_timestamp(doc: &Bytes, fallback_ms: u64) -> Bytes {
     out.freeze()
 }
 
-/// The index template that makes the documented queries work as written (§2.8).
+/// The index template that makes the documented queries work as written (§2.8), for `raw`
+/// events without the audit stamp.
 pub fn index_template(index: &str, data_stream: bool) -> Value {
+    index_template_for(index, data_stream, Schema::Raw, false)
+}
+
+/// The mappings of SendAuth's own fields (`raw` and `cim` at the top level, `ecs` under
+/// `sendauth`, `ocsf` under `unmapped.sendauth`).
+fn sendauth_properties() -> Value {
     let keyword = json!({"type": "keyword"});
+    json!({
+        // A timestamp ES cannot read is kept in _source, unindexed, rather than losing
+        // the event to the dead letter.
+        "timestamp": {
+            "type": "date",
+            "format": "strict_date_optional_time||yyyy-MM-dd HH:mm:ss.SSS||yyyy-MM-dd HH:mm:ss||epoch_millis",
+            "ignore_malformed": true
+        },
+        "event_type": keyword,
+        "org_id": keyword,
+        "transaction_id": keyword,
+        "subject": keyword,
+        "requestor": keyword,
+        "ip_address": {"type": "ip", "ignore_malformed": true},
+        "location": {"properties": {"country": keyword, "region": keyword, "city": keyword}}
+    })
+}
+
+/// The index template for events in `schema` (see `schema`): every field a documented query
+/// or a built-in view filters on gets its type (ECS: `date`, `ip`, `keyword`; OCSF: `date`
+/// from epoch milliseconds, `integer` ids); other strings are `keyword` by the dynamic template.
+pub fn index_template_for(index: &str, data_stream: bool, schema: Schema, audit: bool) -> Value {
+    let keyword = json!({"type": "keyword"});
+    let ip = json!({"type": "ip", "ignore_malformed": true});
+    let int = json!({"type": "integer"});
+    let mut props = match schema {
+        Schema::Raw => sendauth_properties(),
+        Schema::Cim => {
+            let mut p = sendauth_properties();
+            for k in [
+                "action",
+                "app",
+                "user",
+                "src_user",
+                "dest",
+                "signature",
+                "reason",
+                "vendor_product",
+                "authentication_method",
+            ] {
+                p[k] = keyword.clone();
+            }
+            p["src"] = keyword.clone();
+            p
+        }
+        Schema::Ecs => json!({
+            "ecs": {"properties": {"version": keyword}},
+            "event": {"properties": {
+                "kind": keyword, "category": keyword, "type": keyword, "action": keyword,
+                "outcome": keyword, "provider": keyword, "dataset": keyword, "reason": keyword
+            }},
+            "user": {"properties": {"name": keyword, "email": keyword}},
+            "related": {"properties": {"user": keyword, "ip": ip}},
+            "source": {"properties": {
+                "ip": ip,
+                "geo": {"properties": {"city_name": keyword, "region_name": keyword, "country_iso_code": keyword}}
+            }},
+            "organization": {"properties": {"id": keyword}},
+            "transaction": {"properties": {"id": keyword}},
+            "agent": {"properties": {"name": keyword, "type": keyword}},
+            "sendauth": {"properties": sendauth_properties()}
+        }),
+        Schema::Ocsf => json!({
+            "time": {"type": "date", "format": "epoch_millis"},
+            "category_uid": int, "class_uid": int, "activity_id": int, "type_uid": int,
+            "status_id": int, "severity_id": int,
+            "category_name": keyword, "class_name": keyword, "activity_name": keyword,
+            "type_name": keyword, "status": keyword, "status_detail": keyword, "severity": keyword,
+            "is_mfa": {"type": "boolean"},
+            "message": keyword,
+            "metadata": {"properties": {
+                "version": keyword, "original_time": keyword, "correlation_uid": keyword,
+                "sequence": {"type": "long"},
+                "product": {"properties": {"name": keyword, "vendor_name": keyword}}
+            }},
+            "user": {"properties": {"name": keyword, "email_addr": keyword, "org": {"properties": {"uid": keyword}}}},
+            "actor": {"properties": {"user": {"properties": {"name": keyword}}}},
+            "src_endpoint": {"properties": {
+                "ip": ip,
+                "location": {"properties": {"city": keyword, "region": keyword, "country": keyword}}
+            }},
+            "unmapped": {"properties": {"sendauth": {"properties": sendauth_properties()}}}
+        }),
+    };
+    props["@timestamp"] = json!({"type": "date"});
+    if audit {
+        props[crate::schema::AGENT_NS] = json!({"properties": {"agent": keyword, "seq": {"type": "long"}}});
+    }
     let mut t = json!({
         "index_patterns": [format!("{index}*")],
         "priority": 200,
-        "_meta": {"managed_by": "sendauth-siem", "description": "SendAuth authentication events"},
+        "_meta": {"managed_by": "sendauth-siem", "description": "SendAuth authentication events", "schema": schema.as_str()},
         "template": {"mappings": {
             "dynamic_templates": [
                 {"strings_as_keyword": {"match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}}
             ],
-            "properties": {
-                "@timestamp": {"type": "date"},
-                // A timestamp ES cannot read is kept in _source, unindexed, rather than losing
-                // the event to the dead letter.
-                "timestamp": {
-                    "type": "date",
-                    "format": "strict_date_optional_time||yyyy-MM-dd HH:mm:ss.SSS||yyyy-MM-dd HH:mm:ss||epoch_millis",
-                    "ignore_malformed": true
-                },
-                "event_type": keyword,
-                "org_id": keyword,
-                "transaction_id": keyword,
-                "subject": keyword,
-                "ip_address": {"type": "ip", "ignore_malformed": true},
-                "location": {"properties": {"country": keyword, "region": keyword, "city": keyword}}
-            }
+            "properties": props
         }}
     });
     if data_stream {
@@ -256,7 +341,12 @@ pub struct Elasticsearch {
     cfg: ElasticConfig,
     /// `{"create":{"_index":"<index>","_id":"`, the action line up to the id.
     action_head: String,
+    /// The schema and audit setting the index template follows.
+    schema: Schema,
+    audit: bool,
     warned_product: AtomicBool,
+    /// What `GET /` said, once `prepare` or `health_check` read it.
+    product: std::sync::Mutex<Option<Product>>,
 }
 
 impl Elasticsearch {
@@ -270,8 +360,18 @@ impl Elasticsearch {
             target,
             cfg,
             action_head,
+            schema: Schema::Raw,
+            audit: false,
             warned_product: AtomicBool::new(false),
+            product: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Installs the template for events in `schema` (stamped when `audit`).
+    pub fn with_schema(mut self, schema: Schema, audit: bool) -> Self {
+        self.schema = schema;
+        self.audit = audit;
+        self
     }
 
     fn index(&self) -> &str {
@@ -294,6 +394,9 @@ impl Elasticsearch {
 
     /// A real cluster says so in `X-elastic-product`; something else may be answering.
     fn check_product(&self, resp: &Response) {
+        if self.distribution() == Some(Distribution::OpenSearch) {
+            return;
+        }
         let ok = resp
             .headers
             .get("x-elastic-product")
@@ -304,6 +407,27 @@ impl Elasticsearch {
                 "the server at siem.url answered without \"X-elastic-product: Elasticsearch\": it may be a proxy or an Elasticsearch-compatible store. Its bulk answers are still read item by item"
             );
         }
+    }
+
+    fn distribution(&self) -> Option<Distribution> {
+        self.product
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.distribution)
+    }
+
+    /// Reads and remembers the product at `GET /` (best effort: see `sink::es_product`).
+    async fn read_product(&self, client: &HttpClient) -> Result<(Option<Product>, u16), Failure> {
+        let root = match &self.target {
+            Ok(t) => t.root.clone(),
+            Err(msg) => return Err(Failure::new(FailureKind::Config, None, msg.clone())),
+        };
+        let r = es_product::probe(client, root).await;
+        if let Ok((Some(p), _)) = &r {
+            *self.product.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+        }
+        r
     }
 
     fn interpret_bulk(&self, events: &[QueuedEvent], resp: &Response) -> Verdict {
@@ -615,17 +739,34 @@ impl Platform for Elasticsearch {
         }
     }
 
+    fn health_check<'a>(&'a self, client: &'a HttpClient) -> BoxFuture<'a, Option<Result<String, Failure>>> {
+        Box::pin(async move {
+            Some(match self.read_product(client).await {
+                Ok((Some(p), _)) => Ok(format!("{p} answered at GET /")),
+                Ok((None, status)) => Ok(format!(
+                    "GET / answered HTTP {status}, not a cluster description, so the product and version are unknown (an Elasticsearch API key may lack the monitor privilege); testing delivery anyway"
+                )),
+                Err(f) => Err(f),
+            })
+        })
+    }
+
     fn prepare<'a>(&'a self, client: &'a HttpClient) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             let target = self
                 .target
                 .as_ref()
                 .map_err(|msg| Failure::new(FailureKind::Config, None, msg.clone()))?;
+            match self.read_product(client).await {
+                Ok((Some(p), _)) => tracing::info!(target: "sink", "siem.url answers as {p}"),
+                Ok((None, status)) => tracing::debug!(target: "sink", status, "GET / did not say which product answers"),
+                Err(f) => tracing::debug!(target: "sink", "GET / failed: {}", f.message),
+            }
             if !self.cfg.install_template {
                 return Ok(());
             }
             let name = &self.cfg.template_name;
-            let body = Bytes::from(index_template(&target.index, self.cfg.data_stream).to_string());
+            let body = Bytes::from(index_template_for(&target.index, self.cfg.data_stream, self.schema, self.audit).to_string());
             let req = EncodedRequest {
                 method: reqwest::Method::PUT,
                 url: target.template_url(name),
@@ -1131,7 +1272,13 @@ mod tests {
         c.data_stream = true;
         let h = Elasticsearch::new(url.parse().unwrap(), c);
         h.prepare(&client_for(&url)).await.unwrap();
-        let reqs = srv.requests();
+        let mut reqs = srv.requests();
+        assert_eq!(
+            (reqs[0].method.as_str(), reqs[0].path.as_str()),
+            ("GET", "/"),
+            "the product is read first"
+        );
+        reqs.remove(0);
         assert_eq!(reqs.len(), 1);
         assert_eq!(
             (reqs[0].method.as_str(), reqs[0].path.as_str()),
@@ -1153,7 +1300,8 @@ mod tests {
             .prepare(&client_for(&url))
             .await
             .unwrap();
-        assert!(srv.requests().is_empty());
+        let reqs: Vec<String> = srv.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+        assert_eq!(reqs, ["GET /"], "only the product is read (its failure is no error)");
     }
 
     #[tokio::test]

@@ -338,6 +338,8 @@ mod tests {
             at: now_rfc3339(),
             http_status: Some(503),
             message: "busy".into(),
+            resolved_at: None,
+            dead_letter: false,
         }
     }
 

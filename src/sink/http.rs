@@ -147,6 +147,9 @@ impl HttpClient {
             }
             secrets.push(Secret::new(cfg.url.to_string()));
         }
+        // Platform credentials sent in their own headers or token requests.
+        secrets.extend(cfg.datadog.api_key.clone());
+        secrets.extend(cfg.azure_monitor.client_secret.clone());
         secrets.retain(|s| !s.expose().is_empty());
         secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
         Ok(HttpClient {

@@ -2,10 +2,13 @@
 //! events from the queue only on the SIEM's acceptance (or its permanent rejection of that
 //! event, into the dead letter).
 
+pub mod azure_monitor;
 pub mod concurrency;
+pub mod datadog;
 pub mod delivery;
 pub mod elasticsearch;
 pub mod endpoints;
+pub mod es_product;
 pub mod generic;
 pub mod http;
 pub mod platform;
@@ -20,15 +23,22 @@ use std::sync::Arc;
 use crate::config::{Platform as PlatformKind, SiemConfig};
 pub use platform::{EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
 
-/// Builds the platform implementation for a config (`auto` resolved from the URL).
+/// Builds the platform implementation for a config (`auto` resolved from the URL), wrapped so
+/// events leave in `siem.schema` with the audit stamp (see `schema`).
 pub fn build_platform(cfg: &SiemConfig) -> Arc<dyn Platform> {
     let url = cfg.url.clone();
-    match cfg.effective_platform() {
-        PlatformKind::SplunkHec => Arc::new(splunk_hec::SplunkHec::new(url, cfg.splunk_hec.clone())),
-        PlatformKind::Elasticsearch => Arc::new(elasticsearch::Elasticsearch::new(url, cfg.elasticsearch.clone())),
+    let agent = cfg.audit.as_ref().map(|a| a.agent_id.clone());
+    let inner: Arc<dyn Platform> = match cfg.effective_platform() {
+        PlatformKind::SplunkHec => Arc::new(splunk_hec::SplunkHec::new(url, cfg.splunk_hec.clone()).with_audit(agent.clone())),
+        PlatformKind::Elasticsearch => {
+            Arc::new(elasticsearch::Elasticsearch::new(url, cfg.elasticsearch.clone()).with_schema(cfg.schema, agent.is_some()))
+        }
         PlatformKind::SumoLogic => Arc::new(sumo_logic::SumoLogic::new(url, cfg.sumo_logic.clone())),
+        PlatformKind::Datadog => Arc::new(datadog::Datadog::new(url, cfg.datadog.clone())),
+        PlatformKind::AzureMonitor => Arc::new(azure_monitor::AzureMonitor::new(url, cfg.azure_monitor.clone())),
         PlatformKind::Generic | PlatformKind::Auto => Arc::new(generic::Generic::new(url, cfg.generic.clone())),
-    }
+    };
+    crate::schema::Mapped::wrap(inner, cfg.schema, agent)
 }
 
 #[cfg(test)]

@@ -104,6 +104,9 @@ pub struct SplunkHec {
     channel: String,
     /// The envelope between the `time` value and the event: `,"host":…,"event":`.
     meta: String,
+    /// `audit.agent_id` when audit is on: each envelope then carries the stamp as HEC indexed
+    /// `fields` (`sendauth_siem_agent`, `sendauth_siem_seq`), searchable with `tstats`.
+    audit_agent: Option<String>,
     warned_no_ack: AtomicBool,
 }
 
@@ -135,8 +138,15 @@ impl SplunkHec {
             cfg,
             channel,
             meta,
+            audit_agent: None,
             warned_no_ack: AtomicBool::new(false),
         }
+    }
+
+    /// Adds the audit stamp as indexed `fields` to every envelope (`None`: audit off).
+    pub fn with_audit(mut self, agent: Option<String>) -> Self {
+        self.audit_agent = agent;
+        self
     }
 
     pub fn channel(&self) -> &str {
@@ -156,6 +166,11 @@ impl SplunkHec {
             None => out.put_slice(&self.meta.as_bytes()[1..]),
         }
         out.put_slice(&e.data);
+        if let Some(agent) = &self.audit_agent {
+            let fields = serde_json::json!({"sendauth_siem_agent": agent, "sendauth_siem_seq": e.seq.to_string()});
+            out.put_slice(b",\"fields\":");
+            out.put_slice(fields.to_string().as_bytes());
+        }
         out.put_u8(b'}');
     }
 
@@ -184,8 +199,8 @@ fn process_channel() -> &'static str {
     CHANNEL.get_or_init(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// This machine's host name, Splunk's default `host`.
-fn hostname() -> Option<String> {
+/// This machine's host name, Splunk's default `host` (and `audit.agent_id`'s).
+pub fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the result is read up to the first
     // NUL, or the whole buffer if the name was truncated without one.

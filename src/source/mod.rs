@@ -9,7 +9,7 @@ pub mod lines;
 pub mod socket;
 
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -92,25 +92,136 @@ pub fn validate_frames(
     chunk
 }
 
+/// Rejected lines logged one by one per [`REJECTION_LOG_WINDOW`]; the rest are summarised.
+const REJECTIONS_LOGGED_PER_WINDOW: u32 = 20;
+const REJECTION_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+struct RejectionWindow {
+    start: Instant,
+    logged: u32,
+    suppressed: u64,
+    /// A thread waits to write the summary at the window's end, so a flood that stops gets its
+    /// summary too (not only when the next rejected line comes).
+    summary_due: bool,
+}
+
+static WINDOW: Mutex<Option<RejectionWindow>> = Mutex::new(None);
+
 /// Logs each rejected line once, but at most 20 per 10 s so a flood of garbage cannot flood
-/// the log; the rest are summarised (every one is still counted and quarantined).
+/// the log; the rest are summarised at the window's end (every one is still counted and
+/// quarantined).
 fn log_rejection(origin: &str, r: &Rejection) {
-    static WINDOW: Mutex<Option<(Instant, u32, u64)>> = Mutex::new(None);
-    let mut w = WINDOW.lock().unwrap();
+    let mut guard = WINDOW.lock().unwrap();
     let now = Instant::now();
-    let (start, logged, suppressed) = w.get_or_insert((now, 0, 0));
-    if now.duration_since(*start).as_secs() >= 10 {
-        if *suppressed > 0 {
-            tracing::warn!(target: "source", "{suppressed} more rejected lines were not logged individually; all are in the quarantine (`sendauth-siem status`)");
-        }
-        *start = now;
-        *logged = 0;
-        *suppressed = 0;
-    }
-    if *logged < 20 {
-        *logged += 1;
+    let w = guard.get_or_insert(RejectionWindow {
+        start: now,
+        logged: 0,
+        suppressed: 0,
+        summary_due: false,
+    });
+    close_window_if_over(w, now);
+    if w.logged < REJECTIONS_LOGGED_PER_WINDOW {
+        w.logged += 1;
         tracing::warn!(target: "source", "{origin}: rejected: {r}; kept in quarantine (see `sendauth-siem status`)");
-    } else {
-        *suppressed += 1;
+        return;
     }
+    w.suppressed += 1;
+    if !w.summary_due {
+        let wait = (w.start + REJECTION_LOG_WINDOW).saturating_duration_since(now);
+        let spawned = std::thread::Builder::new().name("rejection-summary".into()).spawn(move || {
+            std::thread::sleep(wait);
+            if let Some(w) = WINDOW.lock().unwrap().as_mut() {
+                w.summary_due = false;
+                close_window_if_over(w, Instant::now());
+            }
+        });
+        // Without the thread, the next rejected line after the window writes the summary.
+        w.summary_due = spawned.is_ok();
+    }
+}
+
+/// At the end of a window: the summary of what was not logged, and a fresh window.
+fn close_window_if_over(w: &mut RejectionWindow, now: Instant) {
+    if now.duration_since(w.start) < REJECTION_LOG_WINDOW {
+        return;
+    }
+    if w.suppressed > 0 {
+        tracing::warn!(target: "source", "{} more rejected lines were not logged individually; all are in the quarantine (`sendauth-siem quarantine list`)", w.suppressed);
+    }
+    w.start = now;
+    w.logged = 0;
+    w.suppressed = 0;
+}
+
+/// What a source applies to every line besides its own settings (from the current config).
+#[derive(Clone)]
+pub struct IntakeRules {
+    pub max_event_bytes: usize,
+    pub transform: Option<std::sync::Arc<Transform>>,
+}
+
+/// What `quarantine replay` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuarantineReplay {
+    /// Lines that pass the current rules now and were queued as events.
+    pub requeued: u64,
+    /// Lines that still fail (or were kept only in part): quarantined again, with today's reason.
+    pub still_rejected: u64,
+}
+
+/// Runs quarantined lines (all, or ids up to `through`) through intake again with the current
+/// rules (`sources.max_event_bytes`, the privacy transform): lines that pass now are queued as
+/// events, the rest are quarantined again with the reason of today. A page at a time: one
+/// append (events and re-quarantined lines together), then the page's entries are purged. At
+/// least once: a crash between the two leaves the page in the quarantine as well, and a second
+/// replay queues its lines again. With `dry_run`, only counts.
+pub fn replay_quarantine(
+    queue: &crate::queue::Queue,
+    rules: &IntakeRules,
+    metrics: &Metrics,
+    through: Option<u64>,
+    dry_run: bool,
+) -> Result<QuarantineReplay, crate::queue::QueueError> {
+    const PAGE: usize = 256;
+    // Lines quarantined again get new ids: never past the entries there were at the start.
+    let through = through.unwrap_or(u64::MAX).min(queue.quarantine_next_id().saturating_sub(1));
+    let mut report = QuarantineReplay::default();
+    let mut after = 0u64;
+    loop {
+        let mut page = queue.quarantine_page(after, PAGE)?;
+        page.retain(|e| e.id <= through);
+        let Some(last) = page.last().map(|e| e.id) else { break };
+        after = last;
+        // Only whole lines can be judged again; a line kept in part stays quarantined.
+        let (whole, partial): (Vec<_>, Vec<_>) = page.into_iter().partition(|e| e.data.len() >= e.meta.len);
+        let frames: Vec<Frame> = whole
+            .iter()
+            .map(|e| Frame::Line {
+                data: Bytes::from(e.data.clone()),
+                end: 0,
+            })
+            .collect();
+        let mut origin = |i: usize, _: &Frame| format!("{} (replayed from the quarantine)", whole[i].meta.origin);
+        let mut chunk = validate_frames(frames, rules.max_event_bytes, rules.transform.as_deref(), metrics, &mut origin);
+        for e in partial {
+            let mut meta = e.meta.clone();
+            meta.at = now_rfc3339();
+            chunk.quarantine.push((meta, e.data));
+        }
+        report.requeued += chunk.events.len() as u64;
+        report.still_rejected += chunk.quarantine.len() as u64;
+        if dry_run {
+            continue;
+        }
+        queue.append_from_thread(crate::queue::AppendRequest {
+            events: chunk.events,
+            quarantine: chunk.quarantine,
+            checkpoint: None,
+        })?;
+        queue.purge_quarantine(Some(last))?;
+        if last >= through {
+            break;
+        }
+    }
+    Ok(report)
 }

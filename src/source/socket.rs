@@ -56,8 +56,9 @@ const MAX_LINES_PER_COMMIT: usize = 8192;
 pub enum SocketError {
     #[error("sources.socket.path: {path}: another process is listening on this socket (a second agent?); stop it or choose another path")]
     InUse { path: PathBuf },
-    #[error("sources.socket.path: cannot create socket {path}: {source}; check that the directory exists and is writable")]
-    Bind { path: PathBuf, source: std::io::Error },
+    // `io`, not `source`: the message already quotes it, and a chained `{:#}` would repeat it.
+    #[error("sources.socket.path: cannot create socket {path}: {io}; check that the directory exists and is writable")]
+    Bind { path: PathBuf, io: std::io::Error },
 }
 
 /// Binds the socket safely (see the module docs). `ours`: the socket at `path` (if any) is this
@@ -79,9 +80,9 @@ pub fn bind(path: &Path, mode: u32, ours: bool) -> Result<UnixListener, SocketEr
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    let err = |source| SocketError::Bind {
+    let err = |io| SocketError::Bind {
         path: path.to_path_buf(),
-        source,
+        io,
     };
     let listener = UnixListener::bind(&tmp).map_err(err)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
@@ -394,6 +395,7 @@ impl Conn {
         let n_events = chunk.events.len() as u64;
         let n_rejected = chunk.quarantine.len() as u64;
         let unknown = chunk.unknown_types;
+        let tapped = self.status.tap.active().then(|| chunk.events.clone());
         let req = AppendRequest {
             events: chunk.events,
             quarantine: chunk.quarantine,
@@ -401,6 +403,9 @@ impl Conn {
         };
         match self.queue.append(req).await {
             Ok(_) => {
+                if let Some(events) = tapped {
+                    self.status.tap.publish("socket", events);
+                }
                 tally.accepted += n_events;
                 tally.rejected += n_rejected;
                 let m = &self.status.metrics;

@@ -81,7 +81,6 @@ impl FileSource {
         transform: Option<Arc<Transform>>,
         queue: Queue,
         status: Arc<StatusHub>,
-        rt: tokio::runtime::Handle,
     ) -> FileSource {
         let stop = Arc::new(AtomicBool::new(false));
         let (wake_tx, wake_rx) = mpsc::channel::<()>();
@@ -96,7 +95,6 @@ impl FileSource {
             transform,
             queue,
             status,
-            rt,
             stop: stop.clone(),
             wake: wake_rx,
             open: None,
@@ -124,6 +122,19 @@ impl FileSource {
 }
 
 /// The directory watched for changes to the file (not the file: rotation replaces it).
+/// What a file source without its file is doing, in words: waiting for it to be created, and
+/// why it may wait long (its directory is missing: a typo, or a volume not mounted).
+pub fn waiting_for(path: &str) -> String {
+    let p = Path::new(path);
+    match p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => format!(
+            "waiting for {path} to be created; its directory {} does not exist (a typo in sources.file.path, or a volume not mounted?)",
+            dir.display()
+        ),
+        _ => format!("waiting for {path} to be created"),
+    }
+}
+
 fn watched_dir(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
@@ -163,7 +174,6 @@ struct Tailer {
     transform: Option<Arc<Transform>>,
     queue: Queue,
     status: Arc<StatusHub>,
-    rt: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
     wake: mpsc::Receiver<()>,
     /// Watches the file's directory while the tailer waits, not while it is busy (see `run`).
@@ -263,7 +273,25 @@ impl Tailer {
     }
 
     fn publish_status(&self) {
+        // One line an operator reads as is (`status`, the status page): what the source does.
+        let (state, summary) = match (&self.paused, &self.open) {
+            // No file open: waiting for it (or for a regular file where something else is).
+            (Some(why), None) => ("waiting", why.clone()),
+            (Some(why), Some(_)) => ("paused", format!("paused: {why}")),
+            (None, Some(o)) => (
+                "tailing",
+                format!(
+                    "tailing {} (line {}, byte {})",
+                    o.opened_as.display(),
+                    o.line,
+                    o.framer.committed_offset()
+                ),
+            ),
+            (None, None) => ("waiting", waiting_for(&self.shown)),
+        };
         let v = json!({
+            "state": state,
+            "summary": summary,
             "path": self.shown,
             "reading": self.open.as_ref().map(|o| o.opened_as.display().to_string()),
             "offset": self.open.as_ref().map(|o| o.framer.committed_offset()),
@@ -371,14 +399,17 @@ impl Tailer {
         };
         let n_events = chunk.events.len() as u64;
         let unknown = chunk.unknown_types;
+        let tapped = self.status.tap.active().then(|| chunk.events.clone());
         let req = AppendRequest {
             events: chunk.events,
             quarantine: chunk.quarantine,
             checkpoint: Some((self.id.clone(), ck.encode())),
         };
-        let q = self.queue.clone();
-        match self.rt.block_on(q.append(req)) {
+        match self.queue.append_from_thread(req) {
             Ok(_) => {
+                if let Some(events) = tapped {
+                    self.status.tap.publish("file", events);
+                }
                 o.line = new_line;
                 let m = &self.status.metrics;
                 m.received_file.fetch_add(n_events, Ordering::Relaxed);
@@ -482,9 +513,9 @@ impl Tailer {
             }
             return;
         }
-        let why = format!("waiting for {} to be created", self.shown);
+        let why = waiting_for(&self.shown);
         if self.paused.as_deref() != Some(why.as_str()) {
-            tracing::info!(target: "source::file", path = %self.shown, "the file does not exist yet; waiting for it");
+            tracing::info!(target: "source::file", path = %self.shown, "the file does not exist yet; {why}");
             self.paused = Some(why);
         }
     }
