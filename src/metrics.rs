@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::event::Rejection;
@@ -54,6 +55,8 @@ pub struct Metrics {
     pub retries: AtomicU64,
     pub requests_ok: AtomicU64,
     pub requests_failed: AtomicU64,
+    /// Requests by the SIEM's HTTP status code; `None`: no HTTP answer (refused, timed out).
+    requests_by_code: Mutex<std::collections::BTreeMap<Option<u16>, u64>>,
     pub bytes_sent: AtomicU64,
     pub queue_full_refusals: AtomicU64,
     pub reloads_ok: AtomicU64,
@@ -85,6 +88,11 @@ impl Metrics {
 
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// One request answered with `code` (`None`: no HTTP answer).
+    pub fn count_response(&self, code: Option<u16>) {
+        *self.requests_by_code.lock().unwrap().entry(code).or_default() += 1;
     }
 
     pub fn observe_latency(&self, d: Duration) {
@@ -154,6 +162,21 @@ impl Metrics {
                 ("{outcome=\"failure\"}".into(), g(&self.requests_failed)),
             ],
         );
+        {
+            let by_code = self.requests_by_code.lock().unwrap();
+            let samples: Vec<(String, u64)> = by_code
+                .iter()
+                .map(|(code, n)| {
+                    let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+                    (format!("{{code=\"{code}\"}}"), *n)
+                })
+                .collect();
+            counter(
+                "sendauth_siem_requests_by_code_total",
+                "HTTP requests to the SIEM, by the status code it answered (\"none\": no HTTP answer, e.g. refused or timed out).",
+                &samples,
+            );
+        }
         counter(
             "sendauth_siem_bytes_sent_total",
             "Request body bytes sent to the SIEM (after compression).",

@@ -102,6 +102,18 @@ async fn metrics_pass_promtool_and_carry_build_process_and_last_success_figures(
     let start = sample(&text, "process_start_time_seconds").expect("start time");
     assert!((start - started).abs() < 120.0, "start time {start} vs {started}");
 
+    // Requests by the SIEM's status code: the 503, then the deliveries (10 events, one request
+    // each or batched: at least one 200), and nothing else.
+    assert_eq!(
+        sample(&text, "sendauth_siem_requests_by_code_total{code=\"503\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    let ok = sample(&text, "sendauth_siem_requests_by_code_total{code=\"200\"}").unwrap_or(0.0);
+    let total = sample(&text, "sendauth_siem_requests_total{outcome=\"success\"}").unwrap()
+        + sample(&text, "sendauth_siem_requests_total{outcome=\"failure\"}").unwrap();
+    assert!(ok >= 1.0 && ok + 1.0 == total, "200: {ok}, all requests: {total}\n{text}");
+
     // The last success is now-ish and after the agent started.
     let last = sample(&text, "sendauth_siem_last_success_timestamp_seconds").unwrap();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();

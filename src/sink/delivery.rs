@@ -114,6 +114,8 @@ struct Flight {
     /// The client it was sent with, to redact messages built from its answer.
     client: HttpClient,
     to: Sent,
+    /// The SIEM's HTTP status, if it answered (for `sendauth_siem_requests_by_code_total`).
+    http_status: Option<u16>,
 }
 
 enum Outcome {
@@ -555,6 +557,7 @@ impl Delivery {
                 probe,
                 client: client.clone(),
                 to,
+                http_status: None,
             };
             // A stop lets the request finish (so nothing is resent), but waits at most
             // SHUTDOWN_GRACE for it: process supervisors (Kubernetes, systemd) kill after
@@ -567,6 +570,7 @@ impl Delivery {
                 }
             };
             let rtt = started.elapsed();
+            let http_status = resp.as_ref().ok().map(|r| r.status);
             let mut verdict = match &resp {
                 Ok(r) => platform.interpret(&sent, r),
                 Err(f) => Verdict::Retry(f.clone()),
@@ -591,6 +595,7 @@ impl Delivery {
             }
             Flight {
                 sent,
+                http_status,
                 ..flight(Outcome::Answered(verdict), rtt)
             }
         });
@@ -634,6 +639,7 @@ impl Delivery {
             Outcome::Answered(v) => v,
         };
         self.status.metrics.observe_latency(flight.rtt);
+        self.status.metrics.count_response(flight.http_status);
         self.status
             .metrics
             .bytes_sent
