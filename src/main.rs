@@ -625,6 +625,13 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool, live: b
     for w in v["warnings"].as_array().into_iter().flatten() {
         println!("Warning:          {}", w.as_str().unwrap_or(""));
     }
+    if let Some(r) = v["retry"].as_object() {
+        println!(
+            "Retrying:         {} failed attempt(s) in a row; next try {}",
+            r.get("failed_attempts").and_then(Value::as_u64).unwrap_or(0),
+            r.get("next_attempt_at").and_then(Value::as_str).map(until).unwrap_or_default()
+        );
+    }
     println!(
         "Last success:     {}",
         v["last_success_at"]
@@ -681,6 +688,19 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// "in 4 s" (or "now") for an RFC 3339 time in the future.
+fn until(at: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) else {
+        return at.to_string();
+    };
+    let secs = (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
+    if secs <= 0 {
+        format!("now (due at {at})")
+    } else {
+        format!("in {:.1} s (at {at})", secs as f64 / 1000.0)
+    }
 }
 
 /// "12 s ago", "3 min ago", "2 h ago" for an RFC 3339 time (empty if it does not parse).

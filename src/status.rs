@@ -74,6 +74,8 @@ pub struct StatusHub {
     dead_letter_full: Mutex<Option<String>>,
     /// Each endpoint of the SIEM (`sink::endpoints`), as the sink last reported them.
     endpoints: Mutex<Vec<crate::sink::endpoints::EndpointView>>,
+    /// Failed attempts in a row and when the next one is due (RFC 3339), while retrying.
+    retry: Mutex<Option<(u32, String)>>,
     /// When the last event went to the dead letter, and why.
     last_dead_letter: Mutex<Option<(String, String)>>,
     history: crate::history::History,
@@ -112,6 +114,7 @@ impl StatusHub {
             dead_letter_full: Mutex::new(None),
             endpoints: Mutex::new(Vec::new()),
             last_dead_letter: Mutex::new(None),
+            retry: Mutex::new(None),
             history: Default::default(),
             tap: Default::default(),
             started: Instant::now(),
@@ -222,6 +225,15 @@ impl StatusHub {
         w
     }
 
+    /// The sink is retrying: `attempts` failed in a row, the next try in `wait`. `None` once a
+    /// delivery succeeds.
+    pub fn set_retry(&self, retry: Option<(u32, Duration)>) {
+        *self.retry.lock().unwrap() = retry.map(|(attempts, wait)| {
+            let at = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            (attempts, at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        });
+    }
+
     pub fn set_config(&self, view: ConfigView) {
         *self.config.lock().unwrap() = view;
     }
@@ -326,6 +338,7 @@ impl StatusHub {
                 "socket": *self.socket_source.lock().unwrap(),
             },
             "endpoints": *self.endpoints.lock().unwrap(),
+            "retry": self.retry.lock().unwrap().clone().map(|(attempts, next_at)| json!({"failed_attempts": attempts, "next_attempt_at": next_at})),
             "recent_errors": recent,
             "warnings": self.warnings(&counts),
             "version": env!("CARGO_PKG_VERSION"),

@@ -138,11 +138,16 @@ async fn status_exit_codes_follow_delivery_and_resolved_errors_are_marked() {
         .unwrap();
     assert_eq!(code, 2, "not delivering: {out}");
     assert!(out.contains("maintenance window") && out.contains(" s ago"), "{out}");
+    assert!(
+        out.contains("Retrying:") && out.contains("failed attempt(s) in a row; next try "),
+        "{out}"
+    );
 
     emu.set_fault(None);
     assert!(emu.wait_for_events(1, DEADLINE).await);
     let s = agent.wait_status(DEADLINE, |s| s["state"] == "success").await;
     assert!(s["last_error"]["resolved_at"].is_string(), "{s:#}");
+    assert!(s["retry"].is_null(), "no retry pending after a success: {s:#}");
     assert!(s["recent_errors"][0]["resolved_at"].is_string(), "{s:#}");
     let (code, out, _) = tokio::task::spawn_blocking(move || cli(&["status", "--config", &conf]))
         .await

@@ -146,7 +146,14 @@ async fn status_page_shows_error_details_then_success_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(element_text(&dom, "state-text"), Some("Error"), "{dom}");
-    for want in ["HTTP 503", "maintenance window", "?REDACTED", "/collector", "generic"] {
+    for want in [
+        "HTTP 503",
+        "maintenance window",
+        "?REDACTED",
+        "/collector",
+        "generic",
+        "failed attempt(s) in a row; next try",
+    ] {
         assert!(dom.contains(want), "the page lacks {want:?}:\n{dom}");
     }
     assert_eq!(element_text(&dom, "pending"), Some("3"), "{dom}");

@@ -846,6 +846,7 @@ impl Delivery {
         }
         self.attempts = 0;
         self.status.record_success();
+        self.status.set_retry(None);
     }
 
     /// A request failed as a whole (its not-done events are pending again). Requests launched
@@ -897,6 +898,8 @@ impl Delivery {
         tracing::debug!(target: "sink", attempt = self.attempts, delay_ms = d.as_millis() as u64, "retrying after backoff");
         let t = Instant::now() + d;
         self.backoff_until = Some(self.backoff_until.map_or(t, |b| b.max(t)));
+        let wait = self.backoff_until.map_or(d, |b| b.saturating_duration_since(Instant::now()));
+        self.status.set_retry(Some((self.attempts, wait)));
     }
 
     /// Removes the contiguous done prefix of the window from the queue.
