@@ -409,26 +409,12 @@ const DEFAULT_MAX_QUARANTINE_ENTRIES: u64 = 10_000;
 impl Config {
     /// Reads and validates a config file. Errors name the file and every bad key.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        // The caller names the file (`FILE: problem`), as for every other problem.
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            problems: vec![format!("cannot read the config file: {e}; check the path and its permissions")],
-        })?;
-        Config::parse_with_env(&text, &|k| std::env::var(k).ok())
+        Config::parse_with_env(&read_config_file(path)?, &|k| std::env::var(k).ok())
     }
 
     /// Parses YAML text; `env` resolves `${VAR}` references (injected for tests).
     pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-        if let Err(problem) = check_flow_nesting(text) {
-            return Err(ConfigErrors { problems: vec![problem] });
-        }
-        let root: Value = match serde_yaml::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(ConfigErrors {
-                    problems: vec![format!("not valid YAML: {e}")],
-                })
-            }
-        };
+        let root = parse_yaml(text)?;
         let errs = Rc::new(RefCell::new(Vec::new()));
         let inline = Rc::new(RefCell::new(Vec::new()));
         let secret_files = Rc::new(RefCell::new(Vec::new()));
@@ -451,27 +437,48 @@ impl Config {
                 if errs.is_empty() {
                     errs.push("config is incomplete".into());
                 }
-                hide_env_values(&mut errs, text, env);
-                // One line per problem, whatever the values quoted in it hold (a CR/LF in a
-                // value made a problem span lines; found by the config fuzz target).
-                for p in errs.iter_mut() {
-                    if p.chars().any(char::is_control) {
-                        *p = p
-                            .chars()
-                            .map(|c| {
-                                if c.is_control() {
-                                    c.escape_default().to_string()
-                                } else {
-                                    c.to_string()
-                                }
-                            })
-                            .collect();
-                    }
-                }
-                Err(ConfigErrors { problems: errs })
+                Err(problems_as_shown(errs, text, env))
             }
         }
     }
+}
+
+/// The config file's text. The caller names the file (`FILE: problem`), as for every other
+/// problem.
+fn read_config_file(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        problems: vec![format!("cannot read the config file: {e}; check the path and its permissions")],
+    })
+}
+
+/// The YAML tree, after the nesting check that keeps a hostile file cheap to reject.
+fn parse_yaml(text: &str) -> Result<Value, ConfigErrors> {
+    check_flow_nesting(text).map_err(|problem| ConfigErrors { problems: vec![problem] })?;
+    serde_yaml::from_str(text).map_err(|e| ConfigErrors {
+        problems: vec![format!("not valid YAML: {e}")],
+    })
+}
+
+/// Problems as a user sees them: no environment variable's value (`${NAME}` instead), and one
+/// line each, whatever the values quoted in them hold (a CR/LF in a value made a problem span
+/// lines; found by the config fuzz target).
+fn problems_as_shown(mut errs: Vec<String>, text: &str, env: &dyn Fn(&str) -> Option<String>) -> ConfigErrors {
+    hide_env_values(&mut errs, text, env);
+    for p in errs.iter_mut() {
+        if p.chars().any(char::is_control) {
+            *p = p
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+        }
+    }
+    ConfigErrors { problems: errs }
 }
 
 /// What the operator's commands (`status`, `dead-letter`, `quarantine`, `aside`) need from a
@@ -489,20 +496,11 @@ impl LocalConfig {
     /// token's `${VAR}`. Problems in those two sections are still errors; the rest of the file
     /// is not looked at beyond being YAML.
     pub fn load(path: &Path) -> Result<LocalConfig, ConfigErrors> {
-        // The caller names the file (`FILE: problem`), as for every other problem.
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            problems: vec![format!("cannot read the config file: {e}; check the path and its permissions")],
-        })?;
-        LocalConfig::parse_with_env(&text, &|k| std::env::var(k).ok())
+        LocalConfig::parse_with_env(&read_config_file(path)?, &|k| std::env::var(k).ok())
     }
 
     pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<LocalConfig, ConfigErrors> {
-        if let Err(problem) = check_flow_nesting(text) {
-            return Err(ConfigErrors { problems: vec![problem] });
-        }
-        let root: Value = serde_yaml::from_str(text).map_err(|e| ConfigErrors {
-            problems: vec![format!("not valid YAML: {e}")],
-        })?;
+        let root = parse_yaml(text)?;
         let errs = Rc::new(RefCell::new(Vec::new()));
         let (queue, status) = {
             let mut root = Node::root(root, errs.clone(), env);
@@ -526,8 +524,7 @@ impl LocalConfig {
                 if errs.is_empty() {
                     errs.push("queue: incomplete".into());
                 }
-                hide_env_values(&mut errs, text, env);
-                Err(ConfigErrors { problems: errs })
+                Err(problems_as_shown(errs, text, env))
             }
         }
     }

@@ -217,6 +217,19 @@ enum DeadLetterCmd {
     },
 }
 
+/// Which quarantine entries a command takes: all, or the oldest up to an id (only a prefix: the
+/// quarantine's ids stay consecutive).
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+struct QuarantineRange {
+    /// Every quarantined line.
+    #[arg(long)]
+    all: bool,
+    /// The entries with ids up to and including this one (ids as `quarantine list` shows them).
+    #[arg(long, value_name = "ID")]
+    through: Option<u64>,
+}
+
 #[derive(Subcommand)]
 enum QuarantineCmd {
     /// List quarantined lines with their reasons and origins.
@@ -238,12 +251,8 @@ enum QuarantineCmd {
     Replay {
         #[command(flatten)]
         queue: QueueArg,
-        /// Replay every quarantined line.
-        #[arg(long, required_unless_present = "through")]
-        all: bool,
-        /// Replay the entries with ids up to and including this one.
-        #[arg(long, value_name = "ID", conflicts_with = "all")]
-        through: Option<u64>,
+        #[command(flatten)]
+        range: QuarantineRange,
         /// Only say what would happen.
         #[arg(long)]
         dry_run: bool,
@@ -252,14 +261,9 @@ enum QuarantineCmd {
     Purge {
         #[command(flatten)]
         queue: QueueArg,
-        /// Delete every quarantined line (asks first on a terminal; else needs --yes).
-        #[arg(long, required_unless_present = "through")]
-        all: bool,
-        /// Delete the entries with ids up to and including this one (ids as `quarantine list`
-        /// shows them).
-        #[arg(long, value_name = "ID", conflicts_with = "all")]
-        through: Option<u64>,
-        /// Do not ask before deleting.
+        #[command(flatten)]
+        range: QuarantineRange,
+        /// Do not ask before deleting (on a terminal it asks; otherwise this is required).
         #[arg(long)]
         yes: bool,
         /// Only say what would be deleted.
@@ -992,8 +996,7 @@ fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> {
         }
         QuarantineCmd::Replay {
             queue,
-            all: _,
-            through,
+            range: QuarantineRange { through, .. },
             dry_run,
         } => {
             let cfg = queue_config(&queue)?;
@@ -1025,8 +1028,7 @@ fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> {
         }
         QuarantineCmd::Purge {
             queue,
-            all: _,
-            through,
+            range: QuarantineRange { through, .. },
             yes,
             dry_run,
         } => {

@@ -34,6 +34,19 @@ fn find_chromium() -> Option<PathBuf> {
     None
 }
 
+/// Chromium, or `None` (with a loud message) on a machine without it; in CI (`CI` set) a missing
+/// Chromium fails the test.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = find_chromium();
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is not installed, and CI must run this test; .ci/run installs Debian's chromium package");
+        }
+        eprintln!("\n\n*** SKIPPED status_page test: chromium is not installed (apt-get install chromium); CI runs it ***\n\n");
+    }
+    found
+}
+
 /// Runs headless Chromium on `url` with `args` (e.g. `--dump-dom`); returns its stdout.
 fn chromium(bin: &Path, profile: &Path, args: &[String], url: &str) -> String {
     let mut child = Command::new(bin)
@@ -113,13 +126,7 @@ fn count_colour(pixels: &[[u8; 3]], rgb: [u8; 3]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_shows_error_details_then_success_in_a_real_browser() {
-    let Some(bin) = find_chromium() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("chromium is not installed, and CI must run this test; .ci/run installs Debian's chromium package");
-        }
-        eprintln!("\n\n*** SKIPPED status_page test: chromium is not installed (apt-get install chromium); CI runs it ***\n\n");
-        return;
-    };
+    let Some(bin) = chromium_or_skip() else { return };
     let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
     emu.set_fault(Some(Fault::Status {
         code: 503,
@@ -189,13 +196,7 @@ async fn status_page_shows_error_details_then_success_in_a_real_browser() {
 /// the last hour's chart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_shows_inputs_warnings_resolved_errors_and_the_last_hour() {
-    let Some(bin) = find_chromium() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("chromium is not installed, and CI must run this test; .ci/run installs Debian's chromium package");
-        }
-        eprintln!("\n\n*** SKIPPED status_page test: chromium is not installed (apt-get install chromium); CI runs it ***\n\n");
-        return;
-    };
+    let Some(bin) = chromium_or_skip() else { return };
     let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
     // First an outage (resolved later), then one event rejected for good (dead letter).
     emu.push_fault(Fault::Status {
@@ -274,13 +275,7 @@ async fn status_page_shows_inputs_warnings_resolved_errors_and_the_last_hour() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_lists_each_endpoint_when_there_are_several() {
-    let Some(bin) = find_chromium() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("chromium is not installed, and CI must run this test; .ci/run installs Debian's chromium package");
-        }
-        eprintln!("\n\n*** SKIPPED status_page test: chromium is not installed (apt-get install chromium); CI runs it ***\n\n");
-        return;
-    };
+    let Some(bin) = chromium_or_skip() else { return };
     let up = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
     let down = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
     down.set_fault(Some(Fault::Status {

@@ -41,7 +41,7 @@ use tokio::sync::Notify;
 use crate::config::{AzureMonitorConfig, Secret, AZURE_MAX_CALL_BYTES};
 use crate::queue::QueuedEvent;
 use crate::sink::generic::one_line;
-use crate::sink::http::{classify_status, HttpClient};
+use crate::sink::http::{classify_status_redacted, HttpClient};
 use crate::sink::platform::{BoxFuture, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
 
 /// Renew a token this long before it expires (or at half its life, when that is sooner).
@@ -436,14 +436,7 @@ impl Platform for AzureMonitor {
                 FailureKind::Rejected,
                 format!("Azure Monitor rejected the records: HTTP 400{said}; check that siem.azure_monitor.stream matches a stream declared in the DCR and that the DCR's columns fit SendAuth events"),
             )),
-            _ => {
-                let mut v = classify_status(resp, "Azure Monitor");
-                if let Verdict::Retry(f) | Verdict::TooLarge(f) | Verdict::Rejected(f) = &mut v {
-                    f.message = self.redact(&f.message);
-                    f.detail = f.detail.as_deref().map(|d| self.redact(d));
-                }
-                v
-            }
+            _ => classify_status_redacted(resp, "Azure Monitor", |t| self.redact(t)),
         }
     }
 
@@ -492,15 +485,7 @@ mod tests {
         AzureMonitor::new("https://my-dce-x1.eastus-1.ingest.monitor.azure.com/".parse().unwrap(), cfg())
     }
 
-    fn evs(n: usize) -> Vec<QueuedEvent> {
-        (0..n)
-            .map(|i| QueuedEvent {
-                seq: i as u64 + 1,
-                data: Bytes::from(format!("{{\"i\":{i}}}")),
-                accepted_at_ms: 0,
-            })
-            .collect()
-    }
+    use crate::sink::platform::test_events as evs;
 
     fn resp(status: u16, body: &str) -> Response {
         Response {

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 
 use crate::config::{DatadogConfig, DATADOG_MAX_ENTRIES, DATADOG_MAX_ENTRY_BYTES, DATADOG_MAX_PAYLOAD_BYTES};
 use crate::queue::QueuedEvent;
-use crate::sink::http::classify_status;
+use crate::sink::http::classify_status_redacted;
 use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
 
 pub struct Datadog {
@@ -189,14 +189,7 @@ impl Platform for Datadog {
                 FailureKind::NotFound,
                 format!("Datadog answered HTTP 404{said}; check siem.datadog.site (or siem.url: it should be https://http-intake.logs.<site>/api/v2/logs)"),
             )),
-            _ => {
-                let mut v = classify_status(resp, "Datadog");
-                if let Verdict::Retry(f) | Verdict::TooLarge(f) | Verdict::Rejected(f) = &mut v {
-                    f.message = self.redact(&f.message);
-                    f.detail = f.detail.as_deref().map(|d| self.redact(d));
-                }
-                v
-            }
+            _ => classify_status_redacted(resp, "Datadog", |t| self.redact(t)),
         }
     }
 }

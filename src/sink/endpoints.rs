@@ -283,44 +283,36 @@ pub fn render_metrics(o: &mut String, views: &[EndpointView]) {
         return;
     }
     let label = |v: &EndpointView| v.url.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-    let _ = writeln!(
-        o,
-        "# HELP sendauth_siem_endpoint_up Whether a SIEM endpoint is in rotation (1) or failing and out of it (0).\n# TYPE sendauth_siem_endpoint_up gauge"
+    let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(&EndpointView) -> u64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for v in views {
+            let _ = writeln!(o, "{name}{{url=\"{}\"}} {}", label(v), value(v));
+        }
+    };
+    family(
+        "sendauth_siem_endpoint_up",
+        "gauge",
+        "Whether a SIEM endpoint is in rotation (1) or failing and out of it (0).",
+        &|v| u64::from(v.state != Health::Failing),
     );
-    for v in views {
-        let _ = writeln!(
-            o,
-            "sendauth_siem_endpoint_up{{url=\"{}\"}} {}",
-            label(v),
-            u8::from(v.state != Health::Failing)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP sendauth_siem_endpoint_consecutive_failures Failures in a row of a SIEM endpoint (0 once it answers).\n# TYPE sendauth_siem_endpoint_consecutive_failures gauge"
+    family(
+        "sendauth_siem_endpoint_consecutive_failures",
+        "gauge",
+        "Failures in a row of a SIEM endpoint (0 once it answers).",
+        &|v| u64::from(v.consecutive_failures),
     );
-    for v in views {
-        let _ = writeln!(
-            o,
-            "sendauth_siem_endpoint_consecutive_failures{{url=\"{}\"}} {}",
-            label(v),
-            v.consecutive_failures
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP sendauth_siem_endpoint_requests_total Requests sent to a SIEM endpoint since start.\n# TYPE sendauth_siem_endpoint_requests_total counter"
+    family(
+        "sendauth_siem_endpoint_requests_total",
+        "counter",
+        "Requests sent to a SIEM endpoint since start.",
+        &|v| v.requests,
     );
-    for v in views {
-        let _ = writeln!(o, "sendauth_siem_endpoint_requests_total{{url=\"{}\"}} {}", label(v), v.requests);
-    }
-    let _ = writeln!(
-        o,
-        "# HELP sendauth_siem_endpoint_failures_total Times a SIEM endpoint was taken out of rotation since start.\n# TYPE sendauth_siem_endpoint_failures_total counter"
+    family(
+        "sendauth_siem_endpoint_failures_total",
+        "counter",
+        "Times a SIEM endpoint was taken out of rotation since start.",
+        &|v| v.failures,
     );
-    for v in views {
-        let _ = writeln!(o, "sendauth_siem_endpoint_failures_total{{url=\"{}\"}} {}", label(v), v.failures);
-    }
 }
 
 #[cfg(test)]

@@ -122,15 +122,7 @@ impl Platform for Generic {
 mod tests {
     use super::*;
 
-    fn evs(n: usize) -> Vec<QueuedEvent> {
-        (0..n)
-            .map(|i| QueuedEvent {
-                seq: i as u64 + 1,
-                data: Bytes::from(format!("{{\"i\":{i}}}")),
-                accepted_at_ms: 0,
-            })
-            .collect()
-    }
+    use crate::sink::platform::test_events as evs;
 
     fn cfg(batch: GenericBatch) -> GenericConfig {
         GenericConfig {

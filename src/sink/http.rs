@@ -397,6 +397,18 @@ fn error_chain(e: &reqwest::Error) -> String {
 
 /// Reads a status code the way every HTTP SIEM means it, when the platform has nothing more
 /// specific to say. `what` names the SIEM in messages ("SIEM", "Splunk HEC", ...).
+/// [`classify_status`], with the messages passed through `redact`: for platforms whose own
+/// secret (an API key, a client secret) could be echoed in an answer.
+pub fn classify_status_redacted(resp: &Response, what: &str, redact: impl Fn(&str) -> String) -> crate::sink::platform::Verdict {
+    use crate::sink::platform::Verdict;
+    let mut v = classify_status(resp, what);
+    if let Verdict::Retry(f) | Verdict::TooLarge(f) | Verdict::Rejected(f) = &mut v {
+        f.message = redact(&f.message);
+        f.detail = f.detail.as_deref().map(&redact);
+    }
+    v
+}
+
 pub fn classify_status(resp: &Response, what: &str) -> crate::sink::platform::Verdict {
     use crate::sink::platform::Verdict;
     let code = resp.status;

@@ -296,3 +296,15 @@ mod tests {
         assert_eq!(f.full_text(), "short and more");
     }
 }
+
+/// `n` small queued events (`{"i":0}`, `{"i":1}`, ...) for the platforms' unit tests.
+#[cfg(test)]
+pub(crate) fn test_events(n: usize) -> Vec<QueuedEvent> {
+    (0..n)
+        .map(|i| QueuedEvent {
+            seq: i as u64 + 1,
+            data: Bytes::from(format!("{{\"i\":{i}}}")),
+            accepted_at_ms: 0,
+        })
+        .collect()
+}
