@@ -260,6 +260,18 @@ pub trait Platform: Send + Sync {
     }
 }
 
+/// `n` small queued events (`{"i":0}`, `{"i":1}`, ...) for the platforms' unit tests.
+#[cfg(test)]
+pub(crate) fn test_events(n: usize) -> Vec<QueuedEvent> {
+    (0..n)
+        .map(|i| QueuedEvent {
+            seq: i as u64 + 1,
+            data: Bytes::from(format!("{{\"i\":{i}}}")),
+            accepted_at_ms: 0,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,16 +307,4 @@ mod tests {
         let f = Failure::new(FailureKind::Rejected, Some(400), "short").with_detail("short and more");
         assert_eq!(f.full_text(), "short and more");
     }
-}
-
-/// `n` small queued events (`{"i":0}`, `{"i":1}`, ...) for the platforms' unit tests.
-#[cfg(test)]
-pub(crate) fn test_events(n: usize) -> Vec<QueuedEvent> {
-    (0..n)
-        .map(|i| QueuedEvent {
-            seq: i as u64 + 1,
-            data: Bytes::from(format!("{{\"i\":{i}}}")),
-            accepted_at_ms: 0,
-        })
-        .collect()
 }
