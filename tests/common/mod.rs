@@ -381,8 +381,12 @@ pub async fn socket_send(path: &Path, lines: &[String]) -> Vec<Value> {
         buf.push_str(l);
         buf.push('\n');
     }
-    wr.write_all(buf.as_bytes()).await.unwrap();
-    wr.shutdown().await.unwrap();
+    // An agent that refuses the connection (too many connections) answers and closes at once:
+    // the write may then fail with EPIPE although its answer is waiting to be read. What the
+    // agent said is what the callers check.
+    if wr.write_all(buf.as_bytes()).await.is_ok() {
+        let _ = wr.shutdown().await;
+    }
     let mut out = Vec::new();
     let mut r = BufReader::new(rd).lines();
     while let Ok(Ok(Some(l))) = tokio::time::timeout(DEADLINE, r.next_line()).await {
