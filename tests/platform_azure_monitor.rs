@@ -1,5 +1,5 @@
 //! Microsoft Sentinel / Azure Monitor Logs Ingestion end to end: the real agent against the
-//! emulator's token endpoint and ingestion endpoint (siem-protocols.md §4). Every event arrives,
+//! emulator's token endpoint and ingestion endpoint (docs/PROTOCOLS.md §4). Every event arrives,
 //! the token is renewed before it expires, a 401 renews it once and then holds, and
 //! `sendauth-siem test` explains token and permission errors in plain words.
 

@@ -1,4 +1,4 @@
-//! Datadog Logs end to end: the real agent against the intake emulator (siem-protocols.md §4).
+//! Datadog Logs end to end: the real agent against the intake emulator (docs/PROTOCOLS.md §4).
 //! JSON arrays of entries with the reserved attributes, the API key that must never leak, a
 //! rejected key that holds delivery, 413 splitting, and `sendauth-siem test`.
 

@@ -1,4 +1,4 @@
-//! Elasticsearch end to end: the real agent against the ES emulator (siem-protocols.md §2).
+//! Elasticsearch end to end: the real agent against the ES emulator (docs/PROTOCOLS.md §2).
 //! `_bulk` with `create` and a content-derived `_id`, the index template, data streams, per-item
 //! and whole-request errors, a SIGKILL in the middle of a bulk, and `sendauth-siem test`.
 

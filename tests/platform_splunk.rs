@@ -1,4 +1,4 @@
-//! Splunk HEC end to end: the real agent against the HEC emulator (siem-protocols.md §1).
+//! Splunk HEC end to end: the real agent against the HEC emulator (docs/PROTOCOLS.md §1).
 //! Envelopes and auth, every error class with its outcome and status text, partial batches,
 //! indexer acknowledgement, and `sendauth-siem test`.
 

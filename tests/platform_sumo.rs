@@ -1,4 +1,4 @@
-//! Sumo Logic end to end: the real agent against the HTTP Source emulator (siem-protocols.md §3).
+//! Sumo Logic end to end: the real agent against the HTTP Source emulator (docs/PROTOCOLS.md §3).
 //! NDJSON with the X-Sumo-* metadata, the token in the URL that must never leak, throttling, and
 //! `sendauth-siem test`.
 

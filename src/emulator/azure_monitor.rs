@@ -1,5 +1,5 @@
 //! Microsoft Sentinel / Azure Monitor Logs Ingestion API, with its Microsoft identity platform
-//! token endpoint on the same server (siem-protocols.md §4; learn.microsoft.com: "Logs Ingestion
+//! token endpoint on the same server (docs/PROTOCOLS.md §4; learn.microsoft.com: "Logs Ingestion
 //! API in Azure Monitor", "Microsoft identity platform and the OAuth 2.0 client credentials
 //! flow").
 //!

@@ -1,4 +1,4 @@
-//! Datadog Logs intake (siem-protocols.md §4; docs.datadoghq.com/api/latest/logs/send-logs).
+//! Datadog Logs intake (docs/PROTOCOLS.md §4; docs.datadoghq.com/api/latest/logs/send-logs).
 //!
 //! Reproduced:
 //! - `POST /api/v2/logs` with `DD-API-KEY`: missing gets 401, a key other than

@@ -1,5 +1,5 @@
 //! Elasticsearch 8.x document and bulk APIs, as a secured cluster answers
-//! (siem-protocols.md §2).
+//! (docs/PROTOCOLS.md §2).
 //!
 //! Reproduced:
 //! - `X-elastic-product: Elasticsearch` on every answer except 401 (§2.9);

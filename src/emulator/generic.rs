@@ -2,7 +2,7 @@
 //!
 //! There is no vendor behind "generic", so this reproduces the contract the forwarder's generic
 //! sink is written against (`siem.generic.batch` in README.md, "Config at a glance") and the common shape of JSON
-//! webhooks (siem-protocols.md §4 receivers such as Datadog accept a JSON object or an array):
+//! webhooks (docs/PROTOCOLS.md §4 receivers such as Datadog accept a JSON object or an array):
 //! - body: one JSON object (`application/json`), a JSON array of objects (`application/json`),
 //!   or NDJSON (`application/x-ndjson`, one object per line, blank lines ignored);
 //! - a batch is all-or-nothing: any bad element gives 400 `{"error":"..."}` and nothing is

@@ -2,7 +2,7 @@
 //! the integration tests and for `sendauth-siem demo`.
 //!
 //! One [`Emulator`] is one listening socket speaking one [`Kind`] of SIEM. Status codes and
-//! bodies come from `siem-protocols.md` (each platform file cites its section). Each emulator
+//! bodies come from `docs/PROTOCOLS.md` (each platform file cites its section). Each emulator
 //! records what it received ([`Emulator::requests`]) and what it accepted ([`Emulator::events`])
 //! and can be told to fail ([`Fault`]).
 //!
@@ -1080,7 +1080,7 @@ pub(crate) mod testkit {
         Emulator::start(cfg).await.expect("start the emulator on 127.0.0.1")
     }
 
-    /// No proxy from the environment, no redirects followed (siem-protocols.md §5.5).
+    /// No proxy from the environment, no redirects followed (docs/PROTOCOLS.md §5.5).
     pub fn client() -> reqwest::Client {
         reqwest::Client::builder()
             .no_proxy()

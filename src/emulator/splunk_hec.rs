@@ -1,4 +1,4 @@
-//! Splunk HTTP Event Collector, as splunkd answers (siem-protocols.md §1). Where the doc warns
+//! Splunk HTTP Event Collector, as splunkd answers (docs/PROTOCOLS.md §1). Where the doc warns
 //! that Vector's receiver differs from splunkd, this follows splunkd.
 //!
 //! Reproduced:

@@ -1,4 +1,4 @@
-//! Sumo Logic HTTP Logs Source (siem-protocols.md §3).
+//! Sumo Logic HTTP Logs Source (docs/PROTOCOLS.md §3).
 //!
 //! Reproduced:
 //! - `POST /receiver/v1/http/<token>`: the URL is the credential; a wrong token gets 401. The

@@ -2,7 +2,7 @@
 //! collection rule's stream, authorised by a Microsoft Entra ID token from the OAuth 2.0 client
 //! credentials flow.
 //!
-//! Protocol facts relied on (`siem-protocols.md` §4; learn.microsoft.com "Logs Ingestion API in
+//! Protocol facts relied on (`docs/PROTOCOLS.md` §4; learn.microsoft.com "Logs Ingestion API in
 //! Azure Monitor" and "Microsoft identity platform and the OAuth 2.0 client credentials flow"):
 //! - token: `POST {authority}/{tenant}/oauth2/v2.0/token`, form `grant_type=client_credentials`,
 //!   `client_id`, `client_secret`, `scope=https://monitor.azure.com//.default`; the answer holds

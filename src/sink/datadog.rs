@@ -1,7 +1,7 @@
 //! Datadog Logs: JSON arrays of log entries POSTed to the site's intake,
 //! `https://http-intake.logs.<site>/api/v2/logs`, with the API key in `DD-API-KEY`.
 //!
-//! Protocol facts relied on (`siem-protocols.md` §4, docs.datadoghq.com/api/latest/logs/send-logs):
+//! Protocol facts relied on (`docs/PROTOCOLS.md` §4, docs.datadoghq.com/api/latest/logs/send-logs):
 //! - the body is one JSON object or an array of objects; each object is a log entry whose
 //!   top-level keys are attributes, with the reserved ones `ddsource`, `ddtags` (`k:v,k:v`),
 //!   `service`, `hostname`, `message`;

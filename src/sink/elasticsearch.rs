@@ -1,6 +1,6 @@
 //! Elasticsearch: batches through `_bulk` with `create` actions and a deterministic `_id`.
 //!
-//! Protocol facts relied on (`siem-protocols.md` §2):
+//! Protocol facts relied on (`docs/PROTOCOLS.md` §2):
 //! - `_bulk` takes NDJSON: an action line, then the document, each ending in `\n` (the last one
 //!   too). `create` fails with item status 409 when the `_id` exists; data streams accept only
 //!   `create`, and every data-stream document needs `@timestamp`.

@@ -1,6 +1,6 @@
 //! Splunk HTTP Event Collector (HEC): JSON envelopes to `/services/collector[/event]`.
 //!
-//! Protocol facts relied on (`siem-protocols.md` §1):
+//! Protocol facts relied on (`docs/PROTOCOLS.md` §1):
 //! - A batch is envelopes written back to back (no array, no commas). Each envelope carries all
 //!   of its own metadata: `time` (epoch seconds, a JSON number, decimals allowed), `host`,
 //!   `source`, `sourcetype`, `index`, and the payload in `event`.

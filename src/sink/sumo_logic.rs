@@ -1,6 +1,6 @@
 //! Sumo Logic HTTP Logs Source: NDJSON batches POSTed to the source's URL.
 //!
-//! Protocol facts relied on (`siem-protocols.md` §3):
+//! Protocol facts relied on (`docs/PROTOCOLS.md` §3):
 //! - The URL carries the credential (`/receiver/v1/http/<token>`); regenerating it in Sumo Logic
 //!   invalidates the old one (401), and a new one can take minutes to start working.
 //! - One log message per line; a batch should not exceed 1 MB before compression, and Sumo ends
