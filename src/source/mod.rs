@@ -5,6 +5,7 @@
 //! - `socket`: a Unix stream socket speaking NDJSON (see `socket.rs`).
 
 pub mod file;
+pub mod intake;
 pub mod lines;
 pub mod socket;
 

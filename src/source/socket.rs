@@ -35,10 +35,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
 use crate::config::SocketSourceConfig;
-use crate::queue::{AppendRequest, Queue, QueueError};
+use crate::queue::{Queue, QueueError};
 use crate::shutdown::Shutdown;
+use crate::source::intake::{Intake, SourceKind};
 use crate::source::lines::{Frame, LineFramer};
-use crate::source::validate_frames;
+use crate::source::IntakeRules;
 use crate::status::StatusHub;
 use crate::transform::Transform;
 
@@ -384,46 +385,31 @@ impl Conn {
         let mut origin = |i: usize, _f: &Frame| format!("{peer} conn #{} line {}", self.id, first_line + i as u64);
         // The settings of this moment: a reload applies to connected writers from their next chunk.
         let settings = self.settings.borrow().clone();
-        let chunk = validate_frames(
-            frames,
-            settings.max_event_bytes,
-            settings.transform.as_deref(),
-            &self.status.metrics,
-            &mut origin,
-        );
-        tally.lines += n;
-        let n_events = chunk.events.len() as u64;
-        let n_rejected = chunk.quarantine.len() as u64;
-        let unknown = chunk.unknown_types;
-        let tapped = self.status.tap.active().then(|| chunk.events.clone());
-        let req = AppendRequest {
-            events: chunk.events,
-            quarantine: chunk.quarantine,
-            checkpoint: None,
+        let rules = IntakeRules {
+            max_event_bytes: settings.max_event_bytes,
+            transform: settings.transform.clone(),
         };
-        match self.queue.append(req).await {
+        let intake = Intake {
+            status: &self.status,
+            kind: SourceKind::Socket,
+        };
+        let prepared = intake.prepare(frames, &rules, &mut origin, None, None);
+        tally.lines += n;
+        let (n_events, n_rejected) = (prepared.report.events, prepared.report.rejected);
+        match self.queue.append(prepared.request).await {
             Ok(_) => {
-                if let Some(events) = tapped {
-                    self.status.tap.publish("socket", events);
-                }
+                intake.accepted(prepared.report);
                 tally.accepted += n_events;
                 tally.rejected += n_rejected;
-                let m = &self.status.metrics;
-                m.received_socket.fetch_add(n_events, Ordering::Relaxed);
-                m.unknown_type.fetch_add(unknown, Ordering::Relaxed);
-                self.status.set_queue_full(false);
                 None
             }
             Err(e) => {
+                intake.refused(&e);
                 let (kind, hint) = match &e {
-                    QueueError::Full { .. } => {
-                        self.status.metrics.queue_full_refusals.fetch_add(1, Ordering::Relaxed);
-                        self.status.set_queue_full(true);
-                        (
-                            "queue full",
-                            "the SIEM is not keeping up or is unreachable; these lines were not accepted: resend them later",
-                        )
-                    }
+                    QueueError::Full { .. } => (
+                        "queue full",
+                        "the SIEM is not keeping up or is unreachable; these lines were not accepted: resend them later",
+                    ),
                     _ => ("storage error", "these lines were not accepted: resend them later"),
                 };
                 tracing::warn!(target: "source::socket", conn = self.id, lines = n, "refused lines from {}: {e}", self.peer);

@@ -47,9 +47,10 @@ use serde_json::json;
 
 use crate::config::{FileSourceConfig, StartAt};
 use crate::event::Rejection;
-use crate::queue::{now_rfc3339, AppendRequest, QuarantineMeta, Queue, QueueError};
+use crate::queue::{now_rfc3339, QuarantineMeta, Queue, QueueError};
+use crate::source::intake::{Intake, SourceKind};
 use crate::source::lines::{Frame, LineFramer};
-use crate::source::validate_frames;
+use crate::source::IntakeRules;
 use crate::status::StatusHub;
 use crate::transform::Transform;
 pub use checkpoint::{source_id, Checkpoint};
@@ -371,16 +372,6 @@ impl Tailer {
         }
         let n_frames = frames.len() as u64;
         let mut origin = |i: usize, _f: &Frame| format!("{name}:{} (byte {})", first_line + i as u64 + 1, starts[i]);
-        let mut chunk = validate_frames(
-            frames,
-            self.max_event_bytes,
-            self.transform.as_deref(),
-            &self.status.metrics,
-            &mut origin,
-        );
-        if let Some(q) = extra {
-            chunk.quarantine.push(q);
-        }
         let new_line = first_line + n_frames;
         // Refresh the head fingerprint while the file is still short of HEAD_LEN.
         if (o.head.1 as u64) < HEAD_LEN {
@@ -397,35 +388,29 @@ impl Tailer {
             head_hash: o.head.0,
             head_len: o.head.1,
         };
-        let n_events = chunk.events.len() as u64;
-        let unknown = chunk.unknown_types;
-        let tapped = self.status.tap.active().then(|| chunk.events.clone());
-        let req = AppendRequest {
-            events: chunk.events,
-            quarantine: chunk.quarantine,
-            checkpoint: Some((self.id.clone(), ck.encode())),
+        let intake = Intake {
+            status: &self.status,
+            kind: SourceKind::File,
         };
-        match self.queue.append_from_thread(req) {
+        let rules = IntakeRules {
+            max_event_bytes: self.max_event_bytes,
+            transform: self.transform.clone(),
+        };
+        let prepared = intake.prepare(frames, &rules, &mut origin, extra, Some((self.id.clone(), ck.encode())));
+        match self.queue.append_from_thread(prepared.request) {
             Ok(_) => {
-                if let Some(events) = tapped {
-                    self.status.tap.publish("file", events);
-                }
+                intake.accepted(prepared.report);
                 o.line = new_line;
-                let m = &self.status.metrics;
-                m.received_file.fetch_add(n_events, Ordering::Relaxed);
-                m.unknown_type.fetch_add(unknown, Ordering::Relaxed);
-                self.status.set_queue_full(false);
                 self.resume();
                 Ok(())
             }
             Err(e) => {
+                intake.refused(&e);
                 // Rewind to the last checkpoint: these lines will be read again.
                 let back = start;
                 o.framer = LineFramer::new(self.max_event_bytes, back);
                 let _ = o.file.seek(SeekFrom::Start(back));
                 if matches!(e, QueueError::Full { .. }) {
-                    self.status.metrics.queue_full_refusals.fetch_add(1, Ordering::Relaxed);
-                    self.status.set_queue_full(true);
                     self.pause("queue full (queue.max_bytes); waiting for the SIEM to drain it".into());
                     Err("queue full (queue.max_bytes); waiting for the SIEM to drain it".into())
                 } else {
