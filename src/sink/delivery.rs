@@ -228,7 +228,8 @@ impl Delivery {
                 if self.flights.is_empty() && self.items.is_empty() {
                     // Nothing to send: a good moment to give disk space back after a backlog.
                     let q = self.queue.clone();
-                    tokio::task::block_in_place(|| q.maybe_reclaim());
+                    // Disk work: on the blocking pool, never on a runtime worker.
+                    let _ = tokio::task::spawn_blocking(move || q.maybe_reclaim()).await;
                 }
             }
             let woke = self.wait(&wait).await;
