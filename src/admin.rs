@@ -158,13 +158,7 @@ pub async fn serve(
         let queue = queue.clone();
         let status = status.clone();
         let shutdown = shutdown.clone();
-        let rules = {
-            let cfg = config.borrow();
-            crate::source::IntakeRules {
-                max_event_bytes: cfg.sources.max_event_bytes,
-                transform: cfg.transform.clone().map(Arc::new),
-            }
-        };
+        let rules = crate::source::IntakeRules::of(&config.borrow());
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut lines = BufReader::new(rd.take(64 * 1024)).lines();

@@ -24,8 +24,8 @@ use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::sink::delivery::Delivery;
 use crate::source::file::FileSource;
 use crate::source::socket::Control;
+use crate::source::IntakeRules;
 use crate::status::{ConfigView, StatusHub};
-use crate::transform::Transform;
 
 /// Called with `log.level` whenever it changes.
 pub type LogLevelHook = Box<dyn Fn(&str) + Send + Sync>;
@@ -188,25 +188,9 @@ async fn sample_history(status: Arc<StatusHub>, mut shutdown: Shutdown) {
     }
 }
 
-/// What every source applies to its lines besides its own settings: a change restarts it.
-#[derive(Clone, PartialEq)]
-struct LineRules {
-    max_event_bytes: usize,
-    transform: Option<Arc<Transform>>,
-}
-
-impl LineRules {
-    fn of(cfg: &Config) -> LineRules {
-        LineRules {
-            max_event_bytes: cfg.sources.max_event_bytes,
-            transform: cfg.transform.clone().map(Arc::new),
-        }
-    }
-}
-
 struct SocketTask {
     cfg: SocketSourceConfig,
-    rules: LineRules,
+    rules: IntakeRules,
     control: tokio::sync::mpsc::UnboundedSender<Control>,
     handle: JoinHandle<()>,
 }
@@ -216,7 +200,7 @@ struct Supervisor {
     status: Arc<StatusHub>,
     cfg: watch::Receiver<Arc<Config>>,
     shutdown: Shutdown,
-    file: Option<(crate::config::FileSourceConfig, LineRules, FileSource)>,
+    file: Option<(crate::config::FileSourceConfig, IntakeRules, FileSource)>,
     socket: Option<SocketTask>,
     /// Socket sources removed from the config whose writers are still connected.
     socket_draining: Vec<JoinHandle<()>>,
@@ -285,7 +269,7 @@ impl Supervisor {
     /// Starts, stops or restarts sources to match the current config.
     fn apply_sources(&mut self) -> Result<(), crate::source::socket::SocketError> {
         let cfg = self.cfg.borrow().clone();
-        let rules = LineRules::of(&cfg);
+        let rules = IntakeRules::of(&cfg);
         // File source.
         let want_file = cfg.sources.file.clone();
         let same_file = match (&self.file, &want_file) {
@@ -299,13 +283,7 @@ impl Supervisor {
                 tokio::task::block_in_place(|| f.stop());
             }
             if let Some(w) = want_file {
-                let f = FileSource::spawn(
-                    w.clone(),
-                    rules.max_event_bytes,
-                    rules.transform.clone(),
-                    self.queue.clone(),
-                    self.status.clone(),
-                );
+                let f = FileSource::spawn(w.clone(), rules.clone(), self.queue.clone(), self.status.clone());
                 self.file = Some((w, rules.clone(), f));
             }
         }
@@ -314,8 +292,7 @@ impl Supervisor {
         // is bound *before* the old listener stops, so the path is never missing.
         let want_sock = cfg.sources.socket.clone();
         let conn = |w: &SocketSourceConfig| crate::source::socket::ConnSettings {
-            max_event_bytes: rules.max_event_bytes,
-            transform: rules.transform.clone(),
+            rules: rules.clone(),
             idle_timeout: w.idle_timeout,
         };
         match (self.socket.take(), want_sock) {

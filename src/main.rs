@@ -1005,10 +1005,7 @@ fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> {
                 .config
                 .as_deref()
                 .and_then(|p| Config::load(p).ok())
-                .map(|c| sendauth_siem::source::IntakeRules {
-                    max_event_bytes: c.sources.max_event_bytes,
-                    transform: c.transform.map(std::sync::Arc::new),
-                });
+                .map(|c| sendauth_siem::source::IntakeRules::of(&c));
             let mut v = Value::Null;
             admin_stream_with(&cfg, Request::QuarantineReplay { through, dry_run }, rules.as_ref(), &mut |a| v = a)?;
             if v["ok"] != true {

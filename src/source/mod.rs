@@ -154,11 +154,21 @@ fn close_window_if_over(w: &mut RejectionWindow, now: Instant) {
     w.suppressed = 0;
 }
 
-/// What a source applies to every line besides its own settings (from the current config).
-#[derive(Clone)]
+/// What a source applies to every line besides its own settings (from the current config); a
+/// change restarts the file source and reaches socket connections from their next chunk.
+#[derive(Clone, PartialEq)]
 pub struct IntakeRules {
     pub max_event_bytes: usize,
     pub transform: Option<std::sync::Arc<Transform>>,
+}
+
+impl IntakeRules {
+    pub fn of(cfg: &crate::config::Config) -> IntakeRules {
+        IntakeRules {
+            max_event_bytes: cfg.sources.max_event_bytes,
+            transform: cfg.transform.clone().map(std::sync::Arc::new),
+        }
+    }
 }
 
 /// What `quarantine replay` did.

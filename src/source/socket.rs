@@ -41,7 +41,6 @@ use crate::source::intake::{Intake, SourceKind};
 use crate::source::lines::{Frame, LineFramer};
 use crate::source::IntakeRules;
 use crate::status::StatusHub;
-use crate::transform::Transform;
 
 /// Most bytes of one connection committed together (what was already waiting in the socket).
 const READ_AHEAD_BYTES: usize = 256 * 1024;
@@ -94,8 +93,7 @@ pub fn bind(path: &Path, mode: u32, ours: bool) -> Result<UnixListener, SocketEr
 /// What a connection reads for each chunk: reloads change it for connected writers too.
 #[derive(Clone)]
 pub struct ConnSettings {
-    pub max_event_bytes: usize,
-    pub transform: Option<Arc<Transform>>,
+    pub rules: IntakeRules,
     pub idle_timeout: std::time::Duration,
 }
 
@@ -275,7 +273,7 @@ struct Tally {
 impl Conn {
     async fn run(mut self, stream: UnixStream) {
         let (mut rd, mut wr) = stream.into_split();
-        let mut framer = LineFramer::new(self.settings.borrow().max_event_bytes, 0);
+        let mut framer = LineFramer::new(self.settings.borrow().rules.max_event_bytes, 0);
         let mut tally = Tally::default();
         let mut buf = vec![0u8; 64 * 1024];
         let mut reason_closed = "end of stream";
@@ -384,11 +382,7 @@ impl Conn {
         let peer = self.peer.clone();
         let mut origin = |i: usize, _f: &Frame| format!("{peer} conn #{} line {}", self.id, first_line + i as u64);
         // The settings of this moment: a reload applies to connected writers from their next chunk.
-        let settings = self.settings.borrow().clone();
-        let rules = IntakeRules {
-            max_event_bytes: settings.max_event_bytes,
-            transform: settings.transform.clone(),
-        };
+        let rules = self.settings.borrow().rules.clone();
         let intake = Intake {
             status: &self.status,
             kind: SourceKind::Socket,

@@ -52,7 +52,6 @@ use crate::source::intake::{Intake, SourceKind};
 use crate::source::lines::{Frame, LineFramer};
 use crate::source::IntakeRules;
 use crate::status::StatusHub;
-use crate::transform::Transform;
 pub use checkpoint::{source_id, Checkpoint};
 use identity::{find_rotated, head_hash, stat_path, FileId, HEAD_LEN};
 
@@ -76,13 +75,7 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    pub fn spawn(
-        cfg: FileSourceConfig,
-        max_event_bytes: usize,
-        transform: Option<Arc<Transform>>,
-        queue: Queue,
-        status: Arc<StatusHub>,
-    ) -> FileSource {
+    pub fn spawn(cfg: FileSourceConfig, rules: IntakeRules, queue: Queue, status: Arc<StatusHub>) -> FileSource {
         let stop = Arc::new(AtomicBool::new(false));
         let (wake_tx, wake_rx) = mpsc::channel::<()>();
         let watcher = watch_dir(&cfg.path, wake_tx.clone());
@@ -92,8 +85,7 @@ impl FileSource {
             id: source_id(&cfg.path),
             shown: cfg.path.display().to_string(),
             cfg,
-            max_event_bytes,
-            transform,
+            rules,
             queue,
             status,
             stop: stop.clone(),
@@ -171,8 +163,8 @@ struct Tailer {
     cfg: FileSourceConfig,
     id: Vec<u8>,
     shown: String,
-    max_event_bytes: usize,
-    transform: Option<Arc<Transform>>,
+    /// The limit and privacy transform every line goes through (see `source::intake`).
+    rules: IntakeRules,
     queue: Queue,
     status: Arc<StatusHub>,
     stop: Arc<AtomicBool>,
@@ -341,7 +333,7 @@ impl Tailer {
                 frames.truncate(MAX_LINES_PER_COMMIT);
                 let end = frames.last().map(frame_end).unwrap_or(start);
                 let o = self.open.as_mut().expect("checked");
-                o.framer = LineFramer::new(self.max_event_bytes, end);
+                o.framer = LineFramer::new(self.rules.max_event_bytes, end);
                 o.file
                     .seek(SeekFrom::Start(end))
                     .map_err(|e| format!("cannot seek in {}: {e}", o.opened_as.display()))?;
@@ -392,11 +384,7 @@ impl Tailer {
             status: &self.status,
             kind: SourceKind::File,
         };
-        let rules = IntakeRules {
-            max_event_bytes: self.max_event_bytes,
-            transform: self.transform.clone(),
-        };
-        let prepared = intake.prepare(frames, &rules, &mut origin, extra, Some((self.id.clone(), ck.encode())));
+        let prepared = intake.prepare(frames, &self.rules, &mut origin, extra, Some((self.id.clone(), ck.encode())));
         match self.queue.append_from_thread(prepared.request) {
             Ok(_) => {
                 intake.accepted(prepared.report);
@@ -408,7 +396,7 @@ impl Tailer {
                 intake.refused(&e);
                 // Rewind to the last checkpoint: these lines will be read again.
                 let back = start;
-                o.framer = LineFramer::new(self.max_event_bytes, back);
+                o.framer = LineFramer::new(self.rules.max_event_bytes, back);
                 let _ = o.file.seek(SeekFrom::Start(back));
                 if matches!(e, QueueError::Full { .. }) {
                     self.pause("queue full (queue.max_bytes); waiting for the SIEM to drain it".into());
@@ -511,7 +499,7 @@ impl Tailer {
             file,
             fid,
             opened_as,
-            framer: LineFramer::new(self.max_event_bytes, offset),
+            framer: LineFramer::new(self.rules.max_event_bytes, offset),
             line,
             head,
         });
@@ -532,7 +520,7 @@ impl Tailer {
         let same_file = now_at_path.map(|(fid, _)| fid) == Some(o.fid);
         if same_file && (size < committed || head_changed) {
             tracing::warn!(target: "source::file", path = %self.shown, size, offset = committed, "file was truncated (copytruncate?); reading it again from the start");
-            o.framer = LineFramer::new(self.max_event_bytes, 0);
+            o.framer = LineFramer::new(self.rules.max_event_bytes, 0);
             let _ = o.file.seek(SeekFrom::Start(0));
             o.line = 0;
             o.head = (0, 0);
