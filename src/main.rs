@@ -940,23 +940,18 @@ fn join_ids(ids: &[u64]) -> String {
 
 /// How many dead letters `ids` (all if `None`) names, and which of the named ids do not exist.
 fn count_dead_letters(cfg: &QueueConfig, ids: Option<&[u64]>) -> anyhow::Result<(u64, Vec<u64>)> {
-    use sendauth_siem::admin::Request;
     let mut found = std::collections::BTreeSet::new();
     let mut total = 0u64;
-    let mut error = None;
-    admin_stream(cfg, Request::DeadLetterList { limit: Some(usize::MAX) }, &mut |e| {
-        if e["ok"] == false {
-            error = Some(e["error"].as_str().unwrap_or("the listing failed").to_string());
-        } else if let Some(id) = e["id"].as_u64() {
+    for_each_listed_id(
+        cfg,
+        sendauth_siem::admin::Request::DeadLetterList { limit: Some(usize::MAX) },
+        &mut |id| {
             total += 1;
             if ids.is_some_and(|ids| ids.contains(&id)) {
                 found.insert(id);
             }
-        }
-    })?;
-    if let Some(e) = error {
-        bail!("{e}");
-    }
+        },
+    )?;
     Ok(match ids {
         None => (total, Vec::new()),
         Some(ids) => {
@@ -966,6 +961,23 @@ fn count_dead_letters(cfg: &QueueConfig, ids: Option<&[u64]>) -> anyhow::Result<
             (found.len() as u64, missing)
         }
     })
+}
+
+/// Streams a listing (dead letter or quarantine) and gives each entry's id to `f`; fails when
+/// the agent answered an error. Constant memory, however long the listing.
+fn for_each_listed_id(cfg: &QueueConfig, req: sendauth_siem::admin::Request, f: &mut dyn FnMut(u64)) -> anyhow::Result<()> {
+    let mut error = None;
+    admin_stream(cfg, req, &mut |e| {
+        if e["ok"] == false {
+            error = Some(e["error"].as_str().unwrap_or("the listing failed").to_string());
+        } else if let Some(id) = e["id"].as_u64() {
+            f(id);
+        }
+    })?;
+    match error {
+        Some(e) => bail!("{e}"),
+        None => Ok(()),
+    }
 }
 
 /// Asks on the terminal; `false` (without asking) when stdin is not one.
@@ -1031,19 +1043,11 @@ fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> {
         } => {
             let cfg = queue_config(&queue)?;
             let mut count = 0u64;
-            let mut error = None;
-            admin_stream(&cfg, Request::QuarantineList { limit: Some(usize::MAX) }, &mut |e| {
-                if e["ok"] == false {
-                    error = Some(e["error"].as_str().unwrap_or("the listing failed").to_string());
-                } else if let Some(id) = e["id"].as_u64() {
-                    if through.is_none_or(|t| id <= t) {
-                        count += 1;
-                    }
+            for_each_listed_id(&cfg, Request::QuarantineList { limit: Some(usize::MAX) }, &mut |id| {
+                if through.is_none_or(|t| id <= t) {
+                    count += 1;
                 }
             })?;
-            if let Some(e) = error {
-                bail!("{e}");
-            }
             let what = match through {
                 Some(t) => format!("{count} quarantined line(s) with ids up to {t}"),
                 None => format!("all {count} quarantined line(s)"),
