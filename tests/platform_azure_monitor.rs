@@ -53,18 +53,8 @@ async fn every_event_arrives_once_as_gzipped_json_arrays_with_a_bearer_token() {
     env.write_config(&good_cfg(&emu));
     let agent = AgentProc::start(&env).await;
     env.append(&(0..250).map(event).collect::<Vec<_>>());
-    assert!(
-        emu.wait_for_events(250, DEADLINE).await,
-        "got {}: {}",
-        emu.event_count(),
-        agent.logs()
-    );
-    let s = agent
-        .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
-        .await;
+    let s = every_event_arrives_once(&emu, &agent, 250).await;
     assert_eq!(s["config"]["platform"], "azure_monitor");
-    assert_eq!(emu.event_count(), 250, "each event once");
-    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..250));
     let mut got = emu.events();
     got.sort_by_key(|v| v["transaction_id"].as_str().unwrap().to_string());
     let mut want: Vec<serde_json::Value> = (0..250).map(event_json).collect();
@@ -248,17 +238,7 @@ async fn calls_over_the_size_limit_413_are_split_and_429_waits_for_retry_after()
     env.write_config(&c);
     env.append(&(0..150).map(event).collect::<Vec<_>>());
     let agent = AgentProc::start(&env).await;
-    assert!(
-        emu.wait_for_events(150, DEADLINE).await,
-        "got {}: {}",
-        emu.event_count(),
-        agent.logs()
-    );
-    agent
-        .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
-        .await;
-    assert_eq!(emu.event_count(), 150, "each event once");
-    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..150));
+    every_event_arrives_once(&emu, &agent, 150).await;
     let reqs = ingests(&emu);
     let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
     assert!(statuses.contains(&413) && statuses.contains(&429), "{statuses:?}");

@@ -117,17 +117,7 @@ async fn payload_too_large_413_splits_batches_and_loses_nothing() {
     env.write_config(&agent_cfg(&emu, &key(), "    gzip: false\n"));
     env.append(&(0..200).map(event).collect::<Vec<_>>());
     let agent = AgentProc::start(&env).await;
-    assert!(
-        emu.wait_for_events(200, DEADLINE).await,
-        "got {}: {}",
-        emu.event_count(),
-        agent.logs()
-    );
-    agent
-        .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
-        .await;
-    assert_eq!(emu.event_count(), 200, "each event once");
-    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..200));
+    every_event_arrives_once(&emu, &agent, 200).await;
     let statuses: Vec<u16> = posts(&emu).iter().map(|r| r.status).collect();
     assert!(statuses.contains(&413), "{statuses:?}");
     assert_eq!(agent.status().await["dead_letter"]["count"], 0);

@@ -472,6 +472,23 @@ pub fn event_json(i: usize) -> Value {
 }
 
 /// The POST requests whose path (with query) starts with `prefix`, in the order answered.
+/// Waits until events `0..n` reached `emu`, the agent settled (`success`, nothing pending),
+/// and checks each arrived exactly once. Returns the last status.
+pub async fn every_event_arrives_once(emu: &sendauth_siem::emulator::Emulator, agent: &AgentProc, n: usize) -> Value {
+    assert!(
+        emu.wait_for_events(n, DEADLINE).await,
+        "got {}: {}",
+        emu.event_count(),
+        agent.logs()
+    );
+    let s = agent
+        .wait_status(DEADLINE, |s| s["state"] == "success" && s["queue"]["pending"] == 0)
+        .await;
+    assert_eq!(emu.event_count(), n, "each event once");
+    assert_eq!(sorted_ids(&emu.events()), expected_ids(0..n));
+    s
+}
+
 pub fn ingest_requests(reqs: &[sendauth_siem::emulator::RecordedRequest], prefix: &str) -> Vec<sendauth_siem::emulator::RecordedRequest> {
     reqs.iter()
         .filter(|r| r.method == "POST" && r.path.starts_with(prefix))
