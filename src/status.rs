@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,8 @@ pub struct StatusHub {
     queue_full: AtomicBool,
     dead_letter_full: Mutex<Option<String>>,
     /// Each endpoint of the SIEM (`sink::endpoints`), as the sink last reported them.
-    endpoints: Mutex<Vec<crate::sink::endpoints::EndpointView>>,
+    /// The sink's endpoint set, read when status or metrics are asked for.
+    endpoints: Mutex<Option<Arc<Mutex<crate::sink::endpoints::EndpointSet>>>>,
     /// Failed attempts in a row and when the next one is due (RFC 3339), while retrying.
     retry: Mutex<Option<(u32, String)>>,
     /// When the last event went to the dead letter, and why.
@@ -112,7 +113,7 @@ impl StatusHub {
             recent_errors: Mutex::new(VecDeque::new()),
             queue_full: AtomicBool::new(false),
             dead_letter_full: Mutex::new(None),
-            endpoints: Mutex::new(Vec::new()),
+            endpoints: Mutex::new(None),
             last_dead_letter: Mutex::new(None),
             retry: Mutex::new(None),
             history: Default::default(),
@@ -265,8 +266,16 @@ impl StatusHub {
     }
 
     /// The sink reports its endpoints' states (after each request and config change).
-    pub fn set_endpoints(&self, views: Vec<crate::sink::endpoints::EndpointView>) {
-        *self.endpoints.lock().unwrap() = views;
+    /// The sink's current endpoint set (replaced when a reload changes the SIEM settings).
+    pub fn observe_endpoints(&self, set: Arc<Mutex<crate::sink::endpoints::EndpointSet>>) {
+        *self.endpoints.lock().unwrap() = Some(set);
+    }
+
+    fn endpoint_views(&self) -> Vec<crate::sink::endpoints::EndpointView> {
+        match &*self.endpoints.lock().unwrap() {
+            Some(set) => set.lock().unwrap().views(Instant::now()),
+            None => Vec::new(),
+        }
     }
 
     pub fn set_queue_full(&self, full: bool) {
@@ -337,7 +346,7 @@ impl StatusHub {
                 "file": *self.file_source.lock().unwrap(),
                 "socket": *self.socket_source.lock().unwrap(),
             },
-            "endpoints": *self.endpoints.lock().unwrap(),
+            "endpoints": self.endpoint_views(),
             "retry": self.retry.lock().unwrap().clone().map(|(attempts, next_at)| json!({"failed_attempts": attempts, "next_attempt_at": next_at})),
             "recent_errors": recent,
             "warnings": self.warnings(&counts),
@@ -387,7 +396,7 @@ impl StatusHub {
     pub fn render_metrics(&self) -> String {
         let counts = self.queue.counts();
         let mut o = self.metrics.render(&counts, self.queue.oldest_pending_age(), self.state());
-        crate::sink::endpoints::render_metrics(&mut o, &self.endpoints.lock().unwrap());
+        crate::sink::endpoints::render_metrics(&mut o, &self.endpoint_views());
         o
     }
 }

@@ -36,7 +36,7 @@
 //! resend.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -86,7 +86,9 @@ struct Active {
     /// One client and platform per endpoint of `siem.url` (its own connections, its own
     /// Splunk ack URL), in the configured order; `endpoints` says where each request goes.
     conns: Vec<Conn>,
-    endpoints: EndpointSet,
+    /// Shared with the status hub, which reads its views when asked (`/status`, `/metrics`):
+    /// nothing is copied out per request.
+    endpoints: Arc<Mutex<EndpointSet>>,
     prepared: bool,
     /// Tells requests started under an earlier config (other endpoints) from current ones.
     gen: u64,
@@ -333,14 +335,15 @@ impl Delivery {
                     let platform = cfg.siem.effective_platform();
                     let urls = cfg.siem.urls.iter().map(|u| crate::config::redact_url(u, platform)).collect();
                     self.active_gen += 1;
+                    let endpoints = Arc::new(Mutex::new(EndpointSet::new(urls)));
+                    self.status.observe_endpoints(endpoints.clone());
                     self.active = Some(Active {
                         siem: cfg.siem.clone(),
                         conns,
-                        endpoints: EndpointSet::new(urls),
+                        endpoints,
                         prepared: false,
                         gen: self.active_gen,
                     });
-                    self.publish_endpoints();
                     // A new destination may have other limits: start the sizing afresh.
                     self.cap = usize::MAX;
                     self.cap_until = 0;
@@ -387,7 +390,7 @@ impl Delivery {
                 return answer;
             }
             let active = self.active.as_mut().expect("refresh set it");
-            let (ep, ep_probe) = match active.endpoints.choose(Instant::now()) {
+            let (ep, ep_probe) = match active.endpoints.lock().unwrap().choose(Instant::now()) {
                 Pick::Send { idx, probe } => (idx, probe),
                 // Every endpoint is failing and being probed: wait for an answer.
                 Pick::Busy => return answer,
@@ -405,7 +408,7 @@ impl Delivery {
                         let f = redacted(&client, f);
                         let active = self.active.as_mut().expect("refresh set it");
                         let to = Sent {
-                            ticket: active.endpoints.ticket(ep, ep_probe),
+                            ticket: active.endpoints.lock().unwrap().ticket(ep, ep_probe),
                             gen: active.gen,
                         };
                         if !self.endpoint_failed(to, &f) {
@@ -538,10 +541,9 @@ impl Delivery {
         self.concurrency.started();
         let active = self.active.as_mut().expect("launch runs after refresh");
         let to = Sent {
-            ticket: active.endpoints.started(ep, ep_probe),
+            ticket: active.endpoints.lock().unwrap().started(ep, ep_probe),
             gen: active.gen,
         };
-        self.publish_endpoints();
         let attempt = self.attempts;
         let platform = platform.clone();
         let client = client.clone();
@@ -647,7 +649,6 @@ impl Delivery {
             .fetch_add(flight.body_bytes as u64, std::sync::atomic::Ordering::Relaxed);
         self.concurrency.finished(Instant::now(), flight.rtt, signal(&verdict));
         self.apply(&flight.sent, verdict, &flight.client, flight.attempt, flight.to);
-        self.publish_endpoints();
     }
 
     /// Sets the state of the item `seq`. Items are in queue order (ascending `seq`), so this
@@ -689,7 +690,7 @@ impl Delivery {
         };
         if endpoint_works {
             if let Some(a) = self.active.as_mut().filter(|a| a.gen == to.gen) {
-                a.endpoints.succeeded(to.ticket);
+                a.endpoints.lock().unwrap().succeeded(to.ticket);
             }
         }
         let m = &self.status.metrics;
@@ -806,7 +807,8 @@ impl Delivery {
             dead_letter: false,
         };
         let jitter = rand::thread_rng().gen_range(0.5..=1.0);
-        let new = a.endpoints.failed(
+        let mut eps = a.endpoints.lock().unwrap();
+        let new = eps.failed(
             to.ticket,
             Instant::now(),
             err,
@@ -815,9 +817,10 @@ impl Delivery {
             d.max_backoff,
             jitter,
         );
-        let others = a.endpoints.any_healthy();
-        let url = a.endpoints.url(to.ticket.idx).to_string();
-        let n = a.endpoints.len();
+        let others = eps.any_healthy();
+        let url = eps.url(to.ticket.idx).to_string();
+        let n = eps.len();
+        drop(eps);
         if n > 1 && new {
             if others {
                 tracing::warn!(target: "sink", endpoint = %url, http_status = f.http_status, "a SIEM endpoint failed; out of rotation until its backoff ends, its events go to the other endpoints now: {}", f.message);
@@ -825,19 +828,12 @@ impl Delivery {
                 tracing::warn!(target: "sink", endpoint = %url, http_status = f.http_status, "a SIEM endpoint failed, and no other endpoint is in rotation: {}", f.message);
             }
         }
-        self.publish_endpoints();
         others
     }
 
     fn endpoint_finished(&mut self, to: Sent) {
         if let Some(a) = self.active.as_mut().filter(|a| a.gen == to.gen) {
-            a.endpoints.finished(to.ticket);
-        }
-    }
-
-    fn publish_endpoints(&self) {
-        if let Some(a) = &self.active {
-            self.status.set_endpoints(a.endpoints.views(Instant::now()));
+            a.endpoints.lock().unwrap().finished(to.ticket);
         }
     }
 
