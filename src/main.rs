@@ -598,7 +598,7 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool, live: b
         Err(e) => {
             eprintln!(
                 "error: no agent answered at http://{addr}/status ({}); is `sendauth-siem run` running, and is status.listen {addr}?",
-                root_cause(&e)
+                sendauth_siem::sink::http::error_chain(&e)
             );
             return Ok(ExitCode::from(STATUS_NOT_DELIVERING));
         }
@@ -682,16 +682,6 @@ fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool, live: b
         );
     }
     Ok(ExitCode::from(code))
-}
-
-/// The innermost cause of an error ("Connection refused (os error 111)"), which says more than
-/// reqwest's "error sending request for url".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 /// "in 4 s" (or "now") for an RFC 3339 time in the future.

@@ -373,7 +373,7 @@ fn is_client_cert_alert(alert: &str) -> bool {
 }
 
 /// The error and its sources, joined, without the URL (which may hold secrets).
-fn error_chain(e: &reqwest::Error) -> String {
+pub fn error_chain(e: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let without_url = e.to_string();
     parts.push(without_url);
@@ -395,8 +395,6 @@ fn error_chain(e: &reqwest::Error) -> String {
     s
 }
 
-/// Reads a status code the way every HTTP SIEM means it, when the platform has nothing more
-/// specific to say. `what` names the SIEM in messages ("SIEM", "Splunk HEC", ...).
 /// [`classify_status`], with the messages passed through `redact`: for platforms whose own
 /// secret (an API key, a client secret) could be echoed in an answer.
 pub fn classify_status_redacted(resp: &Response, what: &str, redact: impl Fn(&str) -> String) -> crate::sink::platform::Verdict {
@@ -409,6 +407,8 @@ pub fn classify_status_redacted(resp: &Response, what: &str, redact: impl Fn(&st
     v
 }
 
+/// Reads a status code the way every HTTP SIEM means it, when the platform has nothing more
+/// specific to say. `what` names the SIEM in messages ("SIEM", "Splunk HEC", ...).
 pub fn classify_status(resp: &Response, what: &str) -> crate::sink::platform::Verdict {
     use crate::sink::platform::Verdict;
     let code = resp.status;
