@@ -504,18 +504,7 @@ impl LocalConfig {
         let errs = Rc::new(RefCell::new(Vec::new()));
         let (queue, status) = {
             let mut root = Node::root(root, errs.clone(), env);
-            let queue = match root.child("queue") {
-                Some(mut n) => {
-                    let q = parse_queue(&mut n);
-                    n.finish();
-                    q
-                }
-                None => {
-                    root.err("queue", "required; set queue.path to a directory for the durable queue");
-                    None
-                }
-            };
-            (queue, parse_status(&mut root))
+            (parse_queue_section(&mut root), parse_status(&mut root))
         };
         let mut errs = errs.take();
         match queue {
@@ -1093,6 +1082,21 @@ fn redact_header_for_error(raw: &str) -> String {
     }
 }
 
+/// The required `queue` section (the full config and the operator's view both need it).
+fn parse_queue_section(root: &mut Node) -> Option<QueueConfig> {
+    match root.child("queue") {
+        Some(mut n) => {
+            let q = parse_queue(&mut n);
+            n.finish();
+            q
+        }
+        None => {
+            root.err("queue", "required; set queue.path to a directory for the durable queue");
+            None
+        }
+    }
+}
+
 fn parse_status(root: &mut Node) -> StatusConfig {
     let n = root.child("status");
     let mut listen: SocketAddr = DEFAULT_STATUS_ADDR.parse().expect("valid default");
@@ -1131,17 +1135,7 @@ fn parse_root(root: &mut Node) -> Option<Config> {
             None
         }
     };
-    let queue = match root.child("queue") {
-        Some(mut n) => {
-            let q = parse_queue(&mut n);
-            n.finish();
-            q
-        }
-        None => {
-            root.err("queue", "required; set queue.path to a directory for the durable queue");
-            None
-        }
-    };
+    let queue = parse_queue_section(root);
     let delivery = {
         let mut n = root.child("delivery");
         let d = parse_delivery(n.as_mut());
