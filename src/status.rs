@@ -203,8 +203,11 @@ impl StatusHub {
         self.push_recent(&e);
         *self.last_dead_letter.lock().unwrap() = Some((e.at.clone(), reason.to_string()));
         let mut p = self.persisted.lock().unwrap();
+        // Saved at once when the last error becomes a dead letter; during a flood of them, at
+        // most once a second like every other update (not once per acknowledged batch).
+        let changed = !p.last_error.as_ref().is_some_and(|x| x.dead_letter);
         p.last_error = Some(e);
-        self.persist(&p, true);
+        self.persist(&p, changed);
     }
 
     /// What needs an operator although delivery goes on (shown by `status` and the page).
