@@ -125,7 +125,9 @@ mod checked_file;
 mod commit;
 mod entries;
 mod index;
+mod open;
 mod overlay;
+mod read;
 mod reclaim;
 mod record;
 mod segments;
@@ -290,9 +292,6 @@ static SYNCS: AtomicU64 = AtomicU64::new(0);
 pub fn fdatasyncs() -> u64 {
     SYNCS.load(Ordering::Relaxed)
 }
-
-/// A record's first sequence number and pointer (or v1 record) bytes, as reads go through them.
-type RecordItem = Result<(u64, Vec<u8>), QueueError>;
 
 fn count_sync() {
     SYNCS.fetch_add(1, Ordering::Relaxed);
@@ -469,186 +468,6 @@ fn check_disk_room(inner: &Inner, dir: &Path, bytes: u64) -> Result<(), QueueErr
 }
 
 impl Queue {
-    /// Opens (or creates) the queue under `root` (`queue.path`).
-    pub fn open(root: &Path, max_bytes: u64, max_quarantine: u64) -> Result<Queue, QueueError> {
-        Queue::open_with_storage(root, max_bytes, max_quarantine, Arc::new(RealStorage))
-    }
-
-    /// [`Queue::open`] with its files written through `storage` (a test's crashable seam).
-    pub fn open_with_storage(root: &Path, max_bytes: u64, max_quarantine: u64, storage: Arc<dyn Storage>) -> Result<Queue, QueueError> {
-        std::fs::create_dir_all(root).map_err(|e| storage_err(root, e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700));
-        }
-        let store_dir = root.join("store");
-        let new_dir = root.join("store.new");
-        let old_dir = root.join("store.old");
-        // Finish or undo an interrupted reclaim (see `reclaim`).
-        if !store_dir.exists() && new_dir.join(".complete").exists() {
-            std::fs::rename(&new_dir, &store_dir).map_err(|e| storage_err(root, e))?;
-        } else if !store_dir.exists() && old_dir.exists() {
-            std::fs::rename(&old_dir, &store_dir).map_err(|e| storage_err(root, e))?;
-        }
-        let _ = std::fs::remove_dir_all(&new_dir);
-        let _ = std::fs::remove_dir_all(&old_dir);
-
-        let seg_dir = root.join("segments");
-        let mut incident = None;
-        let mut moved_aside = false;
-        let store = match open_sled(&store_dir, &*storage) {
-            Ok(s) => s,
-            // Not corruption (a full disk, permissions, an I/O error): nothing is moved; the
-            // caller reports it and exits for its supervisor to retry.
-            Err(e @ (QueueError::Locked(_) | QueueError::Storage { .. })) => return Err(e),
-            Err(e) => {
-                let aside = root.join(format!("corrupt-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
-                let moved = std::fs::rename(&store_dir, &aside);
-                let msg = format!(
-                    "the queue database at {} could not be opened ({e}); it was moved aside to {} and a new, empty queue was started. Events in it were not forwarded yet: see what it holds with `sendauth-siem aside list` and re-queue it with `sendauth-siem aside replay <name>`",
-                    store_dir.display(),
-                    aside.display()
-                );
-                tracing::error!(target: "queue", "{msg}");
-                if let Err(me) = moved {
-                    return Err(storage_err(&store_dir, format!("{e}; and moving it aside failed: {me}")));
-                }
-                // The segment files belong to that database: keep them with it.
-                if seg_dir.exists() {
-                    if let Err(me) = std::fs::rename(&seg_dir, aside.join("segments")) {
-                        return Err(storage_err(&seg_dir, format!("{e}; and moving its segments aside failed: {me}")));
-                    }
-                }
-                aside::note_moved(&aside, &e.to_string());
-                moved_aside = true;
-                incident = Some(msg);
-                open_sled(&store_dir, &*storage)?
-            }
-        };
-        let db = &store.db;
-        let state = State::from_sled(db).map_err(|e| storage_err(&store_dir, e))?;
-        let mut state = state;
-        // Stores written before the dead letter and the quarantine were bounded in bytes have
-        // no byte counters: count them once (bounded by their entry limits), and keep them.
-        for (prefix, name) in [(b'd', "dl_bytes"), (b'q', "q_bytes")] {
-            if db.get(meta_key(name)).map_err(|e| storage_err(&store_dir, e))?.is_none() {
-                let mut total = 0u64;
-                for item in db.range(key(prefix, 0)..=key(prefix, u64::MAX)) {
-                    total += item.map_err(|e| storage_err(&store_dir, e))?.1.len() as u64;
-                }
-                match prefix {
-                    b'd' => state.counts.dead_letter_bytes = total,
-                    _ => state.counts.quarantine_bytes = total,
-                }
-                // Kept with the next drain (a missing key reads as 0, right for an empty store).
-                state.overlay.dirty |= total > 0;
-            }
-        }
-        // Commits whose frames are durable but that sled had not written when the process
-        // stopped: replay them (see `wal`).
-        let (wal_acked, wal_incident) = replay_wal(&store, &*storage, &seg_dir, &mut state)?;
-        if let Some(msg) = wal_incident {
-            incident = Some(match incident {
-                Some(prev) => format!("{prev}; {msg}"),
-                None => msg,
-            });
-        }
-        // sled recovers a truncated or damaged log to its last readable point without an error
-        // (found by the corruption campaign): the witness says how far the queue had really got.
-        let witness = CheckedFile::open(&*storage, &root.join(WITNESS_FILE), WITNESS_CHECK).map_err(|e| storage_err(root, e))?;
-        storage.sync_dir(root).map_err(|e| storage_err(root, e))?;
-        if let Some(w) = witness.read() {
-            // After a move aside, the events before `w` are in the moved-aside store (see
-            // `aside`), not lost: sequence numbers just continue after them.
-            if w > state.next_seq && moved_aside {
-                state.next_seq = w;
-            } else if w > state.next_seq {
-                let lost = w - state.next_seq;
-                let msg = format!(
-                    "the queue store at {} came back shorter than it was (damaged or truncated on disk): up to {lost} events with sequence numbers {}..{} were lost and cannot be forwarded; new events continue after them. Inspect the disk; the rest of the queue is intact",
-                    store_dir.display(),
-                    state.next_seq,
-                    w - 1
-                );
-                tracing::error!(target: "queue", "{msg}");
-                incident = Some(match incident {
-                    Some(prev) => format!("{prev}; {msg}"),
-                    None => msg,
-                });
-                state.next_seq = w;
-            }
-        }
-        let durable_next = state.next_seq;
-        let segments = SegmentWriter::open(storage.clone(), &seg_dir, state.next_seq, state.acked).map_err(|e| storage_err(&seg_dir, e))?;
-        let inner = Arc::new(Inner {
-            root: root.to_path_buf(),
-            root_id: dir_id(root),
-            store: RwLock::new(store),
-            segments: Mutex::new(segments),
-            readers: SegmentReaders {
-                dir: seg_dir,
-                files: Mutex::new(Default::default()),
-                records: Mutex::new(Default::default()),
-            },
-            state: Mutex::new(state),
-            durable_next: AtomicU64::new(durable_next),
-            limits: Mutex::new(Limits {
-                max_bytes,
-                max_quarantine_entries: max_quarantine,
-                ..Limits::default()
-            }),
-            appended: tokio::sync::Notify::new(),
-            incident: Mutex::new(incident),
-            witness,
-            storage: storage.clone(),
-            failed: Mutex::new(None),
-            fatal: tokio::sync::Notify::new(),
-            min_free: AtomicU64::new(DEFAULT_MIN_FREE_BYTES),
-            disk_full: Mutex::new(None),
-            committer: Mutex::new(None),
-            sled_dirty: std::sync::atomic::AtomicBool::new(false),
-            commit_gap_us: AtomicU64::new(COMMIT_GAP.as_micros() as u64),
-            committer_thread: Mutex::new(None),
-            last_reclaim: Mutex::new(Instant::now() - Duration::from_secs(3600)),
-        });
-        let (tx, rx) = mpsc::channel::<Work>();
-        *inner.committer.lock().unwrap() = Some(tx);
-        let weak = Arc::downgrade(&inner);
-        let handle = std::thread::Builder::new()
-            .name("queue-commit".into())
-            .spawn(move || committer_loop(weak, rx))
-            .map_err(|e| storage_err(root, e))?;
-        *inner.committer_thread.lock().unwrap() = Some(handle);
-        let q = Queue { inner };
-        // Acks newer than sled's copy (the process died before sled wrote them): apply them.
-        let (file_acked, acked, next_seq) = {
-            let store = q.inner.store.read().unwrap();
-            let st = q.inner.state.lock().unwrap();
-            (store.ack_file.read(), st.acked, st.next_seq)
-        };
-        // The newest of: the ack file, and the `acked` carried by the replayed frames.
-        let file_acked = match file_acked {
-            Some(v) => Some(v.max(wal_acked)),
-            None if wal_acked > acked => Some(wal_acked),
-            None => None,
-        };
-        match file_acked {
-            Some(v) if v > acked && v < next_seq => {
-                tracing::info!(target: "queue", acked = v, "applying acknowledgements recorded after the queue's last write");
-                q.ack(v, vec![])?;
-                let store = q.inner.store.read().unwrap();
-                flush_sled(&q.inner, &store)?;
-            }
-            Some(v) if v == acked => {}
-            _ => {
-                let store = q.inner.store.read().unwrap();
-                store.ack_file.write(acked).map_err(|e| storage_err(&store.dir, e))?
-            }
-        }
-        Ok(q)
-    }
-
     pub fn root(&self) -> &Path {
         &self.inner.root
     }
@@ -773,86 +592,6 @@ impl Queue {
     /// The highest acknowledged sequence number (everything up to it has left the queue).
     pub fn acked(&self) -> u64 {
         self.inner.state.lock().unwrap().acked
-    }
-
-    /// Reads up to `max_events` / about `max_bytes` of durable events after `after`, in order.
-    /// Always returns at least one event if one is available, even if it is larger than
-    /// `max_bytes`.
-    pub fn read(&self, after: u64, max_events: usize, max_bytes: usize) -> Result<Vec<QueuedEvent>, QueueError> {
-        let before = self.inner.durable_next.load(Ordering::Acquire);
-        let mut out = Vec::new();
-        if after + 1 >= before || max_events == 0 {
-            return Ok(out);
-        }
-        let store = self.inner.store.read().unwrap();
-        // The overlay's records in range (all newer than sled's), taken under the state lock;
-        // segment reads happen without it.
-        let (in_overlay, overlay_records) = {
-            let st = self.inner.state.lock().unwrap();
-            let holder = st.overlay.record_at_or_before(after + 1);
-            let from = holder.map_or(after + 1, |(s, _)| s);
-            (holder.is_some(), st.overlay.records(from, before))
-        };
-        let mut w = ReadWindow {
-            after,
-            before,
-            max_events,
-            max_bytes,
-            bytes: 0,
-        };
-        let mut records: Box<dyn Iterator<Item = RecordItem>> = Box::new(std::iter::empty());
-        if !in_overlay {
-            let start_key = key(b'e', after + 1);
-            // The record containing `after + 1` starts at or before it.
-            let first = store
-                .db
-                .range(key(b'e', 0)..=start_key)
-                .next_back()
-                .transpose()
-                .map_err(|e| storage_err(&store.dir, e))?;
-            let from = match first {
-                Some((k, _)) => k.to_vec(),
-                None => start_key.to_vec(),
-            };
-            let dir = store.dir.clone();
-            records = Box::new(store.db.range(from..key(b'e', u64::MAX).to_vec()).map(move |item| {
-                let (k, v) = item.map_err(|e| storage_err(&dir, e))?;
-                Ok((u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])), v.to_vec()))
-            }));
-        }
-        let records = records.chain(overlay_records.into_iter().map(|(s, p)| Ok((s, p.to_vec()))));
-        let mut last = None;
-        for item in records {
-            let (first_seq, v) = item?;
-            if first_seq >= before {
-                break;
-            }
-            // A drain may have moved the overlay's records into sled since they were taken:
-            // each record once.
-            if last.is_some_and(|l| first_seq <= l) {
-                continue;
-            }
-            last = Some(first_seq);
-            // A record that cannot be read back (segment file truncated or overwritten) would
-            // block delivery forever: skip it, say so in the log and `queue.incident`.
-            let rec = match self.inner.readers.load(first_seq, &v) {
-                Ok(rec) => rec,
-                Err(e) => {
-                    self.skip_damaged(first_seq, &e);
-                    continue;
-                }
-            };
-            let mark = out.len();
-            if !decode_record(first_seq, &rec, &mut w, &mut out) {
-                out.truncate(mark);
-                self.skip_damaged(first_seq, &format!("record {first_seq} is damaged"));
-                continue;
-            }
-            if out.len() >= max_events || w.bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
     }
 
     pub fn checkpoint(&self, source_id: &[u8]) -> Result<Option<Vec<u8>>, QueueError> {
