@@ -170,113 +170,21 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
         (st.next_seq, st.q_next, st.counts)
     };
     let limits = *inner.limits.lock().unwrap();
-    let max_bytes = limits.max_bytes;
-    let mut results = Vec::with_capacity(reqs.len());
-    let mut events: Vec<Bytes> = Vec::new();
-    let mut next_seq = start_seq;
-    let mut added_bytes = 0u64;
-    // (Acks running meanwhile only lower `pending_bytes`, so checking against the value read
-    // above is conservative.)
-    for req in &reqs {
-        let req_bytes: u64 = req.events.iter().map(|e| e.len() as u64).sum();
-        if !req.events.is_empty() && before.pending_bytes + added_bytes + req_bytes > max_bytes {
-            results.push(Err(QueueError::Full {
-                pending_bytes: before.pending_bytes + added_bytes,
-                max_bytes,
-            }));
-            continue;
-        }
-        events.extend(req.events.iter().cloned());
-        let count = req.events.len() as u64;
-        results.push(Ok(Appended {
-            first_seq: next_seq,
-            count,
-        }));
-        next_seq += count;
-        added_bytes += req_bytes;
-    }
-    let mut ops: Vec<wal::Op> = Vec::new();
-    let mut q_next = q_start;
-    let mut added_q = 0u64;
-    let mut added_q_bytes = 0u64;
-    for (req, _) in reqs.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
-        for (meta, line) in &req.quarantine {
-            let keep = &line[..line.len().min(QUARANTINE_KEEP_BYTES)];
-            let entry = encode_entry(meta, keep);
-            added_q_bytes += entry.len() as u64;
-            ops.push((key(b'q', q_next).to_vec(), Some(entry)));
-            q_next += 1;
-            added_q += 1;
-        }
-        if let Some((id, ck)) = &req.checkpoint {
-            let mut k = vec![b'c'];
-            k.extend_from_slice(id);
-            ops.push((k, Some(ck.clone())));
-        }
-    }
-    // Keep the quarantine bounded in entries and bytes: evict the oldest entries beyond either
-    // bound (counted). Ids are consecutive, so the live ones are exactly the last `quarantine`
-    // ids before `q_next`: evict from the oldest live id on (new entries that would be evicted
-    // at once are not written).
-    let mut evicted = 0u64;
-    let mut evicted_bytes = 0u64;
-    let mut live = before.quarantine + added_q;
-    let mut live_bytes = before.quarantine_bytes + added_q_bytes;
-    if live > limits.max_quarantine_entries || live_bytes > limits.max_quarantine_bytes {
-        let oldest = q_next - live;
-        // Sizes of the entries about to be evicted: this commit's, the overlay's (newest write
-        // per key), else sled's.
-        let overlay_sizes: std::collections::HashMap<u64, usize> = {
-            let st = inner.state.lock().unwrap();
-            st.overlay
-                .ops
-                .iter()
-                .filter(|(k, _)| k.len() == 9 && k[0] == b'q')
-                .map(|(k, v)| {
-                    (
-                        u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])),
-                        v.as_ref().map_or(0, Vec::len),
-                    )
-                })
-                .collect()
-        };
-        let new_sizes: std::collections::HashMap<u64, usize> = ops
-            .iter()
-            .filter(|(k, _)| k.len() == 9 && k[0] == b'q')
-            .map(|(k, v)| {
-                (
-                    u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])),
-                    v.as_ref().map_or(0, Vec::len),
-                )
-            })
-            .collect();
-        let mut id = oldest;
-        while id < q_next && (live > limits.max_quarantine_entries || live_bytes > limits.max_quarantine_bytes) {
-            let size = match (new_sizes.get(&id), overlay_sizes.get(&id)) {
-                (Some(n), _) | (None, Some(n)) => *n,
-                (None, None) => store.db.get(key(b'q', id)).ok().flatten().map_or(0, |v| v.len()),
-            } as u64;
-            live -= 1;
-            live_bytes = live_bytes.saturating_sub(size);
-            evicted += 1;
-            evicted_bytes += size;
-            id += 1;
-        }
-        let first_kept = id;
-        ops.retain(|(k, _)| k.first() != Some(&b'q') || u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])) >= first_kept);
-        ops.extend((oldest..first_kept.min(q_start)).map(|id| (key(b'q', id).to_vec(), None)));
-        tracing::warn!(target: "queue", evicted, "the quarantine is over queue.max_quarantine_entries or queue.max_quarantine_bytes; its oldest entries were dropped (counted in status as quarantine.evicted)");
-    }
+    let admitted = admit(&reqs, start_seq, before.pending_bytes, limits.max_bytes);
+    let mut entries = entry_ops(&reqs, &admitted.results, q_start);
+    let (evicted, evicted_bytes) = evict_quarantine(inner, &store, &limits, &before, &mut entries, q_start);
+    let (next_seq, q_next) = (admitted.next_seq, entries.q_next);
     let deltas = wal::Deltas {
         pending_events: (next_seq - start_seq) as i64,
-        pending_bytes: added_bytes as i64,
+        pending_bytes: admitted.bytes as i64,
         dead_letter: 0,
-        quarantine: added_q as i64 - evicted as i64,
+        quarantine: entries.added as i64 - evicted as i64,
         quarantine_evicted: evicted as i64,
         dead_letter_bytes: 0,
-        quarantine_bytes: added_q_bytes as i64 - evicted_bytes as i64,
+        quarantine_bytes: entries.added_bytes as i64 - evicted_bytes as i64,
     };
-    if next_seq == start_seq && ops.is_empty() && evicted == 0 {
+    let results = admitted.results;
+    if next_seq == start_seq && entries.ops.is_empty() && evicted == 0 {
         // Nothing to write (empty requests, or every one refused).
         return results;
     }
@@ -294,8 +202,8 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
             accepted_at_ms: now_ms(),
             deltas,
         },
-        records: chunk_events(&events),
-        ops,
+        records: chunk_events(&admitted.events),
+        ops: entries.ops,
     };
     let durable = write_durably(&mut seg, &commit).and_then(|(pointers, pos)| {
         // Durable: from here on only memory changes; sled gets it at the next drain.
@@ -340,4 +248,133 @@ pub(super) fn commit_group(inner: &Inner, reqs: Vec<AppendRequest>) -> Vec<Resul
                 .collect()
         }
     }
+}
+
+/// The requests of a group that fit under `queue.max_bytes`, with their sequence numbers.
+struct Admitted {
+    /// One result per request: its sequence numbers, or `Full`.
+    results: Vec<Result<Appended, QueueError>>,
+    /// The admitted requests' events, in order.
+    events: Vec<Bytes>,
+    /// The sequence number after the last admitted event.
+    next_seq: u64,
+    /// The admitted events' bytes.
+    bytes: u64,
+}
+
+/// Admits requests in order while the pending bytes stay under `max_bytes`; a request that
+/// does not fit is refused on its own (a later, smaller one may still fit). Acks running
+/// meanwhile only lower `pending_bytes`, so checking against the value read before is
+/// conservative.
+fn admit(reqs: &[AppendRequest], start_seq: u64, pending_bytes: u64, max_bytes: u64) -> Admitted {
+    let mut a = Admitted {
+        results: Vec::with_capacity(reqs.len()),
+        events: Vec::new(),
+        next_seq: start_seq,
+        bytes: 0,
+    };
+    for req in reqs {
+        let req_bytes: u64 = req.events.iter().map(|e| e.len() as u64).sum();
+        if !req.events.is_empty() && pending_bytes + a.bytes + req_bytes > max_bytes {
+            a.results.push(Err(QueueError::Full {
+                pending_bytes: pending_bytes + a.bytes,
+                max_bytes,
+            }));
+            continue;
+        }
+        a.events.extend(req.events.iter().cloned());
+        let count = req.events.len() as u64;
+        a.results.push(Ok(Appended {
+            first_seq: a.next_seq,
+            count,
+        }));
+        a.next_seq += count;
+        a.bytes += req_bytes;
+    }
+    a
+}
+
+/// The sled operations of the admitted requests: their quarantine entries (with new ids) and
+/// their checkpoints.
+struct EntryOps {
+    ops: Vec<wal::Op>,
+    /// The quarantine id after the last new entry.
+    q_next: u64,
+    /// New quarantine entries and their bytes.
+    added: u64,
+    added_bytes: u64,
+}
+
+fn entry_ops(reqs: &[AppendRequest], results: &[Result<Appended, QueueError>], q_start: u64) -> EntryOps {
+    let mut e = EntryOps {
+        ops: Vec::new(),
+        q_next: q_start,
+        added: 0,
+        added_bytes: 0,
+    };
+    for (req, _) in reqs.iter().zip(results).filter(|(_, r)| r.is_ok()) {
+        for (meta, line) in &req.quarantine {
+            let keep = &line[..line.len().min(QUARANTINE_KEEP_BYTES)];
+            let entry = encode_entry(meta, keep);
+            e.added_bytes += entry.len() as u64;
+            e.ops.push((key(b'q', e.q_next).to_vec(), Some(entry)));
+            e.q_next += 1;
+            e.added += 1;
+        }
+        if let Some((id, ck)) = &req.checkpoint {
+            let mut k = vec![b'c'];
+            k.extend_from_slice(id);
+            e.ops.push((k, Some(ck.clone())));
+        }
+    }
+    e
+}
+
+/// The quarantine ids and value sizes that `ops` write (the newest write per id).
+fn quarantine_sizes<'a>(ops: impl Iterator<Item = &'a wal::Op>) -> std::collections::HashMap<u64, usize> {
+    ops.filter(|(k, _)| k.len() == 9 && k[0] == b'q')
+        .map(|(k, v)| {
+            (
+                u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])),
+                v.as_ref().map_or(0, Vec::len),
+            )
+        })
+        .collect()
+}
+
+/// Keeps the quarantine bounded in entries and bytes: evicts the oldest entries beyond either
+/// bound (counted). Ids are consecutive, so the live ones are exactly the last `quarantine` ids
+/// before `q_next`: eviction runs from the oldest live id on (new entries that would be evicted
+/// at once are not written). Returns the entries and bytes evicted.
+fn evict_quarantine(inner: &Inner, store: &Store, limits: &Limits, before: &Counts, e: &mut EntryOps, q_start: u64) -> (u64, u64) {
+    let mut live = before.quarantine + e.added;
+    let mut live_bytes = before.quarantine_bytes + e.added_bytes;
+    let over = |live: u64, live_bytes: u64| live > limits.max_quarantine_entries || live_bytes > limits.max_quarantine_bytes;
+    if !over(live, live_bytes) {
+        return (0, 0);
+    }
+    let oldest = e.q_next - live;
+    // Sizes of the entries about to be evicted: this commit's, the overlay's, else sled's.
+    let overlay_sizes = quarantine_sizes(inner.state.lock().unwrap().overlay.ops.iter());
+    let new_sizes = quarantine_sizes(e.ops.iter());
+    let (mut evicted, mut evicted_bytes) = (0u64, 0u64);
+    let mut id = oldest;
+    while id < e.q_next && over(live, live_bytes) {
+        let size = match (new_sizes.get(&id), overlay_sizes.get(&id)) {
+            (Some(n), _) | (None, Some(n)) => *n,
+            (None, None) => store.db.get(key(b'q', id)).ok().flatten().map_or(0, |v| v.len()),
+        } as u64;
+        live -= 1;
+        live_bytes = live_bytes.saturating_sub(size);
+        evicted += 1;
+        evicted_bytes += size;
+        id += 1;
+    }
+    let first_kept = id;
+    e.ops
+        .retain(|(k, _)| k.first() != Some(&b'q') || u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])) >= first_kept);
+    e.ops
+        .extend((oldest..first_kept.min(q_start)).map(|id| (key(b'q', id).to_vec(), None)));
+    tracing::warn!(target: "queue", evicted, "the quarantine is over queue.max_quarantine_entries or queue.max_quarantine_bytes; its oldest entries were dropped (counted in status as quarantine.evicted)");
+    (evicted, evicted_bytes)
 }
