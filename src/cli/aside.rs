@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::admin_client::admin;
+use super::admin_client::{admin, unexpected};
 use super::{queue_config, QueueArg};
 
 #[derive(Subcommand)]
@@ -80,36 +80,35 @@ pub(super) fn aside_cmd(action: AsideCmd) -> anyhow::Result<ExitCode> {
         }
         AsideCmd::Replay { queue, name, dry_run } => {
             let cfg = queue_config(&queue)?;
-            let v = admin(
+            let answer = admin(
                 &cfg,
                 crate::admin::Request::AsideReplay {
                     name: name.clone(),
                     dry_run,
                 },
             )?;
-            if v["ok"] != true {
-                bail!("{}", v["error"].as_str().unwrap_or("replay failed"));
-            }
-            let (events, dead, quarantine) = (&v["requeued_events"], &v["requeued_dead_letters"], &v["copied_quarantine"]);
-            if v["already_replayed"] == true {
+            let o = match answer {
+                crate::admin::Response::AsideReplayed(a) => a.outcome,
+                other => return Err(unexpected(&other, "an aside replay outcome")),
+            };
+            let (events, dead, quarantine) = (o.requeued_events, o.requeued_dead_letters, o.copied_quarantine);
+            if o.already_replayed {
                 println!(
                     "{name} was already replayed at {}; nothing was re-queued",
-                    v["report"]["progress"]["done_at"].as_str().unwrap_or("?")
+                    o.report.progress.done_at.as_deref().unwrap_or("?")
                 );
             } else if dry_run {
                 println!("would re-queue {events} pending event(s) and {dead} dead letter(s), and copy {quarantine} quarantine entr(ies); nothing was changed");
             } else {
                 println!("re-queued {events} pending event(s) and {dead} dead letter(s) after the events already queued; copied {quarantine} quarantine entr(ies)");
             }
-            if let Some(u) = v["report"]["unreadable"].as_array().filter(|u| !u.is_empty()) {
-                for line in u {
-                    println!("could not read: {}", line.as_str().unwrap_or(""));
-                }
+            for line in &o.report.unreadable {
+                println!("could not read: {line}");
             }
-            if let Some(why) = v["stopped"].as_str() {
+            if let Some(why) = &o.stopped {
                 bail!("the replay of {name} stopped: {why}");
             }
-            if !dry_run && v["already_replayed"] != true {
+            if !dry_run && !o.already_replayed {
                 println!(
                     "{name} is marked replayed ({}); it will not be replayed again",
                     aside::PROGRESS_FILE

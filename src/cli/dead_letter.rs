@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::admin_client::{admin, for_each_listed_id, print_entries};
+use super::admin_client::{admin, for_each_listed_id, print_entries, unexpected};
 use super::{confirm, queue_config, QueueArg};
 use crate::config::QueueConfig;
 
@@ -53,7 +53,7 @@ pub(crate) enum DeadLetterCmd {
 }
 
 pub(super) fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode> {
-    use crate::admin::Request;
+    use crate::admin::{Request, Response};
     let pick = |ids: Vec<u64>, all: bool| -> anyhow::Result<Option<Vec<u64>>> {
         match (ids.is_empty(), all) {
             (true, false) => bail!("say which events: --id N (repeatable) or --all"),
@@ -64,18 +64,15 @@ pub(super) fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode>
     match action {
         DeadLetterCmd::List { queue, json, limit } => {
             let cfg = queue_config(&queue)?;
-            print_entries(&cfg, Request::DeadLetterList { limit: Some(limit) }, json, "event", &["reason"])?;
+            print_entries(&cfg, Request::DeadLetterList { limit: Some(limit) }, json)?;
         }
         DeadLetterCmd::Replay { queue, ids, all } => {
             let cfg = queue_config(&queue)?;
-            let v = admin(&cfg, Request::DeadLetterReplay { ids: pick(ids, all)? })?;
-            if v["ok"] != true {
-                bail!("{}", v["error"].as_str().unwrap_or("replay failed"));
-            }
-            println!(
-                "re-queued {} event(s); they will be sent after the events already queued",
-                v["replayed"]
-            );
+            let replayed = match admin(&cfg, Request::DeadLetterReplay { ids: pick(ids, all)? })? {
+                Response::Replayed(r) => r.replayed,
+                other => return Err(unexpected(&other, "a replay count")),
+            };
+            println!("re-queued {replayed} event(s); they will be sent after the events already queued");
         }
         DeadLetterCmd::Purge {
             queue,
@@ -104,11 +101,11 @@ pub(super) fn dead_letter_cmd(action: DeadLetterCmd) -> anyhow::Result<ExitCode>
                     bail!("nothing was deleted: pass --yes to delete all {count} dead-lettered event(s) (or --dry-run to only count them)");
                 }
             }
-            let v = admin(&cfg, Request::DeadLetterPurge { ids })?;
-            if v["ok"] != true {
-                bail!("{}", v["error"].as_str().unwrap_or("purge failed"));
-            }
-            println!("deleted {} event(s) from the dead letter", v["purged"]);
+            let purged = match admin(&cfg, Request::DeadLetterPurge { ids })? {
+                Response::Purged(p) => p.purged,
+                other => return Err(unexpected(&other, "a purge count")),
+            };
+            println!("deleted {purged} event(s) from the dead letter");
         }
     }
     Ok(ExitCode::SUCCESS)

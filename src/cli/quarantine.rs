@@ -4,9 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
-use super::admin_client::{admin, admin_stream_with, for_each_listed_id, print_entries};
+use super::admin_client::{admin, admin_stream_with, for_each_listed_id, print_entries, unexpected};
 use super::{confirm, queue_config, QueueArg};
 use crate::config::Config;
 
@@ -66,17 +65,11 @@ pub(crate) enum QuarantineCmd {
 }
 
 pub(super) fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> {
-    use crate::admin::Request;
+    use crate::admin::{Request, Response};
     match action {
         QuarantineCmd::List { queue, json, limit } => {
             let cfg = queue_config(&queue)?;
-            print_entries(
-                &cfg,
-                Request::QuarantineList { limit: Some(limit) },
-                json,
-                "line",
-                &["origin", "reason"],
-            )?;
+            print_entries(&cfg, Request::QuarantineList { limit: Some(limit) }, json)?;
         }
         QuarantineCmd::Replay {
             queue,
@@ -90,20 +83,24 @@ pub(super) fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> 
                 .as_deref()
                 .and_then(|p| Config::load(p).ok())
                 .map(|c| crate::source::IntakeRules::of(&c));
-            let mut v = Value::Null;
-            admin_stream_with(&cfg, Request::QuarantineReplay { through, dry_run }, rules.as_ref(), &mut |a| v = a)?;
-            if v["ok"] != true {
-                bail!("{}", v["error"].as_str().unwrap_or("replay failed"));
-            }
+            let mut answer = None;
+            admin_stream_with(&cfg, Request::QuarantineReplay { through, dry_run }, rules.as_ref(), &mut |a| {
+                answer = Some(a)
+            })?;
+            let r = match answer {
+                Some(Response::QuarantineReplayed(r)) => r,
+                Some(Response::Failed(f)) => bail!("{}", f.error),
+                Some(other) => return Err(unexpected(&other, "a quarantine replay count")),
+                None => bail!("replay failed: the agent gave no answer; see its log"),
+            };
+            let (requeued, still_rejected) = (r.requeued, r.still_rejected);
             if dry_run {
                 println!(
-                    "would queue {} line(s) that pass the current rules; {} would stay quarantined; nothing was changed",
-                    v["requeued"], v["still_rejected"]
+                    "would queue {requeued} line(s) that pass the current rules; {still_rejected} would stay quarantined; nothing was changed"
                 );
             } else {
                 println!(
-                    "queued {} line(s) that pass the current rules (sent after the events already queued); {} still rejected, quarantined again with today's reason",
-                    v["requeued"], v["still_rejected"]
+                    "queued {requeued} line(s) that pass the current rules (sent after the events already queued); {still_rejected} still rejected, quarantined again with today's reason"
                 );
             }
         }
@@ -131,11 +128,11 @@ pub(super) fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> 
             if count > 0 && !yes && !confirm(&format!("delete {what} for good?"))? {
                 bail!("nothing was deleted: pass --yes to delete {what} (or --dry-run to only count them)");
             }
-            let v = admin(&cfg, Request::QuarantinePurge { through })?;
-            if v["ok"] != true {
-                bail!("{}", v["error"].as_str().unwrap_or("purge failed"));
-            }
-            println!("deleted {} line(s) from the quarantine", v["purged"]);
+            let purged = match admin(&cfg, Request::QuarantinePurge { through })? {
+                Response::Purged(p) => p.purged,
+                other => return Err(unexpected(&other, "a purge count")),
+            };
+            println!("deleted {purged} line(s) from the quarantine");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::Value;
 
 use super::{load_local, runtime};
+use crate::status::{State, StatusDoc};
 
 /// `status` exit codes (also in its `--help` and docs/CONTRACT.md).
 const STATUS_HEALTHY: u8 = 0;
@@ -15,18 +15,24 @@ const STATUS_ATTENTION: u8 = 1;
 const STATUS_NOT_DELIVERING: u8 = 2;
 
 /// What `status` exits with for this status document: what needs a person, and how urgently.
-fn status_exit(v: &Value) -> u8 {
-    if v["state"] == "error" {
+fn status_exit(doc: &StatusDoc) -> u8 {
+    if doc.state == State::Error {
         STATUS_NOT_DELIVERING
-    } else if v["config"]["reload_error"].is_string()
-        || v["queue"]["incident"].is_string()
-        || v["warnings"].as_array().is_some_and(|w| !w.is_empty())
-        || v["queue"]["moved_aside"].as_array().is_some_and(|a| !a.is_empty())
+    } else if doc.config.reload_error.is_some()
+        || doc.queue.incident.is_some()
+        || !doc.warnings.is_empty()
+        || !doc.queue.moved_aside.is_empty()
     {
         STATUS_ATTENTION
     } else {
         STATUS_HEALTHY
     }
+}
+
+/// Seconds as the status document's JSON writes them (`0.0`, `12.5`), so the words and the
+/// JSON show the same figure.
+pub(super) fn seconds(s: f64) -> String {
+    serde_json::Number::from_f64(s).map_or_else(|| s.to_string(), |n| n.to_string())
 }
 
 pub(super) fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bool, live: bool) -> anyhow::Result<ExitCode> {
@@ -62,85 +68,76 @@ pub(super) fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bo
             return Ok(ExitCode::from(STATUS_NOT_DELIVERING));
         }
     };
-    let v: Value = serde_json::from_str(&body).context("the agent's status is not JSON")?;
-    let code = if live { STATUS_HEALTHY } else { status_exit(&v) };
+    let doc: StatusDoc = serde_json::from_str(&body).with_context(|| {
+        format!("the answer at http://{addr}/status is not a status document this command reads; are the agent and this command the same version?")
+    })?;
+    let code = if live { STATUS_HEALTHY } else { status_exit(&doc) };
     if json {
-        println!("{}", serde_json::to_string(&v)?);
+        println!("{}", serde_json::to_string(&doc)?);
         return Ok(ExitCode::from(code));
     }
-    let label = match v["state"].as_str().unwrap_or("?") {
-        "success" => "Success",
-        "error" => "Error",
-        "not_yet_invoked" => "Not yet invoked",
-        "disabled" => "Disabled",
-        other => other,
-    };
-    println!("State:            {label}");
-    let e = &v["last_error"];
-    if e.is_object() {
-        let at = e["at"].as_str().unwrap_or("");
-        let when = match e["resolved_at"].as_str() {
+    print_status(&doc);
+    Ok(ExitCode::from(code))
+}
+
+/// The status document in words.
+fn print_status(v: &StatusDoc) {
+    println!("State:            {}", v.state.label());
+    if let Some(e) = &v.last_error {
+        let at = e.at.as_str();
+        let when = match &e.resolved_at {
             Some(r) => format!("at {at}, {}; resolved at {r}", ago(at)),
             None => format!("at {at}, {}", ago(at)),
         };
-        println!("Last error:       {} ({when})", e["message"].as_str().unwrap_or(""));
+        println!("Last error:       {} ({when})", e.message);
     }
-    for w in v["warnings"].as_array().into_iter().flatten() {
-        println!("Warning:          {}", w.as_str().unwrap_or(""));
+    for w in &v.warnings {
+        println!("Warning:          {w}");
     }
-    if let Some(r) = v["retry"].as_object() {
+    if let Some(r) = &v.retry {
         println!(
             "Retrying:         {} failed attempt(s) in a row; next try {}",
-            r.get("failed_attempts").and_then(Value::as_u64).unwrap_or(0),
-            r.get("next_attempt_at").and_then(Value::as_str).map(until).unwrap_or_default()
+            r.failed_attempts,
+            until(&r.next_attempt_at)
         );
     }
     println!(
         "Last success:     {}",
-        v["last_success_at"]
-            .as_str()
+        v.last_success_at
+            .as_deref()
             .map(|at| format!("{at} ({})", ago(at)))
             .unwrap_or_else(|| "never".into())
     );
-    println!(
-        "SIEM:             {} ({})",
-        v["config"]["url"].as_str().unwrap_or(""),
-        v["config"]["platform"].as_str().unwrap_or("")
-    );
+    println!("SIEM:             {} ({})", v.config.url, v.config.platform);
     println!(
         "Queue:            {} pending, oldest {} s{}",
-        v["queue"]["pending"],
-        v["queue"]["oldest_pending_age_seconds"],
-        if v["queue"]["full"] == true { " (FULL)" } else { "" }
+        v.queue.pending,
+        seconds(v.queue.oldest_pending_age_seconds),
+        if v.queue.full { " (FULL)" } else { "" }
     );
-    println!("Dead letter:      {}", v["dead_letter"]["count"]);
-    let (f, s) = (&v["sources"]["file"], &v["sources"]["socket"]);
-    if f.is_object() {
-        println!("File source:      {}", f["summary"].as_str().unwrap_or(""));
+    println!("Dead letter:      {}", v.dead_letter.count);
+    if let Some(f) = &v.sources.file {
+        println!("File source:      {}", f.summary);
     }
-    if s.is_object() {
+    if let Some(s) = &v.sources.socket {
         println!(
             "Socket source:    {} ({} of at most {} writers connected)",
-            s["path"].as_str().unwrap_or(""),
-            s["connections"],
-            s["max_connections"]
+            s.path, s.connections, s.max_connections
         );
     }
-    println!("Quarantine:       {}", v["quarantine"]["count"]);
-    if let Some(r) = v["config"]["reload_error"].as_str() {
+    println!("Quarantine:       {}", v.quarantine.count);
+    if let Some(r) = &v.config.reload_error {
         println!("Config reload:    FAILED: {r}");
     }
-    if let Some(i) = v["queue"]["incident"].as_str() {
+    if let Some(i) = &v.queue.incident {
         println!("Queue incident:   {i}");
     }
-    if let Some(names) = v["queue"]["moved_aside"].as_array().filter(|a| !a.is_empty()) {
-        let names: Vec<&str> = names.iter().filter_map(|n| n.as_str()).collect();
+    if !v.queue.moved_aside.is_empty() {
         println!(
             "Moved aside:      {} (not replayed; see `sendauth-siem aside list`)",
-            names.join(", ")
+            v.queue.moved_aside.join(", ")
         );
     }
-    Ok(ExitCode::from(code))
 }
 
 /// "in 4 s" (or "now") for an RFC 3339 time in the future.

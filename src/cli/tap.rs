@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+use super::admin_client::unexpected;
+use crate::admin::Response;
 use crate::config::QueueConfig;
 
 /// `tap`: prints events as the running agent queues them, until `limit`.
@@ -25,34 +27,33 @@ pub(super) fn tap_cmd(cfg: &QueueConfig, limit: usize, json: bool) -> anyhow::Re
         eprintln!("waiting for events (after the privacy transform; stops after {limit}; Ctrl-C to quit)");
     }
     for line in std::io::BufReader::new(s).lines() {
-        let v: Value = serde_json::from_str(&line.context("reading from the agent's admin socket")?)?;
-        if v["ok"] == false {
-            bail!("{}", v["error"].as_str().unwrap_or("the agent refused the tap"));
-        }
-        if v["stream"] == true {
-            continue;
-        }
-        if v["end"] == true {
-            if !json {
-                eprintln!("{} event(s) shown", v["listed"]);
+        let line = line.context("reading from the agent's admin socket")?;
+        let r: Response =
+            serde_json::from_str(&line).with_context(|| format!("the agent's tap sent a line this command does not understand: {line}"))?;
+        match r {
+            Response::Failed(f) => bail!("{}", f.error),
+            Response::Head(_) => {}
+            Response::End(e) => {
+                if !json {
+                    eprintln!("{} event(s) shown", e.listed);
+                }
+                return Ok(ExitCode::SUCCESS);
             }
-            return Ok(ExitCode::SUCCESS);
-        }
-        if let Some(n) = v["skipped"].as_u64() {
-            eprintln!("({n} event(s) skipped: this view could not keep up)");
-            continue;
-        }
-        if json {
-            println!("{v}");
-        } else {
-            let e = &v["event"];
-            println!(
-                "{:<6} {:<22} {}  {}",
-                v["source"].as_str().unwrap_or("?"),
-                e["event_type"].as_str().unwrap_or("?"),
-                e["transaction_id"].as_str().unwrap_or("?"),
-                serde_json::to_string(e).unwrap_or_default()
-            );
+            Response::Skipped(s) => eprintln!("({} event(s) skipped: this view could not keep up)", s.skipped),
+            Response::Tapped(t) if json => println!("{}", serde_json::to_string(&t)?),
+            Response::Tapped(t) => {
+                // The event is the auth server's payload, not part of the protocol: its two
+                // headline fields are read if they are there.
+                let field = |k: &str| t.event.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+                println!(
+                    "{:<6} {:<22} {}  {}",
+                    t.source,
+                    field("event_type"),
+                    field("transaction_id"),
+                    serde_json::to_string(&t.event).unwrap_or_default()
+                );
+            }
+            other => return Err(unexpected(&other, "a tapped event")),
         }
     }
     bail!("the agent closed the tap before the end (it stopped?)")

@@ -3,16 +3,17 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
-use serde_json::Value;
-
-use super::status::ago;
+use super::admin_client::unexpected;
+use super::status::{ago, seconds};
+use crate::admin::{Response, StatusAnswer};
 use crate::config::QueueConfig;
+use crate::status::{Counters, StatusDoc};
+use anyhow::{bail, Context};
 
 /// One `Status` answer from the running agent's admin socket.
-fn agent_status(cfg: &QueueConfig) -> anyhow::Result<Value> {
-    let mut answer = Value::Null;
-    let running = crate::admin::call(&cfg.path, &crate::admin::Request::Status, &mut |v| answer = v)
+fn agent_status(cfg: &QueueConfig) -> anyhow::Result<StatusAnswer> {
+    let mut answer = None;
+    let running = crate::admin::call(&cfg.path, &crate::admin::Request::Status, &mut |r| answer = Some(r))
         .with_context(|| format!("cannot talk to the agent's admin socket in {}", cfg.path.display()))?;
     if !running {
         bail!(
@@ -20,37 +21,37 @@ fn agent_status(cfg: &QueueConfig) -> anyhow::Result<Value> {
             cfg.path.display()
         );
     }
-    if answer["ok"] != true {
-        bail!("{}", answer["error"].as_str().unwrap_or("the agent did not answer"));
+    match answer {
+        Some(Response::Status(a)) => Ok(*a),
+        Some(Response::Failed(f)) => bail!("{}", f.error),
+        Some(other) => Err(unexpected(&other, "a status")),
+        None => bail!("the agent did not answer"),
     }
-    Ok(answer)
 }
 
 /// `top`: redraws a frame every `interval` until Ctrl-C (or once).
 pub(super) fn top_cmd(cfg: &QueueConfig, interval: std::time::Duration, once: bool) -> anyhow::Result<ExitCode> {
     use std::io::{IsTerminal, Write};
     let tty = std::io::stdout().is_terminal();
-    let mut prev: Option<(std::time::Instant, Value)> = None;
+    let mut prev: Option<(std::time::Instant, Counters)> = None;
     loop {
         let a = agent_status(cfg)?;
         let now = std::time::Instant::now();
         let rates = prev.as_ref().map(|(t, p)| {
             let secs = now.duration_since(*t).as_secs_f64().max(0.001);
-            let rate = |k: &str| {
-                (a["counters"][k]
-                    .as_u64()
-                    .unwrap_or(0)
-                    .saturating_sub(p["counters"][k].as_u64().unwrap_or(0))) as f64
-                    / secs
-            };
-            (rate("received"), rate("delivered") + rate("dead_lettered"))
+            let c = &a.counters;
+            let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
+            (
+                rate(c.received, p.received),
+                rate(c.delivered, p.delivered) + rate(c.dead_lettered, p.dead_lettered),
+            )
         });
         if once && rates.is_none() {
-            prev = Some((now, a));
+            prev = Some((now, a.counters));
             std::thread::sleep(interval);
             continue;
         }
-        let frame = render_top(&a, rates);
+        let frame = render_top(&a.status, &a.counters, rates);
         let mut out = std::io::stdout().lock();
         if tty {
             // Home and clear, then the frame: a steady picture, no scrolling.
@@ -62,94 +63,76 @@ pub(super) fn top_cmd(cfg: &QueueConfig, interval: std::time::Duration, once: bo
         if once {
             return Ok(ExitCode::SUCCESS);
         }
-        prev = Some((now, a));
+        prev = Some((now, a.counters));
         std::thread::sleep(interval);
     }
 }
 
 /// One frame of `top`.
-fn render_top(a: &Value, rates: Option<(f64, f64)>) -> String {
+fn render_top(s: &StatusDoc, c: &Counters, rates: Option<(f64, f64)>) -> String {
     use std::fmt::Write;
-    let s = &a["status"];
-    let c = &a["counters"];
     let mut f = String::new();
     let rate = |r: Option<f64>| r.map_or("–".to_string(), |r| format!("{r:.1}/s"));
     let _ = writeln!(
         f,
         "sendauth-siem top · {} ({}) · up {} s · Ctrl-C to quit",
-        s["config"]["url"].as_str().unwrap_or(""),
-        s["config"]["platform"].as_str().unwrap_or(""),
-        s["uptime_seconds"]
+        s.config.url, s.config.platform, s.uptime_seconds
     );
-    let last = s["last_success_at"]
-        .as_str()
+    let last = s
+        .last_success_at
+        .as_deref()
         .map(|t| format!("last success {}", ago(t)))
         .unwrap_or_else(|| "no success yet".into());
-    let _ = writeln!(f, "State        {:<12} {last}", s["state"].as_str().unwrap_or("?"));
-    let _ = writeln!(f, "In           {:<12} total {}", rate(rates.map(|r| r.0)), c["received"]);
+    let _ = writeln!(f, "State        {:<12} {last}", s.state.as_str());
+    let _ = writeln!(f, "In           {:<12} total {}", rate(rates.map(|r| r.0)), c.received);
     let _ = writeln!(
         f,
         "Out          {:<12} delivered {}, dead-lettered {}; requests ok {}, failed {}",
         rate(rates.map(|r| r.1)),
-        c["delivered"],
-        c["dead_lettered"],
-        c["requests_ok"],
-        c["requests_failed"]
+        c.delivered,
+        c.dead_lettered,
+        c.requests_ok,
+        c.requests_failed
     );
     let _ = writeln!(
         f,
         "Queue        {} pending, oldest {} s{}",
-        s["queue"]["pending"],
-        s["queue"]["oldest_pending_age_seconds"],
-        if s["queue"]["full"] == true { " (FULL)" } else { "" }
+        s.queue.pending,
+        seconds(s.queue.oldest_pending_age_seconds),
+        if s.queue.full { " (FULL)" } else { "" }
     );
-    let _ = writeln!(
-        f,
-        "Dead letter  {}    Quarantine {}",
-        s["dead_letter"]["count"], s["quarantine"]["count"]
-    );
+    let _ = writeln!(f, "Dead letter  {}    Quarantine {}", s.dead_letter.count, s.quarantine.count);
     let _ = writeln!(f, "Inputs");
-    let file = &s["sources"]["file"];
-    if file.is_object() {
-        let _ = writeln!(
-            f,
-            "  file       {:<9} {}",
-            file["state"].as_str().unwrap_or("?"),
-            file["summary"].as_str().unwrap_or("")
-        );
+    if let Some(file) = &s.sources.file {
+        let _ = writeln!(f, "  file       {:<9} {}", file.state.as_str(), file.summary);
     }
-    let sock = &s["sources"]["socket"];
-    if sock.is_object() {
+    if let Some(sock) = &s.sources.socket {
         let _ = writeln!(
             f,
             "  socket     listening {} ({} of at most {} writers)",
-            sock["path"].as_str().unwrap_or(""),
-            sock["connections"],
-            sock["max_connections"]
+            sock.path, sock.connections, sock.max_connections
         );
     }
-    for e in s["endpoints"].as_array().into_iter().flatten() {
+    for e in &s.endpoints {
         let _ = writeln!(
             f,
             "  endpoint   {:<9} {} {}",
-            e["state"].as_str().unwrap_or("?"),
-            e["url"].as_str().unwrap_or(""),
-            e["last_error"]["message"].as_str().unwrap_or("")
+            e.state.as_str(),
+            e.url,
+            e.last_error.as_ref().map_or("", |e| e.message.as_str())
         );
     }
-    if let Some(r) = s["config"]["reload_error"].as_str() {
+    if let Some(r) = &s.config.reload_error {
         let _ = writeln!(f, "Config       reload FAILED: {r}");
     }
-    for w in s["warnings"].as_array().into_iter().flatten() {
-        let _ = writeln!(f, "Warning      {}", w.as_str().unwrap_or(""));
+    for w in &s.warnings {
+        let _ = writeln!(f, "Warning      {w}");
     }
-    let errors: Vec<&Value> = s["recent_errors"].as_array().into_iter().flatten().take(5).collect();
-    if !errors.is_empty() {
+    if !s.recent_errors.is_empty() {
         let _ = writeln!(f, "Recent errors");
-        for e in errors {
-            let at = e["at"].as_str().unwrap_or("");
-            let mark = if e["resolved_at"].is_string() { " (resolved)" } else { "" };
-            let _ = writeln!(f, "  {}{mark}  {}", ago(at), e["message"].as_str().unwrap_or(""));
+        for e in s.recent_errors.iter().take(5) {
+            let mark = if e.resolved_at.is_some() { " (resolved)" } else { "" };
+            let _ = writeln!(f, "  {}{mark}  {}", ago(&e.at), e.message);
         }
     }
     f

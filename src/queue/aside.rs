@@ -85,7 +85,7 @@ pub struct Progress {
 }
 
 /// What a moved-aside store holds, as far as it can be read.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AsideReport {
     pub name: String,
     pub path: PathBuf,
@@ -117,7 +117,7 @@ pub struct AsideReport {
 }
 
 /// What a replay did (or, with `dry_run`, would do).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplayOutcome {
     pub dry_run: bool,
     /// The store had been replayed before: nothing was done.
@@ -961,18 +961,6 @@ impl Chunk {
             }
         }
         write_progress(dir, p).map_err(Stop::Progress)
-    }
-}
-
-/// [`replay`] as the admin socket answers it.
-pub fn replay_json(queue: &Queue, name: &str, dry_run: bool) -> serde_json::Value {
-    match replay(queue, name, dry_run) {
-        Ok(o) => {
-            let mut v = serde_json::to_value(&o).unwrap_or_default();
-            v["ok"] = serde_json::Value::Bool(true);
-            v
-        }
-        Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
     }
 }
 
