@@ -51,7 +51,7 @@ impl Agent {
             .with_context(|| format!("queue.path: cannot open the queue at {}", cfg.queue.path.display()))?;
         queue.set_limits(cfg.queue.limits());
         queue.set_min_free(cfg.queue.min_free_bytes);
-        let status = Arc::new(StatusHub::new(queue.clone()));
+        let status = Arc::new(StatusHub::new(queue.view()));
         status.set_config(ConfigView {
             url: cfg.siem.url_redacted(),
             platform: cfg.siem.effective_platform().as_str().to_string(),
@@ -137,7 +137,9 @@ impl Agent {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.status.flush();
+        // Both write and fsync: off the runtime's workers.
+        let status = self.status.clone();
+        let _ = tokio::task::spawn_blocking(move || status.flush()).await;
         let q = self.queue.clone();
         let _ = tokio::task::spawn_blocking(move || q.close()).await;
         tracing::info!(target: "agent", "stopped; queue flushed to disk");
@@ -253,7 +255,9 @@ impl Supervisor {
         }
         // Shutdown: sources first.
         if let Some((_, _, f)) = self.file.take() {
-            tokio::task::block_in_place(|| f.stop());
+            // Joining the file source's thread waits for its commit in progress (an fdatasync):
+            // on a blocking thread, not a runtime worker.
+            let _ = tokio::task::spawn_blocking(move || f.stop()).await;
         }
         self.sources_stop.0.trigger();
         if let Some(s) = self.socket.take() {

@@ -191,7 +191,7 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
         s.quarantine.count,
         s.dead_letter.count
     );
-    if let Ok(q) = agent.status.queue().list_quarantine(5) {
+    if let Ok(q) = agent.queue.list_quarantine(5) {
         for e in q {
             println!("  quarantined: {} — {}", e.meta.origin, e.meta.reason);
         }

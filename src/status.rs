@@ -1,13 +1,15 @@
 //! What the agent knows about itself, for `/status`, `/metrics`, the status page and the CLI.
 //!
-//! The hub observes; it never steers. Sources, the sink and the reloader report into it.
+//! The hub observes; it never steers. Sources, the sink and the reloader report into it
+//! (sources as typed [`FileSourceStatus`] / [`SocketSourceStatus`]), and it answers with one
+//! typed [`StatusDoc`] (`doc.rs`).
 //! `state`, `last_success_at` and `last_error` are kept in its own small file,
-//! `<queue.path>/status.json` (written to a temporary name and renamed over the old one, at
-//! most once a second and at each change of state), so a restart shows the last known state.
-//! It is not fsynced: it is informational, and a crash may show the state of a second before.
-//! The hub never writes into the queue's store; counts of pending, dead-lettered and
-//! quarantined events are read from the queue; other counters live in [`Metrics`] and start
-//! at zero.
+//! `<queue.path>/status.json` (`state_file.rs`: temporary file, fsync, rename, by its own
+//! thread, never on a runtime worker; saved at most once a second and at each change of
+//! state), so a restart shows the last known state.
+//! The hub never writes into the queue's store: it holds only a [`QueueView`], which can read
+//! the counts of pending, dead-lettered and quarantined events and nothing else; other
+//! counters live in [`Metrics`] and start at zero.
 //!
 //! Invariant: nothing stored here contains a secret. Messages arrive already redacted by the
 //! sink's HTTP client, and URLs are stored in their redacted form.
@@ -21,13 +23,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub mod doc;
+mod state_file;
 pub use doc::{
     ConfigStatus, Counters, DeadLetterStatus, FileSourceState, FileSourceStatus, QuarantineStatus, QueueStatus, RetryStatus,
     SocketSourceStatus, SourcesStatus, State, StatusDoc,
 };
 
 use crate::metrics::Metrics;
-use crate::queue::{now_rfc3339, Queue};
+use crate::queue::{now_rfc3339, QueueView};
+use state_file::StateFile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,7 +71,10 @@ pub struct ConfigView {
 }
 
 pub struct StatusHub {
-    queue: Queue,
+    /// Read-only: the hub observes the queue, it never writes into it.
+    queue: QueueView,
+    /// `status.json`, written by its own thread.
+    state_file: StateFile,
     pub metrics: Metrics,
     persisted: Mutex<Persisted>,
     last_persist: Mutex<Instant>,
@@ -94,13 +101,11 @@ pub struct StatusHub {
 /// Where the state used to be kept (the queue's meta keys): read once if there is no
 /// `status.json` yet, so an upgrade keeps the last known state.
 const LEGACY_STATUS_META: &str = "status";
-const STATUS_FILE: &str = "status.json";
 
 impl StatusHub {
-    pub fn new(queue: Queue) -> StatusHub {
-        let persisted = std::fs::read(queue.root().join(STATUS_FILE))
-            .ok()
-            .or_else(|| queue.get_meta(LEGACY_STATUS_META))
+    pub fn new(queue: QueueView) -> StatusHub {
+        let persisted = StateFile::read(queue.root())
+            .or_else(|| queue.legacy_meta(LEGACY_STATUS_META))
             .and_then(|b| serde_json::from_slice::<Persisted>(&b).ok())
             .unwrap_or(Persisted {
                 state: DeliveryState::NotYetInvoked,
@@ -108,6 +113,7 @@ impl StatusHub {
                 last_error: None,
             });
         StatusHub {
+            state_file: StateFile::new(queue.root()),
             queue,
             metrics: Metrics::default(),
             persisted: Mutex::new(persisted),
@@ -128,10 +134,6 @@ impl StatusHub {
         }
     }
 
-    pub fn queue(&self) -> &Queue {
-        &self.queue
-    }
-
     fn persist(&self, p: &Persisted, force: bool) {
         let mut last = self.last_persist.lock().unwrap();
         if !force && last.elapsed() < Duration::from_secs(1) {
@@ -139,11 +141,7 @@ impl StatusHub {
         }
         *last = Instant::now();
         if let Ok(b) = serde_json::to_vec(p) {
-            let path = self.queue.root().join(STATUS_FILE);
-            let tmp = self.queue.root().join(".status.json.tmp");
-            if let Err(e) = std::fs::write(&tmp, &b).and_then(|()| std::fs::rename(&tmp, &path)) {
-                tracing::debug!(target: "status", "cannot save {}: {e}", path.display());
-            }
+            self.state_file.save(b);
         }
     }
 
@@ -312,10 +310,12 @@ impl StatusHub {
         }
     }
 
-    /// Writes the persisted part now (graceful shutdown).
+    /// Writes the persisted part now (graceful shutdown). Blocks on the disk: call it off
+    /// the runtime's workers.
     pub fn flush(&self) {
         let p = self.persisted.lock().unwrap().clone();
         self.persist(&p, true);
+        self.state_file.flush();
     }
 
     /// The `/status` document.

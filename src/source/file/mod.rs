@@ -95,6 +95,11 @@ impl FileSource {
             switch_armed: false,
             buf: vec![0u8; READ_BYTES],
         };
+        // A dedicated OS thread, not a task: reading the file and waiting for the queue's group
+        // commit both block, and a slow disk must not stall the runtime's workers. It needs no
+        // runtime `Handle` and calls no `block_on`: it waits for the commit with
+        // `Queue::append_from_thread` (a oneshot's `blocking_recv`, which tokio refuses to run
+        // inside async code, so this loop cannot end up on a worker by mistake).
         let thread = std::thread::Builder::new().name("file-source".into()).spawn(move || t.run()).ok();
         FileSource {
             stop,
