@@ -105,7 +105,7 @@ impl Agent {
         };
         // At start-up a source that cannot start is fatal (a clear error beats a silent agent);
         // after a reload it is reported in status and the old sources keep running.
-        if let Err(e) = sup.apply_sources() {
+        if let Err(e) = sup.apply_sources().await {
             trigger.trigger();
             for t in tasks {
                 let _ = t.await;
@@ -226,7 +226,7 @@ impl Supervisor {
                     let cfg = self.cfg.borrow_and_update().clone();
                     self.queue.set_limits(cfg.queue.limits());
                     self.queue.set_min_free(cfg.queue.min_free_bytes);
-                    if let Err(e) = self.apply_sources() {
+                    if let Err(e) = self.apply_sources().await {
                         tracing::error!(target: "agent", "{e}");
                         self.status.set_reload_error(Some(e.to_string()));
                     }
@@ -271,7 +271,7 @@ impl Supervisor {
     }
 
     /// Starts, stops or restarts sources to match the current config.
-    fn apply_sources(&mut self) -> Result<(), crate::source::socket::SocketError> {
+    async fn apply_sources(&mut self) -> Result<(), crate::source::socket::SocketError> {
         let cfg = self.cfg.borrow().clone();
         let rules = IntakeRules::of(&cfg);
         // File source.
@@ -284,7 +284,8 @@ impl Supervisor {
         if !same_file {
             if let Some((c, _, f)) = self.file.take() {
                 tracing::info!(target: "agent", path = %c.path.display(), "stopping the file source (config changed)");
-                tokio::task::block_in_place(|| f.stop());
+                // Waits for its commit in progress (an fdatasync): on a blocking thread.
+                let _ = tokio::task::spawn_blocking(move || f.stop()).await;
             }
             if let Some(w) = want_file {
                 let f = FileSource::spawn(w.clone(), rules.clone(), self.queue.clone(), self.status.clone());
