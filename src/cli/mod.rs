@@ -4,7 +4,9 @@
 //! Design: `src/main.rs` only calls [`main`]. Each command reads what it needs (the full config
 //! for `run`, `check-config` and `test`; only the `queue` and `status` sections, through
 //! `LocalConfig`, for the operator's commands, so a broken edit elsewhere does not lock the
-//! operator out) and prints for a person, or with `--json` for a script.
+//! operator out) and prints for a person, or with `--json` for a script. What crosses a process
+//! boundary is typed on both sides: `/status` is a [`crate::status::StatusDoc`], admin socket
+//! lines are [`crate::admin::Response`]s; nothing the agent answers is read by index.
 //!
 //! Invariants: output text, exit codes, flags and help are the contract (tests/cli.rs,
 //! tests/operator.rs, tests/live_views.rs, docs/CONTRACT.md); a command never panics on what an
