@@ -4,7 +4,7 @@
 //! Design: the hub hands each new version of the file's bytes to [`StateFile::save`], which
 //! only stores them and wakes a dedicated thread (`status-file`); that thread writes them. The
 //! hub is called from the sink's async tasks, and a write with an fsync can stall for as long
-//! as the disk likes: it must not happen on a runtime worker (ARCHITECTURE.md: disk stalls
+//! as the disk likes: it must not happen on a runtime worker (ARCHITECTURE.md, "Threads": disk stalls
 //! never block network tasks). Only the newest version is kept: one that arrives while an
 //! older one waits replaces it.
 //!
