@@ -7,12 +7,14 @@
 //! entry, and `{"end":true,"listed":K}`. Listings are read from the queue a page at a time and
 //! written as they are read, so neither side holds the whole dead letter in memory. With no
 //! agent running, the CLI opens the queue directly and runs the same [`execute`].
+//!
+//! Both directions are typed: a [`Request`] line in, [`Response`] lines out (`protocol.rs`),
+//! serialised here and deserialised by the CLI (`cli/admin_client.rs`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
@@ -21,6 +23,12 @@ use std::sync::Arc;
 use crate::queue::{DeadLetterMeta, QuarantineMeta, Queue};
 use crate::shutdown::Shutdown;
 use crate::status::StatusHub;
+
+mod protocol;
+pub use protocol::{
+    AsideReplayed, DeadLetterEntry, Failed, Purged, QuarantineEntry, QuarantineReplayed, Replayed, Response, Skipped, StatusAnswer,
+    StreamEnd, StreamHead, TapLine,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -74,54 +82,79 @@ pub fn socket_path(queue_path: &Path) -> PathBuf {
     queue_path.join("admin.sock")
 }
 
-fn text_of(data: &[u8]) -> Value {
-    match std::str::from_utf8(data) {
-        Ok(s) => Value::String(s.to_string()),
-        Err(_) => Value::String(String::from_utf8_lossy(data).into_owned()),
-    }
+fn text_of(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
 }
 
 /// Runs a request against the queue, giving the answer line(s) to `out` (see the module docs).
 /// `out` returns false when the reader has gone; a listing then stops.
-pub fn execute(queue: &Queue, req: &Request, intake: Intake, out: &mut dyn FnMut(&Value) -> bool) {
+pub fn execute(queue: &Queue, req: &Request, intake: Intake, out: &mut dyn FnMut(&Response) -> bool) {
     let r = match req {
         Request::DeadLetterList { limit } => {
-            let total = queue.counts().dead_letter;
-            if !out(&json!({"ok": true, "stream": true, "total": total})) {
+            if !out(&Response::head(queue.counts().dead_letter)) {
                 return;
             }
-            queue.for_each_entry::<DeadLetterMeta>(b'd', limit.unwrap_or(1000), |e| {
-                out(&json!({"id": e.id, "at": e.meta.at, "reason": e.meta.reason, "http_status": e.meta.http_status, "original_seq": e.meta.original_seq, "event": text_of(&e.data)}))
-            })
-            .map(|n| json!({"end": true, "listed": n}))
+            queue
+                .for_each_entry::<DeadLetterMeta>(b'd', limit.unwrap_or(1000), |e| {
+                    out(&Response::DeadLetter(DeadLetterEntry {
+                        at: e.meta.at,
+                        event: text_of(&e.data),
+                        http_status: e.meta.http_status,
+                        id: e.id,
+                        original_seq: e.meta.original_seq,
+                        reason: e.meta.reason,
+                    }))
+                })
+                .map(|n| Response::end(n as u64))
         }
         Request::QuarantineList { limit } => {
-            let total = queue.counts().quarantine;
-            if !out(&json!({"ok": true, "stream": true, "total": total})) {
+            if !out(&Response::head(queue.counts().quarantine)) {
                 return;
             }
-            queue.for_each_entry::<QuarantineMeta>(b'q', limit.unwrap_or(1000), |e| {
-                out(&json!({"id": e.id, "at": e.meta.at, "origin": e.meta.origin, "reason": e.meta.reason, "len": e.meta.len, "line": text_of(&e.data)}))
-            })
-            .map(|n| json!({"end": true, "listed": n}))
+            queue
+                .for_each_entry::<QuarantineMeta>(b'q', limit.unwrap_or(1000), |e| {
+                    out(&Response::Quarantine(QuarantineEntry {
+                        at: e.meta.at,
+                        id: e.id,
+                        len: e.meta.len as u64,
+                        line: text_of(&e.data),
+                        origin: e.meta.origin,
+                        reason: e.meta.reason,
+                    }))
+                })
+                .map(|n| Response::end(n as u64))
         }
-        Request::DeadLetterReplay { ids } => queue.replay_dead_letter(ids.as_deref()).map(|n| json!({"ok": true, "replayed": n})),
+        Request::DeadLetterReplay { ids } => queue
+            .replay_dead_letter(ids.as_deref())
+            .map(|n| Response::Replayed(Replayed { ok: true, replayed: n })),
         // `aside replay`: re-queue what a moved-aside store holds (see `queue::aside`).
-        Request::AsideReplay { name, dry_run } => Ok(crate::queue::aside::replay_json(queue, name, *dry_run)),
-        Request::DeadLetterPurge { ids } => queue.purge_dead_letter(ids.as_deref()).map(|n| json!({"ok": true, "purged": n})),
-        Request::QuarantinePurge { through } => queue.purge_quarantine(*through).map(|n| json!({"ok": true, "purged": n})),
+        Request::AsideReplay { name, dry_run } => Ok(match crate::queue::aside::replay(queue, name, *dry_run) {
+            Ok(outcome) => Response::AsideReplayed(Box::new(AsideReplayed { ok: true, outcome })),
+            Err(e) => Response::failed(e.to_string()),
+        }),
+        Request::DeadLetterPurge { ids } => queue
+            .purge_dead_letter(ids.as_deref())
+            .map(|n| Response::Purged(Purged { ok: true, purged: n })),
+        Request::QuarantinePurge { through } => queue
+            .purge_quarantine(*through)
+            .map(|n| Response::Purged(Purged { ok: true, purged: n })),
         Request::QuarantineReplay { through, dry_run } => match intake {
-            Some((rules, metrics)) => crate::source::replay_quarantine(queue, rules, metrics, *through, *dry_run)
-                .map(|r| json!({"ok": true, "requeued": r.requeued, "still_rejected": r.still_rejected})),
-            None => Ok(
-                json!({"ok": false, "error": "replaying the quarantine applies the current intake rules (sources.max_event_bytes, transform): run it with the agent running, or with a --config that loads in full"}),
-            ),
+            Some((rules, metrics)) => crate::source::replay_quarantine(queue, rules, metrics, *through, *dry_run).map(|r| {
+                Response::QuarantineReplayed(QuarantineReplayed {
+                    ok: true,
+                    requeued: r.requeued,
+                    still_rejected: r.still_rejected,
+                })
+            }),
+            None => Ok(Response::failed(
+                "replaying the quarantine applies the current intake rules (sources.max_event_bytes, transform): run it with the agent running, or with a --config that loads in full",
+            )),
         },
-        Request::Status | Request::Tap { .. } => Ok(
-            json!({"ok": false, "error": "no agent is running: `top` and `tap` show a running agent; start it with `sendauth-siem run`"}),
-        ),
+        Request::Status | Request::Tap { .. } => Ok(Response::failed(
+            "no agent is running: `top` and `tap` show a running agent; start it with `sendauth-siem run`",
+        )),
     };
-    out(&r.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})));
+    out(&r.unwrap_or_else(|e| Response::failed(e.to_string())));
 }
 
 /// Binds the admin socket with mode 0600 (created under a temporary name first).
@@ -166,15 +199,18 @@ pub async fn serve(
                 let req = match serde_json::from_str::<Request>(&line) {
                     Ok(req) => req,
                     Err(e) => {
-                        let answer = json!({"ok": false, "error": format!("bad request: {e}")});
-                        let _ = wr.write_all(format!("{answer}\n").as_bytes()).await;
+                        let _ = wr.write_all(&line_of(&Response::failed(format!("bad request: {e}")))).await;
                         return;
                     }
                 };
                 match req {
                     Request::Status => {
-                        let answer = json!({"ok": true, "status": status.snapshot(), "counters": status.counters()});
-                        let _ = wr.write_all(format!("{answer}\n").as_bytes()).await;
+                        let answer = Response::Status(Box::new(StatusAnswer {
+                            ok: true,
+                            status: status.snapshot(),
+                            counters: status.counters(),
+                        }));
+                        let _ = wr.write_all(&line_of(&answer)).await;
                         return;
                     }
                     Request::Tap { limit } => {
@@ -214,6 +250,13 @@ pub async fn serve(
 
 use tokio::io::AsyncReadExt;
 
+/// One answer line, newline included.
+fn line_of(r: &Response) -> Vec<u8> {
+    let mut v = serde_json::to_vec(r).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
 /// Streams tapped events to one viewer until `limit`, the viewer leaves, or the agent stops.
 /// Async all the way: a viewer that reads slowly only makes it skip events (see `tap`).
 async fn tap(
@@ -227,8 +270,7 @@ async fn tap(
     let mut rx = status.tap.subscribe();
     let mut listed = 0usize;
     let mut gone = [0u8; 1];
-    let head = json!({"ok": true, "stream": true, "total": limit});
-    if wr.write_all(format!("{head}\n").as_bytes()).await.is_err() {
+    if wr.write_all(&line_of(&Response::head(limit as u64))).await.is_err() {
         return;
     }
     while listed < limit {
@@ -239,27 +281,26 @@ async fn tap(
             r = rx.recv() => match r {
                 Ok(t) => {
                     listed += 1;
-                    let event = serde_json::from_slice::<Value>(&t.event).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&t.event).into_owned()));
-                    json!({"source": t.source, "event": event})
+                    let event = serde_json::from_slice::<serde_json::Value>(&t.event)
+                        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&t.event).into_owned()));
+                    Response::Tapped(TapLine { event, source: t.source.to_string() })
                 }
-                Err(RecvError::Lagged(n)) => json!({"skipped": n}),
+                Err(RecvError::Lagged(n)) => Response::Skipped(Skipped { skipped: n }),
                 Err(RecvError::Closed) => break,
             },
         };
-        let text = format!("{line}\n");
-        let write = wr.write_all(text.as_bytes());
+        let text = line_of(&line);
+        let write = wr.write_all(&text);
         if !matches!(tokio::time::timeout(std::time::Duration::from_secs(30), write).await, Ok(Ok(()))) {
             return;
         }
     }
-    let _ = wr
-        .write_all(format!("{}\n", json!({"end": true, "listed": listed})).as_bytes())
-        .await;
+    let _ = wr.write_all(&line_of(&Response::end(listed as u64))).await;
 }
 
 /// Client side: sends one request to a running agent and gives each answer line to `on_line`
 /// as it arrives. `Ok(false)` means no agent is listening.
-pub fn call(queue_path: &Path, req: &Request, on_line: &mut dyn FnMut(Value)) -> std::io::Result<bool> {
+pub fn call(queue_path: &Path, req: &Request, on_line: &mut dyn FnMut(Response)) -> std::io::Result<bool> {
     use std::io::{BufRead, Write};
     let path = socket_path(queue_path);
     let mut s = match std::os::unix::net::UnixStream::connect(&path) {
@@ -273,14 +314,17 @@ pub fn call(queue_path: &Path, req: &Request, on_line: &mut dyn FnMut(Value)) ->
     s.write_all(&line)?;
     let mut streaming = false;
     for line in std::io::BufReader::new(s).lines() {
-        let v: Value = serde_json::from_str(&line?).map_err(std::io::Error::other)?;
-        let first_of_stream = v["stream"] == true;
-        let end = v["end"] == true;
-        let failed = v["ok"] == false;
-        on_line(v);
-        if first_of_stream {
-            streaming = true;
-        } else if !streaming || end || failed {
+        let line = line?;
+        let r: Response = serde_json::from_str(&line).map_err(|e| {
+            std::io::Error::other(format!(
+                "the agent answered a line this sendauth-siem does not understand ({e}): {}; are the agent and this command the same version?",
+                line.chars().take(200).collect::<String>()
+            ))
+        })?;
+        let ends = r.ends_answer(streaming);
+        streaming |= matches!(r, Response::Head(_));
+        on_line(r);
+        if ends {
             return Ok(true);
         }
     }

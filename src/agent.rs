@@ -51,7 +51,7 @@ impl Agent {
             .with_context(|| format!("queue.path: cannot open the queue at {}", cfg.queue.path.display()))?;
         queue.set_limits(cfg.queue.limits());
         queue.set_min_free(cfg.queue.min_free_bytes);
-        let status = Arc::new(StatusHub::new(queue.clone()));
+        let status = Arc::new(StatusHub::new(queue.view()));
         status.set_config(ConfigView {
             url: cfg.siem.url_redacted(),
             platform: cfg.siem.effective_platform().as_str().to_string(),
@@ -105,7 +105,7 @@ impl Agent {
         };
         // At start-up a source that cannot start is fatal (a clear error beats a silent agent);
         // after a reload it is reported in status and the old sources keep running.
-        if let Err(e) = sup.apply_sources() {
+        if let Err(e) = sup.apply_sources().await {
             trigger.trigger();
             for t in tasks {
                 let _ = t.await;
@@ -137,7 +137,9 @@ impl Agent {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.status.flush();
+        // Both write and fsync: off the runtime's workers.
+        let status = self.status.clone();
+        let _ = tokio::task::spawn_blocking(move || status.flush()).await;
         let q = self.queue.clone();
         let _ = tokio::task::spawn_blocking(move || q.close()).await;
         tracing::info!(target: "agent", "stopped; queue flushed to disk");
@@ -224,7 +226,7 @@ impl Supervisor {
                     let cfg = self.cfg.borrow_and_update().clone();
                     self.queue.set_limits(cfg.queue.limits());
                     self.queue.set_min_free(cfg.queue.min_free_bytes);
-                    if let Err(e) = self.apply_sources() {
+                    if let Err(e) = self.apply_sources().await {
                         tracing::error!(target: "agent", "{e}");
                         self.status.set_reload_error(Some(e.to_string()));
                     }
@@ -253,7 +255,9 @@ impl Supervisor {
         }
         // Shutdown: sources first.
         if let Some((_, _, f)) = self.file.take() {
-            tokio::task::block_in_place(|| f.stop());
+            // Joining the file source's thread waits for its commit in progress (an fdatasync):
+            // on a blocking thread, not a runtime worker.
+            let _ = tokio::task::spawn_blocking(move || f.stop()).await;
         }
         self.sources_stop.0.trigger();
         if let Some(s) = self.socket.take() {
@@ -267,7 +271,7 @@ impl Supervisor {
     }
 
     /// Starts, stops or restarts sources to match the current config.
-    fn apply_sources(&mut self) -> Result<(), crate::source::socket::SocketError> {
+    async fn apply_sources(&mut self) -> Result<(), crate::source::socket::SocketError> {
         let cfg = self.cfg.borrow().clone();
         let rules = IntakeRules::of(&cfg);
         // File source.
@@ -280,7 +284,8 @@ impl Supervisor {
         if !same_file {
             if let Some((c, _, f)) = self.file.take() {
                 tracing::info!(target: "agent", path = %c.path.display(), "stopping the file source (config changed)");
-                tokio::task::block_in_place(|| f.stop());
+                // Waits for its commit in progress (an fdatasync): on a blocking thread.
+                let _ = tokio::task::spawn_blocking(move || f.stop()).await;
             }
             if let Some(w) = want_file {
                 let f = FileSource::spawn(w.clone(), rules.clone(), self.queue.clone(), self.status.clone());

@@ -15,6 +15,7 @@ use anyhow::Context;
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind};
+use crate::status::{State, StatusDoc};
 
 const TYPES: [&str; 4] = [
     "transaction.created",
@@ -81,7 +82,7 @@ async fn show_arrivals(emu: &Emulator, seen: &mut usize, want: usize, limit: Dur
 }
 
 /// Waits (up to 10 s) until the agent's status satisfies `pred`.
-async fn wait_status(agent: &Agent, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+async fn wait_status(agent: &Agent, pred: impl Fn(&StatusDoc) -> bool) -> StatusDoc {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let s = agent.status.snapshot();
@@ -139,15 +140,12 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
             println!("\n  !! The SIEM goes down: it answers 503 to everything from now on.\n");
         }
         if i == up_at {
-            let s = wait_status(&agent, |s| {
-                s["state"] == "error" && s["queue"]["pending"].as_u64() >= Some((up_at - down_at) as u64)
-            })
-            .await;
+            let s = wait_status(&agent, |s| s.state == State::Error && s.queue.pending >= (up_at - down_at) as u64).await;
             println!(
-                "\n  Status now: state={}, {} event(s) waiting on disk in the queue, last error: {}",
-                s["state"],
-                s["queue"]["pending"],
-                s["last_error"]["message"].as_str().unwrap_or("?")
+                "\n  Status now: state={:?}, {} event(s) waiting on disk in the queue, last error: {}",
+                s.state.as_str(),
+                s.queue.pending,
+                s.last_error.as_ref().map_or("?", |e| e.message.as_str())
             );
             println!("  Nothing is lost: the agent keeps them and retries with backoff.\n");
             emu.set_fault(None);
@@ -185,12 +183,15 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
     }
     show_arrivals(&emu, &mut seen, n, Duration::from_secs(60)).await;
     // Let the quarantine commit land in status.
-    let s = wait_status(&agent, |s| s["quarantine"]["count"] == 1 && s["queue"]["pending"] == 0).await;
+    let s = wait_status(&agent, |s| s.quarantine.count == 1 && s.queue.pending == 0).await;
     println!(
-        "\nStatus: state={} pending={} quarantine={} dead_letter={}",
-        s["state"], s["queue"]["pending"], s["quarantine"]["count"], s["dead_letter"]["count"]
+        "\nStatus: state={:?} pending={} quarantine={} dead_letter={}",
+        s.state.as_str(),
+        s.queue.pending,
+        s.quarantine.count,
+        s.dead_letter.count
     );
-    if let Ok(q) = agent.status.queue().list_quarantine(5) {
+    if let Ok(q) = agent.queue.list_quarantine(5) {
         for e in q {
             println!("  quarantined: {} — {}", e.meta.origin, e.meta.reason);
         }

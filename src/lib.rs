@@ -7,6 +7,7 @@ pub mod agent;
 pub mod audit;
 pub mod bench;
 pub mod build_info;
+pub mod cli;
 pub mod config;
 pub mod connection_test;
 pub mod demo;

@@ -1,13 +1,15 @@
 //! What the agent knows about itself, for `/status`, `/metrics`, the status page and the CLI.
 //!
-//! The hub observes; it never steers. Sources, the sink and the reloader report into it.
+//! The hub observes; it never steers. Sources, the sink and the reloader report into it
+//! (sources as typed [`FileSourceStatus`] / [`SocketSourceStatus`]), and it answers with one
+//! typed [`StatusDoc`] (`doc.rs`).
 //! `state`, `last_success_at` and `last_error` are kept in its own small file,
-//! `<queue.path>/status.json` (written to a temporary name and renamed over the old one, at
-//! most once a second and at each change of state), so a restart shows the last known state.
-//! It is not fsynced: it is informational, and a crash may show the state of a second before.
-//! The hub never writes into the queue's store; counts of pending, dead-lettered and
-//! quarantined events are read from the queue; other counters live in [`Metrics`] and start
-//! at zero.
+//! `<queue.path>/status.json` (`state_file.rs`: temporary file, fsync, rename, by its own
+//! thread, never on a runtime worker; saved at most once a second and at each change of
+//! state), so a restart shows the last known state.
+//! The hub never writes into the queue's store: it holds only a [`QueueView`], which can read
+//! the counts of pending, dead-lettered and quarantined events and nothing else; other
+//! counters live in [`Metrics`] and start at zero.
 //!
 //! Invariant: nothing stored here contains a secret. Messages arrive already redacted by the
 //! sink's HTTP client, and URLs are stored in their redacted form.
@@ -20,8 +22,16 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub mod doc;
+mod state_file;
+pub use doc::{
+    ConfigStatus, Counters, DeadLetterStatus, FileSourceState, FileSourceStatus, QuarantineStatus, QueueStatus, RetryStatus,
+    SocketSourceStatus, SourcesStatus, State, StatusDoc,
+};
+
 use crate::metrics::Metrics;
-use crate::queue::{now_rfc3339, Queue};
+use crate::queue::{now_rfc3339, QueueView};
+use state_file::StateFile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,14 +71,17 @@ pub struct ConfigView {
 }
 
 pub struct StatusHub {
-    queue: Queue,
+    /// Read-only: the hub observes the queue, it never writes into it.
+    queue: QueueView,
+    /// `status.json`, written by its own thread.
+    state_file: StateFile,
     pub metrics: Metrics,
     persisted: Mutex<Persisted>,
     last_persist: Mutex<Instant>,
     config: Mutex<ConfigView>,
     reload_error: Mutex<Option<String>>,
-    file_source: Mutex<Option<serde_json::Value>>,
-    socket_source: Mutex<Option<serde_json::Value>>,
+    file_source: Mutex<Option<FileSourceStatus>>,
+    socket_source: Mutex<Option<SocketSourceStatus>>,
     recent_errors: Mutex<VecDeque<LastError>>,
     queue_full: AtomicBool,
     dead_letter_full: Mutex<Option<String>>,
@@ -76,7 +89,7 @@ pub struct StatusHub {
     /// The sink's endpoint set, read when status or metrics are asked for.
     endpoints: Mutex<Option<Arc<Mutex<crate::sink::endpoints::EndpointSet>>>>,
     /// Failed attempts in a row and when the next one is due (RFC 3339), while retrying.
-    retry: Mutex<Option<(u32, String)>>,
+    retry: Mutex<Option<RetryStatus>>,
     /// When the last event went to the dead letter, and why.
     last_dead_letter: Mutex<Option<(String, String)>>,
     history: crate::history::History,
@@ -88,13 +101,11 @@ pub struct StatusHub {
 /// Where the state used to be kept (the queue's meta keys): read once if there is no
 /// `status.json` yet, so an upgrade keeps the last known state.
 const LEGACY_STATUS_META: &str = "status";
-const STATUS_FILE: &str = "status.json";
 
 impl StatusHub {
-    pub fn new(queue: Queue) -> StatusHub {
-        let persisted = std::fs::read(queue.root().join(STATUS_FILE))
-            .ok()
-            .or_else(|| queue.get_meta(LEGACY_STATUS_META))
+    pub fn new(queue: QueueView) -> StatusHub {
+        let persisted = StateFile::read(queue.root())
+            .or_else(|| queue.legacy_meta(LEGACY_STATUS_META))
             .and_then(|b| serde_json::from_slice::<Persisted>(&b).ok())
             .unwrap_or(Persisted {
                 state: DeliveryState::NotYetInvoked,
@@ -102,6 +113,7 @@ impl StatusHub {
                 last_error: None,
             });
         StatusHub {
+            state_file: StateFile::new(queue.root()),
             queue,
             metrics: Metrics::default(),
             persisted: Mutex::new(persisted),
@@ -122,10 +134,6 @@ impl StatusHub {
         }
     }
 
-    pub fn queue(&self) -> &Queue {
-        &self.queue
-    }
-
     fn persist(&self, p: &Persisted, force: bool) {
         let mut last = self.last_persist.lock().unwrap();
         if !force && last.elapsed() < Duration::from_secs(1) {
@@ -133,11 +141,7 @@ impl StatusHub {
         }
         *last = Instant::now();
         if let Ok(b) = serde_json::to_vec(p) {
-            let path = self.queue.root().join(STATUS_FILE);
-            let tmp = self.queue.root().join(".status.json.tmp");
-            if let Err(e) = std::fs::write(&tmp, &b).and_then(|()| std::fs::rename(&tmp, &path)) {
-                tracing::debug!(target: "status", "cannot save {}: {e}", path.display());
-            }
+            self.state_file.save(b);
         }
     }
 
@@ -234,7 +238,10 @@ impl StatusHub {
     pub fn set_retry(&self, retry: Option<(u32, Duration)>) {
         *self.retry.lock().unwrap() = retry.map(|(attempts, wait)| {
             let at = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-            (attempts, at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            RetryStatus {
+                failed_attempts: attempts,
+                next_attempt_at: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            }
         });
     }
 
@@ -250,11 +257,13 @@ impl StatusHub {
         self.reload_error.lock().unwrap().clone()
     }
 
-    pub fn set_file_source(&self, v: Option<serde_json::Value>) {
+    /// The file source reports what it does (`None` once it stopped).
+    pub fn set_file_source(&self, v: Option<FileSourceStatus>) {
         *self.file_source.lock().unwrap() = v;
     }
 
-    pub fn set_socket_source(&self, v: Option<serde_json::Value>) {
+    /// The socket source reports its listener and connections (`None` once it stopped).
+    pub fn set_socket_source(&self, v: Option<SocketSourceStatus>) {
         *self.socket_source.lock().unwrap() = v;
     }
 
@@ -287,76 +296,81 @@ impl StatusHub {
 
     /// `state` as docs/CONTRACT.md ("Status") defines it.
     pub fn state(&self) -> &'static str {
+        self.delivery_state().as_str()
+    }
+
+    fn delivery_state(&self) -> State {
         if !self.config.lock().unwrap().enabled {
-            return "disabled";
+            return State::Disabled;
         }
         match self.persisted.lock().unwrap().state {
-            DeliveryState::NotYetInvoked => "not_yet_invoked",
-            DeliveryState::Success => "success",
-            DeliveryState::Error => "error",
+            DeliveryState::NotYetInvoked => State::NotYetInvoked,
+            DeliveryState::Success => State::Success,
+            DeliveryState::Error => State::Error,
         }
     }
 
-    /// Writes the persisted part now (graceful shutdown).
+    /// Writes the persisted part now (graceful shutdown). Blocks on the disk: call it off
+    /// the runtime's workers.
     pub fn flush(&self) {
         let p = self.persisted.lock().unwrap().clone();
         self.persist(&p, true);
+        self.state_file.flush();
     }
 
     /// The `/status` document.
-    pub fn snapshot(&self) -> serde_json::Value {
+    pub fn snapshot(&self) -> StatusDoc {
         let p = self.persisted.lock().unwrap().clone();
         let counts = self.queue.counts();
         let limits = self.queue.limits();
         let age = self.queue.oldest_pending_age();
         let cfg = self.config.lock().unwrap().clone();
         let full = self.queue_full.load(Ordering::Relaxed) || !self.queue.has_room(1);
-        let recent: Vec<LastError> = self.recent_errors.lock().unwrap().iter().cloned().collect();
-        json!({
-            "state": self.state(),
-            "last_success_at": p.last_success_at,
-            "last_error": p.last_error,
-            "queue": {
-                "pending": counts.pending_events,
-                "oldest_pending_age_seconds": age.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0).unwrap_or(0.0),
-                "bytes": counts.pending_bytes,
-                "max_bytes": self.queue.max_bytes(),
-                "full": full,
-                "incident": self.queue.incident(),
-                "storage_error": self.queue.storage_error(),
-                "moved_aside": crate::queue::aside::unreplayed(self.queue.root()),
+        StatusDoc {
+            state: self.delivery_state(),
+            last_success_at: p.last_success_at,
+            last_error: p.last_error,
+            queue: QueueStatus {
+                pending: counts.pending_events,
+                oldest_pending_age_seconds: age.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0).unwrap_or(0.0),
+                bytes: counts.pending_bytes,
+                max_bytes: self.queue.max_bytes(),
+                full,
+                incident: self.queue.incident(),
+                storage_error: self.queue.storage_error(),
+                moved_aside: crate::queue::aside::unreplayed(self.queue.root()),
             },
-            "dead_letter": {
-                "count": counts.dead_letter,
-                "bytes": counts.dead_letter_bytes,
-                "max_entries": limits.max_dead_letter_entries,
-                "max_bytes": limits.max_dead_letter_bytes,
-                "full": self.dead_letter_full.lock().unwrap().clone(),
+            dead_letter: DeadLetterStatus {
+                count: counts.dead_letter,
+                bytes: counts.dead_letter_bytes,
+                max_entries: limits.max_dead_letter_entries,
+                max_bytes: limits.max_dead_letter_bytes,
+                full: self.dead_letter_full(),
             },
-            "quarantine": {
-                "count": counts.quarantine,
-                "evicted": counts.quarantine_evicted,
-                "bytes": counts.quarantine_bytes,
-                "max_entries": limits.max_quarantine_entries,
-                "max_bytes": limits.max_quarantine_bytes,
+            quarantine: QuarantineStatus {
+                count: counts.quarantine,
+                evicted: counts.quarantine_evicted,
+                bytes: counts.quarantine_bytes,
+                max_entries: limits.max_quarantine_entries,
+                max_bytes: limits.max_quarantine_bytes,
             },
-            "config": {
-                "url": cfg.url,
-                "platform": cfg.platform,
-                "reload_error": self.reload_error(),
+            config: ConfigStatus {
+                url: cfg.url,
+                platform: cfg.platform,
+                reload_error: self.reload_error(),
             },
-            "sources": {
-                "file": *self.file_source.lock().unwrap(),
-                "socket": *self.socket_source.lock().unwrap(),
+            sources: SourcesStatus {
+                file: self.file_source.lock().unwrap().clone(),
+                socket: self.socket_source.lock().unwrap().clone(),
             },
-            "endpoints": self.endpoint_views(),
-            "retry": self.retry.lock().unwrap().clone().map(|(attempts, next_at)| json!({"failed_attempts": attempts, "next_attempt_at": next_at})),
-            "recent_errors": recent,
-            "warnings": self.warnings(&counts),
-            "version": env!("CARGO_PKG_VERSION"),
-            "commit": crate::build_info::COMMIT,
-            "uptime_seconds": self.started.elapsed().as_secs(),
-        })
+            endpoints: self.endpoint_views(),
+            retry: self.retry.lock().unwrap().clone(),
+            recent_errors: self.recent_errors.lock().unwrap().iter().cloned().collect(),
+            warnings: self.warnings(&counts),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            commit: crate::build_info::COMMIT.to_string(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }
     }
 
     /// Takes one sample for the chart (see `history`); the agent calls it every
@@ -376,16 +390,16 @@ impl StatusHub {
     }
 
     /// The running totals `top` turns into rates.
-    pub fn counters(&self) -> serde_json::Value {
+    pub fn counters(&self) -> Counters {
         use std::sync::atomic::Ordering::Relaxed;
         let m = &self.metrics;
-        json!({
-            "received": m.received_file.load(Relaxed) + m.received_socket.load(Relaxed),
-            "delivered": m.delivered.load(Relaxed),
-            "dead_lettered": m.dead_lettered.load(Relaxed),
-            "requests_ok": m.requests_ok.load(Relaxed),
-            "requests_failed": m.requests_failed.load(Relaxed),
-        })
+        Counters {
+            received: m.received_file.load(Relaxed) + m.received_socket.load(Relaxed),
+            delivered: m.delivered.load(Relaxed),
+            dead_lettered: m.dead_lettered.load(Relaxed),
+            requests_ok: m.requests_ok.load(Relaxed),
+            requests_failed: m.requests_failed.load(Relaxed),
+        }
     }
 
     /// The `/history` document: the last hour, one point per `history::INTERVAL`.

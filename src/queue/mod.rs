@@ -134,6 +134,7 @@ mod segments;
 mod storage;
 #[cfg(test)]
 mod tests;
+mod view;
 mod wal;
 
 use checked_file::*;
@@ -145,6 +146,7 @@ use overlay::*;
 use record::*;
 use segments::*;
 pub use storage::{RealStorage, Storage, StoredFile};
+pub use view::QueueView;
 
 /// Default `queue.min_free_bytes`: free space kept on the queue's filesystem.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
@@ -604,19 +606,11 @@ impl Queue {
         Ok(store.db.get(k).map_err(|e| storage_err(&store.dir, e))?.map(|v| v.to_vec()))
     }
 
-    /// Small persisted values (status) outside the counters; written without an fsync.
-    pub fn get_meta(&self, name: &str) -> Option<Vec<u8>> {
+    /// Small values older versions kept outside the counters (the status hub's state, before
+    /// it had its own file). Read only: nothing writes them any more (see [`QueueView`]).
+    pub(crate) fn get_meta(&self, name: &str) -> Option<Vec<u8>> {
         let store = self.inner.store.read().unwrap();
         store.db.get(meta_key(&format!("x:{name}"))).ok().flatten().map(|v| v.to_vec())
-    }
-
-    pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), QueueError> {
-        let store = self.inner.store.read().unwrap();
-        store
-            .db
-            .insert(meta_key(&format!("x:{name}")), value)
-            .map_err(|e| storage_err(&store.dir, e))?;
-        Ok(())
     }
 
     /// Flushes everything to disk (graceful shutdown) and stops the committer.

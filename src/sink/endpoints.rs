@@ -37,13 +37,13 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::queue::now_rfc3339;
 use crate::status::LastError;
 
 /// Whether an endpoint is in rotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
     /// No answer yet: in rotation.
@@ -97,7 +97,7 @@ pub struct Ticket {
 }
 
 /// An endpoint as `/status` and `/metrics` show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointView {
     pub url: String,
     pub state: Health,

@@ -40,7 +40,7 @@ use crate::shutdown::Shutdown;
 use crate::source::intake::{Intake, SourceKind};
 use crate::source::lines::{Frame, LineFramer};
 use crate::source::IntakeRules;
-use crate::status::StatusHub;
+use crate::status::{SocketSourceStatus, StatusHub};
 
 /// Most bytes of one connection committed together (what was already waiting in the socket).
 const READ_AHEAD_BYTES: usize = 256 * 1024;
@@ -236,11 +236,11 @@ pub async fn serve(
 }
 
 fn publish(status: &StatusHub, cfg: &SocketSourceConfig, conns: u64) {
-    status.set_socket_source(Some(json!({
-        "path": cfg.path.display().to_string(),
-        "connections": conns,
-        "max_connections": cfg.max_connections,
-    })));
+    status.set_socket_source(Some(SocketSourceStatus {
+        path: cfg.path.display().to_string(),
+        connections: conns,
+        max_connections: cfg.max_connections as u64,
+    }));
 }
 
 fn peer_name(stream: &UnixStream, shown: &str) -> String {

@@ -48,7 +48,7 @@ mod replay;
 mod tests;
 
 use read::{count, open, Opened};
-pub use replay::{replay, replay_json};
+pub use replay::replay;
 
 /// Name prefix of a moved-aside store in `queue.path`.
 pub const ASIDE_PREFIX: &str = "corrupt-";
@@ -98,7 +98,7 @@ pub struct Progress {
 }
 
 /// What a moved-aside store holds, as far as it can be read.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AsideReport {
     pub name: String,
     pub path: PathBuf,
@@ -130,7 +130,7 @@ pub struct AsideReport {
 }
 
 /// What a replay did (or, with `dry_run`, would do).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplayOutcome {
     pub dry_run: bool,
     /// The store had been replayed before: nothing was done.

@@ -222,15 +222,3 @@ impl Chunk {
         write_progress(dir, p).map_err(Stop::Progress)
     }
 }
-
-/// [`replay`] as the admin socket answers it.
-pub fn replay_json(queue: &Queue, name: &str, dry_run: bool) -> serde_json::Value {
-    match replay(queue, name, dry_run) {
-        Ok(o) => {
-            let mut v = serde_json::to_value(&o).unwrap_or_default();
-            v["ok"] = serde_json::Value::Bool(true);
-            v
-        }
-        Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
-    }
-}

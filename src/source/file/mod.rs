@@ -43,7 +43,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use notify::Watcher;
-use serde_json::json;
 
 use crate::config::{FileSourceConfig, StartAt};
 use crate::event::Rejection;
@@ -51,7 +50,7 @@ use crate::queue::{now_rfc3339, QuarantineMeta, Queue, QueueError};
 use crate::source::intake::{Intake, SourceKind};
 use crate::source::lines::{Frame, LineFramer};
 use crate::source::IntakeRules;
-use crate::status::StatusHub;
+use crate::status::{FileSourceState, FileSourceStatus, StatusHub};
 pub use checkpoint::{source_id, Checkpoint};
 use identity::{find_rotated, head_hash, stat_path, FileId, HEAD_LEN};
 
@@ -96,6 +95,11 @@ impl FileSource {
             switch_armed: false,
             buf: vec![0u8; READ_BYTES],
         };
+        // A dedicated OS thread, not a task: reading the file and waiting for the queue's group
+        // commit both block, and a slow disk must not stall the runtime's workers. It needs no
+        // runtime `Handle` and calls no `block_on`: it waits for the commit with
+        // `Queue::append_from_thread` (a oneshot's `blocking_recv`, which tokio refuses to run
+        // inside async code, so this loop cannot end up on a worker by mistake).
         let thread = std::thread::Builder::new().name("file-source".into()).spawn(move || t.run()).ok();
         FileSource {
             stop,
@@ -269,10 +273,10 @@ impl Tailer {
         // One line an operator reads as is (`status`, the status page): what the source does.
         let (state, summary) = match (&self.paused, &self.open) {
             // No file open: waiting for it (or for a regular file where something else is).
-            (Some(why), None) => ("waiting", why.clone()),
-            (Some(why), Some(_)) => ("paused", format!("paused: {why}")),
+            (Some(why), None) => (FileSourceState::Waiting, why.clone()),
+            (Some(why), Some(_)) => (FileSourceState::Paused, format!("paused: {why}")),
             (None, Some(o)) => (
-                "tailing",
+                FileSourceState::Tailing,
                 format!(
                     "tailing {} (line {}, byte {})",
                     o.opened_as.display(),
@@ -280,18 +284,17 @@ impl Tailer {
                     o.framer.committed_offset()
                 ),
             ),
-            (None, None) => ("waiting", waiting_for(&self.shown)),
+            (None, None) => (FileSourceState::Waiting, waiting_for(&self.shown)),
         };
-        let v = json!({
-            "state": state,
-            "summary": summary,
-            "path": self.shown,
-            "reading": self.open.as_ref().map(|o| o.opened_as.display().to_string()),
-            "offset": self.open.as_ref().map(|o| o.framer.committed_offset()),
-            "line": self.open.as_ref().map(|o| o.line),
-            "paused": self.paused,
-        });
-        self.status.set_file_source(Some(v));
+        self.status.set_file_source(Some(FileSourceStatus {
+            state,
+            summary,
+            path: self.shown.clone(),
+            reading: self.open.as_ref().map(|o| o.opened_as.display().to_string()),
+            offset: self.open.as_ref().map(|o| o.framer.committed_offset()),
+            line: self.open.as_ref().map(|o| o.line),
+            paused: self.paused.clone(),
+        }));
     }
 
     /// One unit of work. Returns whether anything was read or changed.
