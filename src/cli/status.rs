@@ -73,7 +73,10 @@ pub(super) fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bo
     })?;
     let code = if live { STATUS_HEALTHY } else { status_exit(&doc) };
     if json {
-        println!("{}", serde_json::to_string(&doc)?);
+        // The agent's document as it sent it (every field, also those a newer agent adds that
+        // this command does not know), compacted as before.
+        let raw: serde_json::Value = serde_json::from_str(&body)?;
+        println!("{raw}");
         return Ok(ExitCode::from(code));
     }
     print_status(&doc);
