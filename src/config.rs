@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+use crate::secret::Secret;
 use crate::transform::{FieldPath, HashRule, Transform, TruncateIp, COMMON_FIELDS};
 
 mod platforms;
@@ -27,34 +28,6 @@ pub use platforms::{
     datadog_intake_url, AzureMonitorConfig, DatadogConfig, AZURE_MAX_CALL_BYTES, DATADOG_MAX_ENTRIES, DATADOG_MAX_ENTRY_BYTES,
     DATADOG_MAX_PAYLOAD_BYTES,
 };
-
-/// A secret string (password, token, a Sumo Logic URL, a pseudonymisation key). Never printed;
-/// its bytes, including spare capacity, are overwritten with zeros when it is dropped (through
-/// `zeroize`, whose volatile writes the optimiser cannot remove). Best effort: copies that
-/// libraries make (an HTTP header value, the YAML parser's tree) are outside its reach.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
@@ -2356,11 +2329,5 @@ mod tests {
         let text = format!("{MINIMAL}transform:\n  drop: subject\n");
         let e = Config::parse_with_env(&text, &env).unwrap_err().to_string();
         assert!(e.contains("transform.drop: expected a list of field names"), "{e}");
-    }
-
-    #[test]
-    fn secret_debug_is_redacted() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?}"), "<redacted>");
     }
 }

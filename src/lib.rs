@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod queue;
 pub mod reload;
 pub mod schema;
+pub mod secret;
 pub mod server;
 pub mod service_manager;
 pub mod shutdown;

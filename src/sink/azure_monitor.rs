@@ -38,8 +38,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::config::{AzureMonitorConfig, Secret, AZURE_MAX_CALL_BYTES};
+use crate::config::{AzureMonitorConfig, AZURE_MAX_CALL_BYTES};
 use crate::queue::QueuedEvent;
+use crate::secret::Secret;
 use crate::sink::generic::one_line;
 use crate::sink::http::{classify_status_redacted, HttpClient};
 use crate::sink::platform::{BoxFuture, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};

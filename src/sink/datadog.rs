@@ -197,7 +197,7 @@ impl Platform for Datadog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     fn cfg() -> DatadogConfig {
         DatadogConfig {

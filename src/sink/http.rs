@@ -19,7 +19,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 use zeroize::Zeroizing;
 
-use crate::config::{Auth, Secret, SiemConfig};
+use crate::config::{Auth, SiemConfig};
+use crate::secret::Secret;
 use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Response};
 use crate::sink::tls_probe::{self, ProbeIdentity};
 
