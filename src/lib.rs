@@ -21,6 +21,7 @@ pub mod schema;
 pub mod secret;
 pub mod server;
 pub mod service_manager;
+pub mod settings;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

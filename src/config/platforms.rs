@@ -12,15 +12,9 @@
 //!   valid on its own), except for its own syntax.
 
 use super::*;
-
-/// Datadog's documented limits for one request to the logs intake (uncompressed payload,
-/// entries in the array) and for one log entry (larger entries are truncated by Datadog).
-pub const DATADOG_MAX_PAYLOAD_BYTES: usize = 5_000_000;
-pub const DATADOG_MAX_ENTRIES: usize = 1000;
-pub const DATADOG_MAX_ENTRY_BYTES: usize = 1_000_000;
-
-/// The Logs Ingestion API takes at most 1 MB per call.
-pub const AZURE_MAX_CALL_BYTES: usize = 1_000_000;
+use crate::sink::settings::{
+    datadog_intake_url, AzureMonitorConfig, DatadogConfig, AZURE_MAX_CALL_BYTES, DATADOG_MAX_ENTRIES, DATADOG_MAX_PAYLOAD_BYTES,
+};
 
 /// The Datadog sites with a logs intake, and the short names accepted for them.
 const DATADOG_SITES: [(&str, &str); 9] = [
@@ -34,78 +28,6 @@ const DATADOG_SITES: [(&str, &str); 9] = [
     ("gov", "ddog-gov.com"),
     ("us2-gov", "us2.ddog-gov.com"),
 ];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DatadogConfig {
-    /// The site the intake URL was derived from (`datadoghq.com` ...), when `siem.url` is unset.
-    pub site: String,
-    /// Sent as `DD-API-KEY`. Required when the platform is `datadog`.
-    pub api_key: Option<Secret>,
-    pub ddsource: String,
-    pub ddtags: Option<String>,
-    pub service: String,
-    pub hostname: Option<String>,
-    pub max_events: usize,
-    pub max_bytes: usize,
-    pub gzip: bool,
-}
-
-impl Default for DatadogConfig {
-    fn default() -> Self {
-        DatadogConfig {
-            site: "datadoghq.com".into(),
-            api_key: None,
-            ddsource: "sendauth".into(),
-            ddtags: None,
-            service: "sendauth-siem".into(),
-            hostname: None,
-            max_events: DATADOG_MAX_ENTRIES,
-            max_bytes: 4_250_000,
-            gzip: true,
-        }
-    }
-}
-
-/// The intake URL of a Datadog site: `https://http-intake.logs.<site>/api/v2/logs`.
-pub fn datadog_intake_url(site: &str) -> String {
-    format!("https://http-intake.logs.{site}/api/v2/logs")
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AzureMonitorConfig {
-    /// The data collection endpoint (or the DCR's own logs ingestion endpoint), when given here.
-    pub endpoint: Option<String>,
-    pub dcr_immutable_id: String,
-    pub stream: String,
-    pub tenant_id: String,
-    pub client_id: String,
-    pub client_secret: Option<Secret>,
-    /// Where the OAuth2 token comes from (`https://login.microsoftonline.com`).
-    pub authority_host: reqwest::Url,
-    /// The token's scope: `https://monitor.azure.com//.default` in the public cloud.
-    pub scope: String,
-    pub max_events: usize,
-    pub max_bytes: usize,
-    pub gzip: bool,
-}
-
-impl Default for AzureMonitorConfig {
-    fn default() -> Self {
-        AzureMonitorConfig {
-            endpoint: None,
-            dcr_immutable_id: String::new(),
-            stream: String::new(),
-            tenant_id: String::new(),
-            client_id: String::new(),
-            client_secret: None,
-            authority_host: reqwest::Url::parse("https://login.microsoftonline.com").expect("valid default"),
-            scope: "https://monitor.azure.com//.default".into(),
-            max_events: 1000,
-            max_bytes: AZURE_MAX_CALL_BYTES,
-            gzip: true,
-        }
-    }
-}
 
 /// `siem.datadog`; `used` when the platform is `datadog` (then the API key is required).
 pub(super) fn parse_datadog(n: &mut Node, used: bool) -> DatadogConfig {

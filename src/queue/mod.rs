@@ -129,6 +129,7 @@ mod overlay;
 mod reclaim;
 mod record;
 mod segments;
+pub mod settings;
 mod storage;
 #[cfg(test)]
 mod tests;

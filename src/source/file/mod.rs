@@ -45,11 +45,11 @@ use std::time::{Duration, Instant};
 use notify::Watcher;
 use serde_json::json;
 
-use crate::config::{FileSourceConfig, StartAt};
 use crate::event::Rejection;
 use crate::queue::{now_rfc3339, QuarantineMeta, Queue, QueueError};
 use crate::source::intake::{Intake, SourceKind};
 use crate::source::lines::{Frame, LineFramer};
+use crate::source::settings::{FileSourceConfig, StartAt};
 use crate::source::IntakeRules;
 use crate::status::StatusHub;
 pub use checkpoint::{source_id, Checkpoint};
