@@ -29,3 +29,4 @@ pub mod status;
 pub mod status_page;
 pub mod tap;
 pub mod transform;
+pub mod units;
