@@ -41,13 +41,14 @@ pub use crate::server::{StatusConfig, DEFAULT_STATUS_ADDR};
 pub use crate::settings::{Config, LogConfig, LogFormat};
 pub use crate::units::{parse_duration, parse_size};
 
+pub use reader::Problem;
 use reader::{check_flow_nesting, Node};
 use values::hide_env_values;
 
 /// Every problem found in a config, each naming its dotted key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors {
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
 }
 
 impl fmt::Display for ConfigErrors {
@@ -56,7 +57,7 @@ impl fmt::Display for ConfigErrors {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            f.write_str(p)?;
+            write!(f, "{p}")?;
         }
         Ok(())
     }
@@ -91,7 +92,7 @@ impl Config {
             }
             _ => {
                 if errs.is_empty() {
-                    errs.push("config is incomplete".into());
+                    errs.push(Problem::whole_file("config is incomplete"));
                 }
                 Err(problems_as_shown(errs, text, env))
             }
@@ -103,24 +104,28 @@ impl Config {
 /// problem.
 fn read_config_file(path: &Path) -> Result<String, ConfigErrors> {
     std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-        problems: vec![format!("cannot read the config file: {e}; check the path and its permissions")],
+        problems: vec![Problem::whole_file(format!(
+            "cannot read the config file: {e}; check the path and its permissions"
+        ))],
     })
 }
 
 /// The YAML tree, after the nesting check that keeps a hostile file cheap to reject.
 fn parse_yaml(text: &str) -> Result<Value, ConfigErrors> {
-    check_flow_nesting(text).map_err(|problem| ConfigErrors { problems: vec![problem] })?;
+    check_flow_nesting(text).map_err(|problem| ConfigErrors {
+        problems: vec![Problem::whole_file(problem)],
+    })?;
     serde_yaml::from_str(text).map_err(|e| ConfigErrors {
-        problems: vec![format!("not valid YAML: {e}")],
+        problems: vec![Problem::whole_file(format!("not valid YAML: {e}"))],
     })
 }
 
 /// Problems as a user sees them: no environment variable's value (`${NAME}` instead), and one
 /// line each, whatever the values quoted in them hold (a CR/LF in a value made a problem span
 /// lines; found by the config fuzz target).
-fn problems_as_shown(mut errs: Vec<String>, text: &str, env: &dyn Fn(&str) -> Option<String>) -> ConfigErrors {
-    hide_env_values(&mut errs, text, env);
-    for p in errs.iter_mut() {
+fn problems_as_shown(mut errs: Vec<Problem>, text: &str, env: &dyn Fn(&str) -> Option<String>) -> ConfigErrors {
+    hide_env_values(errs.iter_mut().flat_map(|p| [&mut p.key, &mut p.message]), text, env);
+    for p in errs.iter_mut().flat_map(|p| [&mut p.key, &mut p.message]) {
         if p.chars().any(char::is_control) {
             *p = p
                 .chars()
@@ -167,7 +172,10 @@ impl LocalConfig {
             Some(queue) if errs.is_empty() => Ok(LocalConfig { queue, status }),
             _ => {
                 if errs.is_empty() {
-                    errs.push("queue: incomplete".into());
+                    errs.push(Problem {
+                        key: "queue".into(),
+                        message: "incomplete".into(),
+                    });
                 }
                 Err(problems_as_shown(errs, text, env))
             }
@@ -260,9 +268,9 @@ mod tests {
         let e = Config::parse_with_env(yaml, &env).unwrap_err();
         assert!(e.problems.len() >= 2, "{:?}", e.problems);
         for p in &e.problems {
-            assert!(!p.contains("ZaVnC4secretTOKEN"), "{p}");
+            assert!(!p.to_string().contains("ZaVnC4secretTOKEN"), "{p}");
         }
-        assert!(e.problems.iter().any(|p| p.contains("${SUMO_URL}")), "{:?}", e.problems);
+        assert!(e.problems.iter().any(|p| p.to_string().contains("${SUMO_URL}")), "{:?}", e.problems);
     }
 
     #[test]
@@ -270,11 +278,14 @@ mod tests {
         let yaml = "siem:\n  url: https://x.example.com/c\n  tls:\n    ca_file: \"a\\r\\nb\"\nsources:\n  socket: { path: /tmp/s }\nqueue:\n  path: /tmp/q\n";
         let e = Config::parse_with_env(yaml, &|_| None).unwrap_err();
         assert!(
-            e.problems.iter().all(|p| !p.contains('\n') && !p.contains('\r')),
+            e.problems
+                .iter()
+                .map(ToString::to_string)
+                .all(|p| !p.contains('\n') && !p.contains('\r')),
             "{:?}",
             e.problems
         );
-        assert!(e.problems.iter().any(|p| p.contains("a\\r\\nb")), "{:?}", e.problems);
+        assert!(e.problems.iter().any(|p| p.to_string().contains("a\\r\\nb")), "{:?}", e.problems);
     }
 
     #[test]
@@ -322,5 +333,19 @@ mod tests {
         assert!(all.contains("delivery.initial_backoff:"), "{all}");
         assert_eq!(e.problems.len(), 5, "{all}");
         assert!(!all.contains("abc"), "a token fragment leaked: {all}");
+    }
+
+    #[test]
+    fn each_problem_carries_its_key_and_prints_as_key_colon_message() {
+        let text = MINIMAL.replace("queue:", "queue:\n  max_byte: 1MiB");
+        let e = Config::parse_with_env(&text, &env).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "queue.max_byte");
+        assert_eq!(e.problems[0].message, "unknown key; did you mean `max_bytes`?");
+        assert_eq!(e.to_string(), "queue.max_byte: unknown key; did you mean `max_bytes`?");
+        // A problem with the whole file has no key and prints its message alone.
+        let e = Config::parse_with_env("siem: [", &env).unwrap_err();
+        assert!(e.problems[0].key.is_empty(), "{:?}", e.problems);
+        assert!(e.to_string().starts_with("not valid YAML: "), "{e}");
     }
 }

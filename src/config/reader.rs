@@ -28,6 +28,36 @@ use crate::secret::Secret;
 use crate::transform::FieldPath;
 use crate::units::{parse_duration, parse_size};
 
+/// One problem in a config file: the dotted key it is about and what is wrong (with what to do
+/// next). Shown as `key: message`, or the message alone when it concerns the whole file
+/// (`not valid YAML: ...`); that line is the text `check-config` and a failed reload print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The dotted key (`siem.auth.header`, `siem.url[1]`); empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem that no key owns (the file cannot be read, is not YAML ...).
+    pub fn whole_file(message: impl Into<String>) -> Problem {
+        Problem {
+            key: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
 /// Deepest nesting of flow collections (`[ ]`, `{ }`) a config may use. A real config needs two
 /// or three levels; serde_yaml's own limit (128) only applies after its scanner has read the
 /// whole document, and that scanner costs O(tokens × depth): 400 KB of `siem: [[[[…` took
@@ -92,7 +122,7 @@ pub(super) fn check_flow_nesting(text: &str) -> Result<(), String> {
 pub(super) struct Node<'e> {
     pub(super) path: String,
     pub(super) map: BTreeMap<String, Value>,
-    pub(super) errs: Rc<RefCell<Vec<String>>>,
+    pub(super) errs: Rc<RefCell<Vec<Problem>>>,
     /// Dotted keys of secrets written literally in the file (not `${VAR}`, not `*_file`).
     pub(super) inline: Rc<RefCell<Vec<String>>>,
     /// Where `*_file` secrets were read from.
@@ -104,7 +134,7 @@ pub(super) struct Node<'e> {
 }
 
 impl<'e> Node<'e> {
-    pub(super) fn root(v: Value, errs: Rc<RefCell<Vec<String>>>, env: &'e dyn Fn(&str) -> Option<String>) -> Node<'e> {
+    pub(super) fn root(v: Value, errs: Rc<RefCell<Vec<Problem>>>, env: &'e dyn Fn(&str) -> Option<String>) -> Node<'e> {
         let mut n = Node {
             path: String::new(),
             map: BTreeMap::new(),
@@ -125,7 +155,7 @@ impl<'e> Node<'e> {
     /// Whether a problem was already recorded under `key` (to avoid a second, vaguer one).
     pub(super) fn has_error_under(&self, k: &str) -> bool {
         let key = self.key(k);
-        self.errs.borrow().iter().any(|e| e.starts_with(&key))
+        self.errs.borrow().iter().any(|p| p.key.starts_with(&key))
     }
 
     pub(super) fn key(&self, k: &str) -> String {
@@ -136,18 +166,18 @@ impl<'e> Node<'e> {
         }
     }
 
+    /// A problem with the whole file rather than with one key.
     pub(super) fn err_raw(&mut self, msg: String) {
-        self.errs.borrow_mut().push(msg);
+        self.errs.borrow_mut().push(Problem::whole_file(msg));
     }
 
+    /// A problem with key `k` of this section (`""`: the section itself).
     pub(super) fn err(&mut self, k: &str, msg: impl fmt::Display) {
-        let key = self.key(k);
-        let line = if k.is_empty() {
-            format!("{}: {msg}", self.path)
-        } else {
-            format!("{key}: {msg}")
-        };
-        self.errs.borrow_mut().push(line);
+        let key = if k.is_empty() { self.path.clone() } else { self.key(k) };
+        self.errs.borrow_mut().push(Problem {
+            key,
+            message: msg.to_string(),
+        });
     }
 
     pub(super) fn has(&self, k: &str) -> bool {
@@ -413,18 +443,17 @@ impl<'e> Node<'e> {
     }
 }
 
-pub(super) fn to_map(m: serde_yaml::Mapping, path: &str, errs: &mut Vec<String>) -> BTreeMap<String, Value> {
+pub(super) fn to_map(m: serde_yaml::Mapping, path: &str, errs: &mut Vec<Problem>) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for (k, v) in m {
         match k {
             Value::String(s) => {
                 out.insert(s, v);
             }
-            other => errs.push(format!(
-                "{}: keys must be strings, got {}",
-                if path.is_empty() { "(top level)" } else { path },
-                describe(&other)
-            )),
+            other => errs.push(Problem {
+                key: if path.is_empty() { "(top level)" } else { path }.to_string(),
+                message: format!("keys must be strings, got {}", describe(&other)),
+            }),
         }
     }
     out

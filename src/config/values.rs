@@ -45,7 +45,7 @@ pub(super) fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Resul
 /// Shows `${NAME}` instead of the value of every variable the text refers to: any value may be
 /// a secret (a token put in the wrong key, a Sumo Logic URL with a typo), and error messages
 /// quote what they got (found by the config fuzz target).
-pub(super) fn hide_env_values(problems: &mut [String], text: &str, env: &dyn Fn(&str) -> Option<String>) {
+pub(super) fn hide_env_values<'a>(shown: impl IntoIterator<Item = &'a mut String>, text: &str, env: &dyn Fn(&str) -> Option<String>) {
     let mut vars: Vec<(String, String)> = Vec::new();
     let mut rest = text;
     while let Some(i) = rest.find("${") {
@@ -59,7 +59,7 @@ pub(super) fn hide_env_values(problems: &mut [String], text: &str, env: &dyn Fn(
     }
     // Longest values first, so a value containing another is hidden whole.
     vars.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
-    for p in problems.iter_mut() {
+    for p in shown {
         for (name, v) in &vars {
             if p.contains(v.as_str()) {
                 *p = p.replace(v.as_str(), &format!("${{{name}}}"));
