@@ -50,7 +50,7 @@ use crate::sink::concurrency::{Controller, Signal};
 use crate::sink::endpoints::{EndpointSet, Pick, Ticket};
 use crate::sink::http::HttpClient;
 use crate::sink::platform::{EventOutcome, Failure, FailureKind, Platform, Verdict};
-use crate::sink::settings::{DeliveryConfig, OnRetryExhausted, SiemConfig};
+use crate::sink::settings::{redact_url, DeliveryConfig, OnRetryExhausted, SiemConfig};
 use crate::status::{ConfigView, LastError, StatusHub};
 
 /// How long a stop waits for the requests in flight before leaving them to the next start.
@@ -334,12 +334,7 @@ impl Delivery {
                         tracing::info!(target: "sink", url = %cfg.siem.url_redacted(), endpoints = conns.len(), platform = conns[0].1.name(), enabled = cfg.siem.enabled, "SIEM settings changed; they apply to the next request");
                     }
                     let platform = cfg.siem.effective_platform();
-                    let urls = cfg
-                        .siem
-                        .urls
-                        .iter()
-                        .map(|u| crate::sink::settings::redact_url(u, platform))
-                        .collect();
+                    let urls = cfg.siem.urls.iter().map(|u| redact_url(u, platform)).collect();
                     self.active_gen += 1;
                     let endpoints = Arc::new(Mutex::new(EndpointSet::new(urls)));
                     self.status.observe_endpoints(endpoints.clone());
