@@ -87,7 +87,7 @@ pub struct HashRule {
     pub key: Secret,
 }
 
-/// A validated transform (built by `config.rs`, which checks the rules against each other).
+/// A validated transform (built by `config/transform.rs`, which checks the rules against each other).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transform {
     pub allow: Option<Vec<FieldPath>>,

@@ -8,6 +8,7 @@ pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 /// `queue.max_quarantine_entries` when the config does not set it.
 pub const DEFAULT_MAX_QUARANTINE_ENTRIES: u64 = 10_000;
 
+/// `queue:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueConfig {
     pub path: PathBuf,

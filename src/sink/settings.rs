@@ -3,9 +3,10 @@
 //! and read by the sink; nothing here knows YAML.
 //!
 //! Invariants:
-//! - every value here has passed the config reader's checks (a [`SiemConfig`] is always usable);
-//! - credentials are [`Secret`]s, and [`redact_url`] is the one way a URL reaches a log, the
-//!   status page or an error message.
+//! - a [`SiemConfig`] built by `config` has passed every check (URLs, platform limits, TLS
+//!   files), so the sink never re-validates;
+//! - credentials are [`Secret`]s, and a configured URL is shown only through [`redact_url`]
+//!   (`SiemConfig::url_redacted`), in logs, the status page and errors alike.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use crate::audit::AuditConfig;
 use crate::secret::Secret;
 
+/// `siem.platform`: which wire protocol the sink speaks (`Auto`: inferred from the URL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
     Auto,
@@ -57,6 +59,7 @@ impl Platform {
     }
 }
 
+/// `siem.generic.batch`: one event per request, NDJSON, or a JSON array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenericBatch {
     None,
@@ -64,6 +67,7 @@ pub enum GenericBatch {
     JsonArray,
 }
 
+/// `siem.auth`: how requests authenticate (the platform may add its own header too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
@@ -78,6 +82,7 @@ pub enum Auth {
     },
 }
 
+/// `siem.generic`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenericConfig {
     pub batch: GenericBatch,
@@ -86,6 +91,7 @@ pub struct GenericConfig {
     pub gzip: bool,
 }
 
+/// `siem.splunk_hec`: event metadata, batching and indexer acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplunkConfig {
     pub index: Option<String>,
@@ -101,6 +107,7 @@ pub struct SplunkConfig {
     pub channel: Option<String>,
 }
 
+/// `siem.elasticsearch`: the target index or data stream, the index template, batching.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElasticConfig {
     /// Index or data stream name; default: taken from the URL path (`/sendauth/_doc` -> `sendauth`).
@@ -113,6 +120,7 @@ pub struct ElasticConfig {
     pub gzip: bool,
 }
 
+/// `siem.sumo_logic`: the `X-Sumo-*` metadata headers and batching.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SumoConfig {
     pub category: Option<String>,
@@ -124,6 +132,7 @@ pub struct SumoConfig {
     pub max_bytes: usize,
 }
 
+/// `siem.tls`: extra CA, client certificate for mTLS, minimum version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub ca_file: Option<PathBuf>,
@@ -133,6 +142,7 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
+/// `siem:`: everything the sink needs to reach one SIEM (`siem.url` as a list: its nodes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiemConfig {
     pub enabled: bool,
@@ -196,12 +206,14 @@ pub fn redact_url(url: &reqwest::Url, platform: Platform) -> String {
     u.to_string()
 }
 
+/// `delivery.on_retry_exhausted`: keep retrying (hold the queue) or dead-letter the events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnRetryExhausted {
     Hold,
     DeadLetter,
 }
 
+/// `delivery:`: retries, backoff, linger and concurrency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {
     pub max_retries: u32,
@@ -241,6 +253,7 @@ pub const DATADOG_MAX_ENTRY_BYTES: usize = 1_000_000;
 /// The Logs Ingestion API takes at most 1 MB per call.
 pub const AZURE_MAX_CALL_BYTES: usize = 1_000_000;
 
+/// `siem.datadog`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatadogConfig {
     /// The site the intake URL was derived from (`datadoghq.com` ...), when `siem.url` is unset.
@@ -277,6 +290,7 @@ pub fn datadog_intake_url(site: &str) -> String {
     format!("https://http-intake.logs.{site}/api/v2/logs")
 }
 
+/// `siem.azure_monitor`: the DCR to send to and the app registration that gets the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AzureMonitorConfig {
     /// The data collection endpoint (or the DCR's own logs ingestion endpoint), when given here.

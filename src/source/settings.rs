@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `sources.file.start_at`: where a file seen for the first time is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
     Beginning,
     End,
 }
 
+/// `sources.file`: the JSONL file to tail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSourceConfig {
     pub path: PathBuf,
@@ -17,6 +19,7 @@ pub struct FileSourceConfig {
     pub poll_interval: Duration,
 }
 
+/// `sources.socket`: the Unix socket writers connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketSourceConfig {
     pub path: PathBuf,
@@ -25,6 +28,7 @@ pub struct SocketSourceConfig {
     pub idle_timeout: Duration,
 }
 
+/// `sources:`: at least one of the two, and the largest event either accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcesConfig {
     pub file: Option<FileSourceConfig>,
