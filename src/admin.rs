@@ -173,7 +173,7 @@ pub async fn serve(
     listener: UnixListener,
     queue: Queue,
     status: Arc<StatusHub>,
-    config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    config: tokio::sync::watch::Receiver<Arc<crate::settings::Config>>,
     mut shutdown: Shutdown,
 ) {
     loop {

@@ -18,11 +18,12 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, SocketSourceConfig};
+use crate::config::Config;
 use crate::queue::Queue;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::sink::delivery::Delivery;
 use crate::source::file::FileSource;
+use crate::source::settings::SocketSourceConfig;
 use crate::source::socket::Control;
 use crate::source::IntakeRules;
 use crate::status::{ConfigView, StatusHub};
@@ -202,7 +203,7 @@ struct Supervisor {
     status: Arc<StatusHub>,
     cfg: watch::Receiver<Arc<Config>>,
     shutdown: Shutdown,
-    file: Option<(crate::config::FileSourceConfig, IntakeRules, FileSource)>,
+    file: Option<(crate::source::settings::FileSourceConfig, IntakeRules, FileSource)>,
     socket: Option<SocketTask>,
     /// Socket sources removed from the config whose writers are still connected.
     socket_draining: Vec<JoinHandle<()>>,

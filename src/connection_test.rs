@@ -74,7 +74,7 @@ pub async fn run(cfg: &Config, out: &mut dyn Write) -> bool {
     all_ok
 }
 
-async fn run_one(siem: &crate::config::SiemConfig, out: &mut dyn Write) -> bool {
+async fn run_one(siem: &crate::sink::settings::SiemConfig, out: &mut dyn Write) -> bool {
     let platform = crate::sink::build_platform(siem);
     let _ = writeln!(out, "Testing {} ({})", siem.url_redacted(), platform.name());
     if !siem.enabled {

@@ -12,7 +12,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::config::{Config, MaxInFlight};
+use crate::settings::Config;
+use crate::sink::settings::MaxInFlight;
 
 /// Descriptors the agent keeps for itself besides socket clients and SIEM connections: the
 /// standard streams, the queue (segments, write-ahead log, ack file, witness, sled's files),

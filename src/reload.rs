@@ -109,7 +109,7 @@ impl Reloader {
         let new = match parsed {
             Ok(c) => c,
             Err(errs) => {
-                let msg = errs.problems.join("; ");
+                let msg = errs.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
                 self.reject(msg);
                 return;
             }

@@ -17,6 +17,15 @@ use tokio::net::TcpListener;
 use crate::shutdown::Shutdown;
 use crate::status::StatusHub;
 
+/// `status.listen` when the config does not set it.
+pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:8686";
+
+/// The listener's settings (`status:`), built by `config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    pub listen: SocketAddr,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error(
     "status.listen: cannot listen on {addr}: {io}; is another process (a second agent?) using that port? Choose another with status.listen"

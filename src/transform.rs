@@ -39,7 +39,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use sha2::Sha256;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// The common fields every event keeps (docs/CONTRACT.md, "Events").
 pub const COMMON_FIELDS: [&str; 4] = ["event_type", "timestamp", "org_id", "transaction_id"];
@@ -87,7 +87,7 @@ pub struct HashRule {
     pub key: Secret,
 }
 
-/// A validated transform (built by `config.rs`, which checks the rules against each other).
+/// A validated transform (built by `config/transform.rs`, which checks the rules against each other).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transform {
     pub allow: Option<Vec<FieldPath>>,

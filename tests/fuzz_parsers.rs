@@ -249,7 +249,7 @@ fn check_config(text: &[u8]) -> Result<(), TestCaseError> {
     if let Err(e) = Config::parse_with_env(&text, &env) {
         prop_assert!(!e.problems.is_empty(), "an error without a problem");
         for p in &e.problems {
-            prop_assert!(!p.trim().is_empty(), "an empty problem line in {:?}", e.problems);
+            prop_assert!(!p.to_string().trim().is_empty(), "an empty problem line in {:?}", e.problems);
         }
     }
     Ok(())

@@ -36,10 +36,19 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::config::Config;
 use crate::queue::{AppendRequest, Queue};
+use crate::settings::Config;
 use crate::shutdown::Shutdown;
 use crate::status::StatusHub;
+
+/// `audit:` (opt-in): the agent's identity and sequence number on each event, and heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// `audit.agent_id` (default: this host's name).
+    pub agent_id: String,
+    /// `audit.heartbeat_interval` (default off).
+    pub heartbeat_interval: Option<Duration>,
+}
 
 /// Counters read for one heartbeat (process totals; a heartbeat sends the differences).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -131,6 +131,7 @@ mod read;
 mod reclaim;
 mod record;
 mod segments;
+pub mod settings;
 mod storage;
 #[cfg(test)]
 mod tests;

@@ -38,11 +38,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::config::{AzureMonitorConfig, Secret, AZURE_MAX_CALL_BYTES};
 use crate::queue::QueuedEvent;
+use crate::secret::Secret;
 use crate::sink::generic::one_line;
 use crate::sink::http::{classify_status_redacted, HttpClient};
 use crate::sink::platform::{BoxFuture, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::settings::{AzureMonitorConfig, AZURE_MAX_CALL_BYTES};
 
 /// Renew a token this long before it expires (or at half its life, when that is sooner).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -253,7 +254,7 @@ async fn fetch_token(client: &HttpClient, url: &reqwest::Url, cfg: &AzureMonitor
     };
     let what = format!(
         "getting an access token from {} for tenant {}",
-        crate::config::redact_url(&cfg.authority_host, crate::config::Platform::AzureMonitor),
+        crate::sink::settings::redact_url(&cfg.authority_host, crate::sink::settings::Platform::AzureMonitor),
         cfg.tenant_id
     );
     let resp = client.send(&req).await.map_err(|mut f| {

@@ -31,7 +31,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::MaxInFlight;
+use crate::sink::settings::MaxInFlight;
 
 /// The most requests `max_in_flight: auto` ever keeps in flight.
 pub const AUTO_CEILING: usize = 128;
@@ -201,7 +201,7 @@ impl Controller {
 fn max_for(setting: MaxInFlight) -> usize {
     match setting {
         MaxInFlight::Auto => AUTO_CEILING,
-        MaxInFlight::Fixed(n) => n.clamp(1, crate::config::MAX_IN_FLIGHT),
+        MaxInFlight::Fixed(n) => n.clamp(1, crate::sink::settings::MAX_IN_FLIGHT),
     }
 }
 

@@ -22,10 +22,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::value::RawValue;
 
-use crate::config::{DatadogConfig, DATADOG_MAX_ENTRIES, DATADOG_MAX_ENTRY_BYTES, DATADOG_MAX_PAYLOAD_BYTES};
 use crate::queue::QueuedEvent;
 use crate::sink::http::classify_status_redacted;
 use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::settings::{DatadogConfig, DATADOG_MAX_ENTRIES, DATADOG_MAX_ENTRY_BYTES, DATADOG_MAX_PAYLOAD_BYTES};
 
 pub struct Datadog {
     url: reqwest::Url,
@@ -197,7 +197,7 @@ impl Platform for Datadog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     fn cfg() -> DatadogConfig {
         DatadogConfig {

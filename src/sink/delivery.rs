@@ -43,13 +43,14 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{Config, DeliveryConfig, OnRetryExhausted, SiemConfig};
 use crate::queue::{now_rfc3339, DeadLetterMeta, Queue, QueueError, QueuedEvent};
+use crate::settings::Config;
 use crate::shutdown::Shutdown;
 use crate::sink::concurrency::{Controller, Signal};
 use crate::sink::endpoints::{EndpointSet, Pick, Ticket};
 use crate::sink::http::HttpClient;
 use crate::sink::platform::{EventOutcome, Failure, FailureKind, Platform, Verdict};
+use crate::sink::settings::{redact_url, DeliveryConfig, OnRetryExhausted, SiemConfig};
 use crate::status::{ConfigView, LastError, StatusHub};
 
 /// How long a stop waits for the requests in flight before leaving them to the next start.
@@ -333,7 +334,7 @@ impl Delivery {
                         tracing::info!(target: "sink", url = %cfg.siem.url_redacted(), endpoints = conns.len(), platform = conns[0].1.name(), enabled = cfg.siem.enabled, "SIEM settings changed; they apply to the next request");
                     }
                     let platform = cfg.siem.effective_platform();
-                    let urls = cfg.siem.urls.iter().map(|u| crate::config::redact_url(u, platform)).collect();
+                    let urls = cfg.siem.urls.iter().map(|u| redact_url(u, platform)).collect();
                     self.active_gen += 1;
                     let endpoints = Arc::new(Mutex::new(EndpointSet::new(urls)));
                     self.status.observe_endpoints(endpoints.clone());

@@ -48,7 +48,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::ElasticConfig;
 use crate::event::parse_timestamp_millis;
 use crate::queue::QueuedEvent;
 use crate::schema::Schema;
@@ -58,6 +57,7 @@ use crate::sink::http::{classify_status, HttpClient, MAX_RESPONSE_BYTES};
 use crate::sink::platform::{
     summarize, BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict, DETAIL_CHARS,
 };
+use crate::sink::settings::ElasticConfig;
 
 /// What the agent reads from a bulk answer; everything else is filtered out by Elasticsearch.
 const FILTER_PATH: &str =

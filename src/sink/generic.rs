@@ -7,10 +7,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::config::{GenericBatch, GenericConfig};
 use crate::queue::QueuedEvent;
 use crate::sink::http::classify_status;
 use crate::sink::platform::{EncodedRequest, Platform, Response, Verdict};
+use crate::sink::settings::{GenericBatch, GenericConfig};
 
 pub struct Generic {
     url: reqwest::Url,

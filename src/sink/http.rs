@@ -19,8 +19,9 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 use zeroize::Zeroizing;
 
-use crate::config::{Auth, Secret, SiemConfig};
+use crate::secret::Secret;
 use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Response};
+use crate::sink::settings::{Auth, SiemConfig};
 use crate::sink::tls_probe::{self, ProbeIdentity};
 
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -51,7 +52,7 @@ impl HttpClient {
             // Keep-alive: one idle connection per request the delivery loop may have in flight,
             // so a steady stream reuses connections instead of opening one per request.
             .pool_idle_timeout(Duration::from_secs(50))
-            .pool_max_idle_per_host(crate::config::MAX_IN_FLIGHT)
+            .pool_max_idle_per_host(crate::sink::settings::MAX_IN_FLIGHT)
             .user_agent(concat!("sendauth-siem/", env!("CARGO_PKG_VERSION")))
             .use_rustls_tls()
             .tls_built_in_root_certs(true);
@@ -139,7 +140,7 @@ impl HttpClient {
                 }
             }
         }
-        if cfg.effective_platform() == crate::config::Platform::SumoLogic {
+        if cfg.effective_platform() == crate::sink::settings::Platform::SumoLogic {
             if let Some(last) = cfg.url.path_segments().and_then(|mut s| s.next_back()) {
                 if last.len() >= 6 {
                     secrets.push(Secret::new(last));

@@ -12,6 +12,7 @@ pub mod es_product;
 pub mod generic;
 pub mod http;
 pub mod platform;
+pub mod settings;
 pub mod splunk_hec;
 pub mod sumo_logic;
 #[cfg(test)]
@@ -20,7 +21,7 @@ pub mod tls_probe;
 
 use std::sync::Arc;
 
-use crate::config::{Platform as PlatformKind, SiemConfig};
+use crate::sink::settings::{Platform as PlatformKind, SiemConfig};
 pub use platform::{EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
 
 /// Builds the platform implementation for a config (`auto` resolved from the URL), wrapped so

@@ -36,11 +36,11 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::config::SplunkConfig;
 use crate::event::timestamp_millis;
 use crate::queue::QueuedEvent;
 use crate::sink::http::{classify_status, HttpClient};
 use crate::sink::platform::{summarize, BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::settings::SplunkConfig;
 
 const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
 

@@ -7,6 +7,7 @@
 pub mod file;
 pub mod intake;
 pub mod lines;
+pub mod settings;
 pub mod socket;
 
 use std::sync::Mutex;
@@ -163,7 +164,7 @@ pub struct IntakeRules {
 }
 
 impl IntakeRules {
-    pub fn of(cfg: &crate::config::Config) -> IntakeRules {
+    pub fn of(cfg: &crate::settings::Config) -> IntakeRules {
         IntakeRules {
             max_event_bytes: cfg.sources.max_event_bytes,
             transform: cfg.transform.clone().map(std::sync::Arc::new),

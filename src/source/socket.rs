@@ -34,11 +34,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
-use crate::config::SocketSourceConfig;
 use crate::queue::{Queue, QueueError};
 use crate::shutdown::Shutdown;
 use crate::source::intake::{Intake, SourceKind};
 use crate::source::lines::{Frame, LineFramer};
+use crate::source::settings::SocketSourceConfig;
 use crate::source::IntakeRules;
 use crate::status::{SocketSourceStatus, StatusHub};
 

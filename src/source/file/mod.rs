@@ -44,11 +44,11 @@ use std::time::{Duration, Instant};
 
 use notify::Watcher;
 
-use crate::config::{FileSourceConfig, StartAt};
 use crate::event::Rejection;
 use crate::queue::{now_rfc3339, QuarantineMeta, Queue, QueueError};
 use crate::source::intake::{Intake, SourceKind};
 use crate::source::lines::{Frame, LineFramer};
+use crate::source::settings::{FileSourceConfig, StartAt};
 use crate::source::IntakeRules;
 use crate::status::{FileSourceState, FileSourceStatus, StatusHub};
 pub use checkpoint::{source_id, Checkpoint};
