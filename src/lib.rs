@@ -10,7 +10,6 @@ pub mod build_info;
 pub mod config;
 pub mod connection_test;
 pub mod demo;
-pub mod emulator;
 pub mod event;
 pub mod fd_limit;
 pub mod history;
