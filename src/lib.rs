@@ -5,7 +5,6 @@
 pub mod admin;
 pub mod agent;
 pub mod audit;
-pub mod bench;
 pub mod build_info;
 pub mod config;
 pub mod connection_test;

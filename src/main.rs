@@ -146,21 +146,6 @@ enum Cmd {
     },
     /// Print the man page (roff) to stdout, e.g. `sendauth-siem man | man -l -`.
     Man,
-    /// Measure the agent (run as a child process) against a local counting receiver:
-    /// throughput (file, socket), cost and latency at steady rates, idle cost, and throughput
-    /// with a distant SIEM (rtt). See docs/BENCHMARKS.md.
-    Bench(sendauth_siem::bench::Options),
-    /// The benchmark's counting receiver, measuring any agent command (bench/compare-syslog-ng.sh).
-    #[command(hide = true)]
-    BenchReceiver(sendauth_siem::bench::ReceiverOptions),
-    /// Writes the benchmark's events to a file.
-    #[command(hide = true)]
-    BenchGen {
-        #[arg(long)]
-        events: u64,
-        #[arg(long)]
-        out: PathBuf,
-    },
 }
 
 #[derive(Subcommand)]
@@ -507,19 +492,6 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Aside { action } => aside_cmd(action),
-        Cmd::Bench(o) => {
-            sendauth_siem::bench::run(&o)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::BenchReceiver(o) => {
-            sendauth_siem::bench::run_receiver(&o)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::BenchGen { events, out } => {
-            let bytes = sendauth_siem::bench::write_events_file(&out, events)?;
-            eprintln!("{events} events, {bytes} bytes written to {}", out.display());
-            Ok(ExitCode::SUCCESS)
-        }
         Cmd::Demo { events, keep } => {
             init_logging(LogFormat::Text, "error");
             let rt = runtime()?;
