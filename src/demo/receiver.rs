@@ -269,4 +269,32 @@ mod tests {
         assert!(parse(b"  ").is_err());
         assert!(parse(b"3").is_err());
     }
+
+    /// The answers the demo relies on: events kept only with the token, in order, and nothing
+    /// kept (503) during the outage scene.
+    #[tokio::test]
+    async fn keeps_authorized_events_in_order_and_answers_503_while_down() {
+        let rx = DemoReceiver::start("t0k").await.unwrap();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let post = |auth: Option<&'static str>, body: &'static str| {
+            let mut r = client.post(rx.url()).header("content-type", "application/json").body(body);
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            async move { r.send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(post(None, r#"{"n":0}"#).await, 401);
+        assert_eq!(post(Some("Bearer wrong"), r#"{"n":0}"#).await, 401);
+        assert_eq!(post(Some("Bearer t0k"), r#"{"n":1}"#).await, 200);
+        rx.set_down(true);
+        assert_eq!(post(Some("Bearer t0k"), r#"{"n":2}"#).await, 503);
+        rx.set_down(false);
+        assert_eq!(post(Some("Bearer t0k"), "{\"n\":3}\n{\"n\":4}\n").await, 200);
+        assert_eq!(post(Some("Bearer t0k"), "not json").await, 400);
+        let other = client.get(rx.url()).header("authorization", "Bearer t0k").send().await.unwrap();
+        assert_eq!(other.status().as_u16(), 405);
+        assert!(rx.wait_for_events(3, Duration::from_secs(5)).await);
+        assert_eq!(rx.events(), vec![json!({"n":1}), json!({"n":3}), json!({"n":4})]);
+        rx.stop().await;
+    }
 }
