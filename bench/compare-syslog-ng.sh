@@ -8,16 +8,16 @@
 #   MODE=steady RATES=100,1000,10000 SECONDS_PER_RATE=10 bench/compare-syslog-ng.sh
 #   RTT=50ms bench/compare-syslog-ng.sh        # the receiver answers 50 ms late (a distant SIEM)
 #
-# Throughput mode (default): `sendauth-siem bench-receiver` listens on 127.0.0.1 (a free port,
+# Throughput mode (default): `sendauth-siem-bench receiver` (crates/bench) listens on 127.0.0.1 (a free port,
 # given to the agent as BENCH_PORT), starts the agent on a pre-written events file, and stops it
 # when the last event has arrived. Throughput is events / (spawn -> last arrival); CPU
 # (utime+stime) and peak RSS (VmHWM) are read from /proc/<pid> of the agent at that moment.
 #
-# Steady mode: the agent tails an empty file; bench-receiver appends 20 warm-up events, then
+# Steady mode: the agent tails an empty file; the receiver appends 20 warm-up events, then
 # each rate for SECONDS_PER_RATE seconds, and reports per rate the agent's CPU % of one core
 # (utime+stime delta over the appending), wake-ups/s (context switches of all its threads),
 # latency append -> receiver, requests per 1k events, and for sendauth-siem its queue's
-# fdatasyncs/s (/metrics). The same code as `sendauth-siem bench`'s latency phase.
+# fdatasyncs/s (/metrics). The same code as `sendauth-siem-bench`'s latency phase.
 #
 # Without syslog-ng (and no way to install it) only the sendauth-siem runs are made, with a note.
 # Re-runnable: every run uses fresh temp directories; results are appended as JSON lines to $OUT.
@@ -32,10 +32,11 @@ SECONDS_PER_RATE=${SECONDS_PER_RATE:-10}
 RTT=${RTT:-0ms}
 OUT=${OUT:-bench/results/compare-syslog-ng-$MODE-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 BIN=${SENDAUTH_SIEM:-target/release/sendauth-siem}
+BENCH=${SENDAUTH_SIEM_BENCH:-target/release/sendauth-siem-bench}
 SYSLOG_NG=${SYSLOG_NG:-/usr/sbin/syslog-ng}
 
-if [[ ! -x $BIN || -n ${BUILD:-} ]]; then
-  cargo build --release --bin sendauth-siem
+if [[ ! -x $BIN || ! -x $BENCH || -n ${BUILD:-} ]]; then
+  cargo build --release --bin sendauth-siem --bin sendauth-siem-bench
 fi
 case $MODE in throughput | steady) ;; *) echo "MODE must be throughput or steady, not $MODE" >&2; exit 2 ;; esac
 
@@ -58,7 +59,7 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$(dirname "$OUT")"
 INPUT=$WORK/events.jsonl
 if [[ $MODE == throughput ]]; then
-  "$BIN" bench-gen --events "$EVENTS" --out "$INPUT"
+  "$BENCH" gen --events "$EVENTS" --out "$INPUT"
   cat "$INPUT" >/dev/null # both agents read it from the page cache
 fi
 
@@ -109,7 +110,7 @@ log:
   level: warn
 EOF
   # shellcheck disable=SC2046 # receiver_args prints separate words on purpose
-  "$BIN" bench-receiver $(receiver_args "$d") --metrics --label "$label" --json-out "$OUT" --log "$d/agent.log" \
+  "$BENCH" receiver $(receiver_args "$d") --metrics --label "$label" --json-out "$OUT" --log "$d/agent.log" \
     -- "$bin" run --config "$d/etc/config.yaml"
 }
 
@@ -119,7 +120,7 @@ run_syslog_ng() {
   [[ $MODE == throughput ]] || input=$d/events.jsonl
   # shellcheck disable=SC2046 # receiver_args prints separate words on purpose
   BENCH_INPUT=$input BENCH_DIR=$d/buffer \
-    "$BIN" bench-receiver $(receiver_args "$d") --label syslog-ng --json-out "$OUT" --log "$d/syslog-ng.log" \
+    "$BENCH" receiver $(receiver_args "$d") --label syslog-ng --json-out "$OUT" --log "$d/syslog-ng.log" \
     -- "$SYSLOG_NG" -F --no-caps -f bench/syslog-ng.conf \
     --persist-file "$d/persist" --pidfile "$d/pid" --control "$d/ctl"
 }

@@ -5,13 +5,11 @@
 pub mod admin;
 pub mod agent;
 pub mod audit;
-pub mod bench;
 pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod connection_test;
 pub mod demo;
-pub mod emulator;
 pub mod event;
 pub mod fd_limit;
 pub mod history;

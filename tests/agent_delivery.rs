@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind};
 
 async fn generic() -> Emulator {
     Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Kind};
 
 async fn generic() -> Emulator {
     Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap()

@@ -8,7 +8,7 @@ mod common;
 
 use common::campaign::*;
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 use serde_json::Value;
 
 const N: usize = 1500;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::campaign::*;
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 
 /// Builds a queue holding `n` undelivered events (plus a few large ones, which sled stores as
 /// blob files), then stops the agent.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::campaign::*;
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 
 fn files_under(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut out = vec![];

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::campaign::*;
 use common::*;
 use rand::{Rng, SeedableRng};
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 
 /// Events per request: the bound on what one crash may resend.
 const BATCH: usize = 50;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::campaign::*;
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 
 fn reject_all(emu: &Emulator) {
     emu.set_fault(Some(Fault::Status {

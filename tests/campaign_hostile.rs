@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use common::campaign::*;
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Kind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Socket event ids start here.

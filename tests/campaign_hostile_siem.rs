@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::campaign::*;
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 
 struct Scenario {
     name: &'static str,

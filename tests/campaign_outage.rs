@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::campaign::*;
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 
 const SOCKET_BASE: usize = 50_000_000;
 

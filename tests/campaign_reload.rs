@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::campaign::*;
 use common::*;
 use rand::{Rng, SeedableRng};
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Kind};
 
 const SOCKET_BASE: usize = 50_000_000;
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::campaign::*;
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Kind};
 
 const BATCH: usize = 50;
 

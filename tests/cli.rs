@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind};
 
 #[test]
 fn check_config_names_every_bad_key_on_its_own_line() {

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 
 /// `promtool check metrics` on `text`: `Ok(())`, `Err(what it said)`, or `None` when promtool is
 /// not installed (CI installs it: there, a missing promtool fails the test).

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Kind};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::UnixStream;

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 
 fn reject_next(emu: &Emulator, reason: &str) {
     emu.push_fault(Fault::Status {
@@ -291,7 +291,7 @@ async fn a_rejection_flood_that_stops_still_gets_its_summary() {
 /// agent picks up the rotated token without a SIGHUP or a config edit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_secret_file_is_picked_up_without_a_reload() {
-    use sendauth_siem::emulator::ExpectedAuth;
+    use sendauth_siem_emulators::ExpectedAuth;
     let emu = Emulator::start(EmulatorConfig::new(Kind::Generic)).await.unwrap();
     let header = |v: &str| ExpectedAuth::Header {
         name: "Authorization".into(),

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind, RecordedRequest};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind, RecordedRequest};
 
 async fn azure(configure: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
     let mut c = EmulatorConfig::new(Kind::AzureMonitor);

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind, RecordedRequest};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind, RecordedRequest};
 
 fn key() -> String {
     EmulatorConfig::new(Kind::Datadog).datadog_api_key

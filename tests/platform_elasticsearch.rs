@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind, RecordedRequest};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind, RecordedRequest};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind, RecordedRequest};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind, RecordedRequest};
 use serde_json::Value;
 
 const KEY: &str = "gk-4d2f8e1a9b7c-api-key";

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Kind, RecordedRequest};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, ExpectedAuth, Kind, RecordedRequest};
 use serde_json::json;
 
 const USER: &str = "sendauth";

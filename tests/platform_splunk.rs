@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind, RecordedRequest};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind, RecordedRequest};
 use serde_json::Value;
 
 const TOKEN: &str = "5f1e2d3c-aaaa-4bbb-8ccc-0123456789ab";

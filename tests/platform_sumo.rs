@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind, RecordedRequest};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind, RecordedRequest};
 
 const TOKEN: &str = "ZaVnC4dhaV2sumoSecretToken9Q==";
 

@@ -7,8 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
 use sendauth_siem::transform::hmac_hex;
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 
 const KEY: &str = "test-pseudonym-key-0123456789";
 

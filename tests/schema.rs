@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Kind};
 use serde_json::{json, Value};
 
 const CREATED: &str = r#"{"event_type":"transaction.created","timestamp":"2025-01-28T10:30:00Z","transaction_id":"tx-c","requestor":"admin@company.com","subject":"user@company.com","context":"AWS Console Access","org_id":"org-1"}"#;
@@ -350,7 +350,7 @@ async fn transform_then_schema_and_a_reload_reshapes_pending_events() {
     env.write_config(&c);
     let agent = AgentProc::start(&env).await;
     // The SIEM is down: the events wait in the queue, already transformed.
-    emu.set_fault(Some(sendauth_siem::emulator::Fault::Status {
+    emu.set_fault(Some(sendauth_siem_emulators::Fault::Status {
         code: 503,
         body: String::new(),
         headers: Vec::new(),

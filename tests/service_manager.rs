@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Kind};
 
 /// One datagram as received, and whether the status port accepted a connection right then.
 #[derive(Debug, Clone)]

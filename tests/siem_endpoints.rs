@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind};
 use serde_json::Value;
 
 const TOKEN: &str = "0f1e2d3c-endpoints-hec-token";

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Fault, Kind};
 
 const ERROR_RGB: [u8; 3] = [0xd6, 0x45, 0x45];
 const SUCCESS_RGB: [u8; 3] = [0x1f, 0x9d, 0x55];

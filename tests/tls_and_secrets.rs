@@ -8,7 +8,7 @@ mod common;
 mod tls;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Kind};
 use tls::{Ca, FrontConfig, TlsFront, Validity};
 
 /// A generic emulator behind a TLS front presenting `cert`.

@@ -474,7 +474,7 @@ pub fn event_json(i: usize) -> Value {
 /// The POST requests whose path (with query) starts with `prefix`, in the order answered.
 /// Waits until events `0..n` reached `emu`, the agent settled (`success`, nothing pending),
 /// and checks each arrived exactly once. Returns the last status.
-pub async fn every_event_arrives_once(emu: &sendauth_siem::emulator::Emulator, agent: &AgentProc, n: usize) -> Value {
+pub async fn every_event_arrives_once(emu: &sendauth_siem_emulators::Emulator, agent: &AgentProc, n: usize) -> Value {
     assert!(
         emu.wait_for_events(n, DEADLINE).await,
         "got {}: {}",
@@ -489,7 +489,7 @@ pub async fn every_event_arrives_once(emu: &sendauth_siem::emulator::Emulator, a
     s
 }
 
-pub fn ingest_requests(reqs: &[sendauth_siem::emulator::RecordedRequest], prefix: &str) -> Vec<sendauth_siem::emulator::RecordedRequest> {
+pub fn ingest_requests(reqs: &[sendauth_siem_emulators::RecordedRequest], prefix: &str) -> Vec<sendauth_siem_emulators::RecordedRequest> {
     reqs.iter()
         .filter(|r| r.method == "POST" && r.path.starts_with(prefix))
         .cloned()

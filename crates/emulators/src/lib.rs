@@ -1,5 +1,7 @@
 //! SIEM emulators: small HTTP/1.1 servers on 127.0.0.1 that answer like the real receivers, for
-//! the integration tests and for `sendauth-siem demo`.
+//! the integration tests and `examples/platform_figures.rs`. A crate of its own so that none of
+//! it is compiled into the product (`sendauth-siem demo` has its own small receiver,
+//! `src/demo/receiver.rs`).
 //!
 //! One [`Emulator`] is one listening socket speaking one [`Kind`] of SIEM. Status codes and
 //! bodies come from `docs/PROTOCOLS.md` (each platform file cites its section). Each emulator

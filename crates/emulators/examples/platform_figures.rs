@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! cargo build --release
-//! cargo run --release --example platform_figures            # 100000 events per run
-//! cargo run --release --example platform_figures -- 20000 splunk
+//! cargo run --release -p sendauth-siem-emulators --example platform_figures   # 100000 events per run
+//! cargo run --release -p sendauth-siem-emulators --example platform_figures -- 20000 splunk
 //! ```
 //!
 //! The agent is the release binary next to this example (`target/release/sendauth-siem`, or
@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Kind};
+use sendauth_siem_emulators::{Emulator, EmulatorConfig, Kind};
 
 struct Scenario {
     name: &'static str,

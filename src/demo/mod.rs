@@ -1,11 +1,13 @@
 //! `sendauth-siem demo`: the embedded default. Runs the real agent (same code as `run`) in a
-//! temporary directory against the built-in generic SIEM emulator, appends sample events of all
-//! four types to a JSONL file (plus one malformed line, to show the quarantine, and one written
-//! in two halves, to show that a partial line waits for its newline), and prints each event as
-//! the emulator receives it. Halfway, the SIEM goes down (it answers 503): the events written
+//! temporary directory against a small built-in generic JSON receiver ([`receiver`]), appends
+//! sample events of all four types to a JSONL file (plus one malformed line, to show the
+//! quarantine, and one written in two halves, to show that a partial line waits for its
+//! newline), and prints each event as the receiver gets it. Halfway, the SIEM goes down (it answers 503): the events written
 //! meanwhile wait on disk, status turns `error`, and when the SIEM comes back they all arrive,
 //! in order. That is the product's main promise, shown rather than told. `--keep` leaves the
-//! agent and the emulator running afterwards, with the status page open, until Ctrl-C.
+//! agent and the receiver running afterwards, with the status page open, until Ctrl-C.
+
+mod receiver;
 
 use std::io::Write;
 use std::time::Duration;
@@ -14,8 +16,8 @@ use anyhow::Context;
 
 use crate::agent::Agent;
 use crate::config::Config;
-use crate::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind};
 use crate::status::{State, StatusDoc};
+use receiver::DemoReceiver;
 
 const TYPES: [&str; 4] = [
     "transaction.created",
@@ -57,8 +59,8 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Prints the events the emulator received since `seen` (updating it).
-fn print_arrivals(emu: &Emulator, seen: &mut usize) {
+/// Prints the events the receiver got since `seen` (updating it).
+fn print_arrivals(emu: &DemoReceiver, seen: &mut usize) {
     let evs = emu.events();
     for e in evs.iter().skip(*seen) {
         println!(
@@ -72,8 +74,8 @@ fn print_arrivals(emu: &Emulator, seen: &mut usize) {
     }
 }
 
-/// Waits (up to `limit`) until the emulator has `want` events, printing them as they come.
-async fn show_arrivals(emu: &Emulator, seen: &mut usize, want: usize, limit: Duration) {
+/// Waits (up to `limit`) until the receiver has `want` events, printing them as they come.
+async fn show_arrivals(emu: &DemoReceiver, seen: &mut usize, want: usize, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     while *seen < want && tokio::time::Instant::now() < deadline {
         emu.wait_for_events(*seen + 1, Duration::from_millis(300)).await;
@@ -96,12 +98,9 @@ async fn wait_status(agent: &Agent, pred: impl Fn(&StatusDoc) -> bool) -> Status
 pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
     let n = n.max(4);
     let dir = tempfile::Builder::new().prefix("sendauth-siem-demo").tempdir()?;
-    let mut ecfg = EmulatorConfig::new(Kind::Generic);
-    ecfg.auth = ExpectedAuth::Header {
-        name: "Authorization".into(),
-        value: "Bearer demo-token".into(),
-    };
-    let emu = Emulator::start(ecfg).await.context("cannot start the built-in SIEM emulator")?;
+    let emu = DemoReceiver::start("demo-token")
+        .await
+        .context("cannot start the demo's built-in SIEM receiver on 127.0.0.1")?;
     let events_path = dir.path().join("events.jsonl");
     let port = free_port()?;
     let yaml = format!(
@@ -118,7 +117,7 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
     println!("sendauth-siem demo");
     println!("  working dir : {}", dir.path().display());
     println!("  event file  : {}", events_path.display());
-    println!("  SIEM        : built-in generic JSON emulator at {}", emu.url());
+    println!("  SIEM        : built-in generic JSON receiver at {}", emu.url());
     if keep {
         println!("  status page : http://127.0.0.1:{port}/  (stays up after the demo: --keep)\n");
     } else {
@@ -132,11 +131,7 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
     let (down_at, up_at) = (n / 2, n * 3 / 4);
     for i in 0..n {
         if i == down_at {
-            emu.set_fault(Some(Fault::Status {
-                code: 503,
-                body: "{\"error\":\"service unavailable (demo outage)\"}".into(),
-                headers: vec![],
-            }));
+            emu.set_down(true);
             println!("\n  !! The SIEM goes down: it answers 503 to everything from now on.\n");
         }
         if i == up_at {
@@ -148,7 +143,7 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
                 s.last_error.as_ref().map_or("?", |e| e.message.as_str())
             );
             println!("  Nothing is lost: the agent keeps them and retries with backoff.\n");
-            emu.set_fault(None);
+            emu.set_down(false);
             println!("  !! The SIEM is back. The waiting events go out, in order:\n");
         }
         let line = sample_event(i);
@@ -209,7 +204,7 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(anyhow::anyhow!(
-            "only {seen} of {n} events arrived at the emulator (in order: {in_order})"
+            "only {seen} of {n} events arrived at the receiver (in order: {in_order})"
         ))
     };
     if keep && result.is_ok() {
