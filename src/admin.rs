@@ -191,7 +191,7 @@ pub async fn serve(
         let queue = queue.clone();
         let status = status.clone();
         let shutdown = shutdown.clone();
-        let rules = crate::source::IntakeRules::of(&config.borrow());
+        let rules = config.borrow().intake_rules();
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut lines = BufReader::new(rd.take(64 * 1024)).lines();

@@ -87,7 +87,7 @@ impl Agent {
         tasks.push(tokio::spawn(crate::audit::run_heartbeats(
             queue.clone(),
             status.clone(),
-            cfg_rx.clone(),
+            crate::settings::follow(cfg_rx.clone(), |c| c.siem.audit.clone()),
             shutdown.clone(),
         )));
         let reloader = crate::reload::Reloader::new(config_path, cfg_tx, status.clone());
@@ -274,7 +274,7 @@ impl Supervisor {
     /// Starts, stops or restarts sources to match the current config.
     async fn apply_sources(&mut self) -> Result<(), crate::source::socket::SocketError> {
         let cfg = self.cfg.borrow().clone();
-        let rules = IntakeRules::of(&cfg);
+        let rules = cfg.intake_rules();
         // File source.
         let want_file = cfg.sources.file.clone();
         let same_file = match (&self.file, &want_file) {

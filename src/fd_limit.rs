@@ -12,7 +12,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::settings::Config;
 use crate::sink::settings::MaxInFlight;
 
 /// Descriptors the agent keeps for itself besides socket clients and SIEM connections: the
@@ -27,18 +26,28 @@ pub const AUTO_SIEM_CONNECTIONS: usize = 32;
 /// The reserve of the config the agent started with (see [`prepare`]).
 static RESERVE: AtomicUsize = AtomicUsize::new(BASE_RESERVE + AUTO_SIEM_CONNECTIONS);
 
+/// What the config asks for that takes descriptors: socket clients (`None`: no socket source)
+/// and SIEM connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Demand {
+    /// `sources.socket.max_connections`, if the socket source is on.
+    pub socket_clients: Option<usize>,
+    /// `delivery.max_in_flight`.
+    pub max_in_flight: MaxInFlight,
+}
+
 /// Descriptors kept for the agent's own files and SIEM connections.
-pub fn reserve(cfg: &Config) -> usize {
+pub fn reserve(d: Demand) -> usize {
     BASE_RESERVE
-        + match cfg.delivery.max_in_flight {
+        + match d.max_in_flight {
             MaxInFlight::Auto => AUTO_SIEM_CONNECTIONS,
             MaxInFlight::Fixed(n) => n,
         }
 }
 
 /// Descriptors the config needs: `sources.socket.max_connections` clients plus the reserve.
-pub fn needed(cfg: &Config) -> u64 {
-    (cfg.sources.socket.as_ref().map_or(0, |s| s.max_connections) + reserve(cfg)) as u64
+pub fn needed(d: Demand) -> u64 {
+    (d.socket_clients.unwrap_or(0) + reserve(d)) as u64
 }
 
 /// The (soft, hard) open-file limits; `u64::MAX` stands for unlimited.
@@ -63,9 +72,9 @@ pub fn fitting(configured: usize, limit: u64, reserve: usize) -> usize {
 /// At start, before anything is opened: raises the soft limit to the hard limit (or to what the
 /// config needs, when the hard limit is unlimited) if the config needs more than the soft
 /// limit, and remembers the reserve for [`cap_connections`].
-pub fn prepare(cfg: &Config) {
-    RESERVE.store(reserve(cfg), Ordering::Relaxed);
-    let need = needed(cfg);
+pub fn prepare(d: Demand) {
+    RESERVE.store(reserve(d), Ordering::Relaxed);
+    let need = needed(d);
     let Some((soft, hard)) = limits() else { return };
     if soft >= need {
         return;
@@ -113,14 +122,14 @@ pub fn cap_connections(configured: usize) -> usize {
 
 /// For `check-config`: a warning when the hard open-file limit of this process (which the
 /// agent can raise its soft limit to) cannot hold `sources.socket.max_connections`.
-pub fn check(cfg: &Config) -> Option<String> {
-    let configured = cfg.sources.socket.as_ref()?.max_connections;
+pub fn check(d: Demand) -> Option<String> {
+    let configured = d.socket_clients?;
     let (_, hard) = limits()?;
-    let need = needed(cfg);
+    let need = needed(d);
     if hard >= need {
         return None;
     }
-    let fit = fitting(configured, hard, reserve(cfg));
+    let fit = fitting(configured, hard, reserve(d));
     Some(format!(
         "sources.socket.max_connections: {configured} connections and the agent's own files need {need} open files, but the open-file limit here is {hard} (hard limit); the agent would accept at most {fit} connections at once. Raise it (LimitNOFILE={need} in the systemd unit, or `ulimit -n {need}` as root) or lower sources.socket.max_connections"
     ))

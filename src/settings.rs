@@ -4,11 +4,16 @@
 //! channel; the stages read their own field. Nothing here knows YAML.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use tokio::sync::watch;
+
+use crate::fd_limit::Demand;
 use crate::queue::settings::QueueConfig;
 use crate::server::StatusConfig;
 use crate::sink::settings::{DeliveryConfig, SiemConfig};
 use crate::source::settings::SourcesConfig;
+use crate::source::IntakeRules;
 use crate::transform::Transform;
 
 /// `log.format`: human-readable lines or one JSON object per line.
@@ -41,4 +46,52 @@ pub struct Config {
     /// Files the secrets were read from (`*_file` keys): the reloader re-reads the config when
     /// one changes (a rotated Kubernetes Secret is updated in place).
     pub secret_files: Vec<PathBuf>,
+}
+
+impl Config {
+    /// What intake checks and transforms each line with (`sources.max_event_bytes`, the
+    /// privacy transform): the sources' part of the settings.
+    pub fn intake_rules(&self) -> IntakeRules {
+        IntakeRules {
+            max_event_bytes: self.sources.max_event_bytes,
+            transform: self.transform.clone().map(std::sync::Arc::new),
+        }
+    }
+
+    /// What the config asks for that takes file descriptors (see `fd_limit`).
+    pub fn fd_demand(&self) -> Demand {
+        Demand {
+            socket_clients: self.sources.socket.as_ref().map(|s| s.max_connections),
+            max_in_flight: self.delivery.max_in_flight,
+        }
+    }
+}
+
+/// A receiver of one stage's part of the settings (`part`), following the whole config's
+/// channel `rx`: it is marked changed only when that part changed, so a stage never wakes for
+/// another stage's edit, and the stage never names the whole `Config`. The forwarding task
+/// waits on the channel (nothing runs at idle) and ends when either side is gone. Call inside
+/// the runtime.
+pub fn follow<T>(mut rx: watch::Receiver<Arc<Config>>, part: fn(&Config) -> T) -> watch::Receiver<T>
+where
+    T: PartialEq + Send + Sync + 'static,
+{
+    let (tx, out) = watch::channel(part(&rx.borrow_and_update()));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+            }
+            let next = part(&rx.borrow_and_update());
+            tx.send_if_modified(|cur| {
+                let changed = *cur != next;
+                if changed {
+                    *cur = next;
+                }
+                changed
+            });
+        }
+    });
+    out
 }

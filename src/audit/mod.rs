@@ -37,7 +37,6 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::queue::{AppendRequest, Queue};
-use crate::settings::Config;
 use crate::shutdown::Shutdown;
 use crate::status::StatusHub;
 
@@ -114,15 +113,13 @@ pub fn heartbeat_event(
 }
 
 /// Appends a heartbeat every `audit.heartbeat_interval` (re-read on reload) until shutdown.
-pub async fn run_heartbeats(queue: Queue, status: Arc<StatusHub>, mut cfg: watch::Receiver<Arc<Config>>, mut shutdown: Shutdown) {
+pub async fn run_heartbeats(queue: Queue, status: Arc<StatusHub>, mut cfg: watch::Receiver<Option<AuditConfig>>, mut shutdown: Shutdown) {
     let started_at = crate::queue::now_rfc3339();
     let mut prev = Totals::default();
     let mut n = 0u64;
     loop {
         let setting = cfg
             .borrow()
-            .siem
-            .audit
             .as_ref()
             .and_then(|a| a.heartbeat_interval.map(|i| (a.agent_id.clone(), i)));
         let Some((agent, interval)) = setting else {

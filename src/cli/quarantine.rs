@@ -78,11 +78,7 @@ pub(super) fn quarantine_cmd(action: QuarantineCmd) -> anyhow::Result<ExitCode> 
         } => {
             let cfg = queue_config(&queue)?;
             // Without a running agent, the rules come from the full config (its transform).
-            let rules = queue
-                .config
-                .as_deref()
-                .and_then(|p| Config::load(p).ok())
-                .map(|c| crate::source::IntakeRules::of(&c));
+            let rules = queue.config.as_deref().and_then(|p| Config::load(p).ok()).map(|c| c.intake_rules());
             let mut answer = None;
             admin_stream_with(&cfg, Request::QuarantineReplay { through, dry_run }, rules.as_ref(), &mut |a| {
                 answer = Some(a)

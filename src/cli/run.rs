@@ -14,7 +14,7 @@ pub(super) fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load(config)?;
     let handle = init_logging(cfg.log.format, &cfg.log.level);
     warn_loose_permissions(config, &cfg.inline_secrets);
-    crate::fd_limit::prepare(&cfg);
+    crate::fd_limit::prepare(cfg.fd_demand());
     let rt = runtime()?;
     let config = config.to_path_buf();
     rt.block_on(async move {
@@ -47,7 +47,7 @@ pub(super) fn check_config(config: &Path) -> ExitCode {
             ExitCode::from(1)
         }
         Ok(cfg) => {
-            if let Some(w) = crate::fd_limit::check(&cfg) {
+            if let Some(w) = crate::fd_limit::check(cfg.fd_demand()) {
                 println!("{}: warning: {w}", config.display());
             }
             if let Some(f) = cfg

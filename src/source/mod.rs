@@ -163,15 +163,6 @@ pub struct IntakeRules {
     pub transform: Option<std::sync::Arc<Transform>>,
 }
 
-impl IntakeRules {
-    pub fn of(cfg: &crate::settings::Config) -> IntakeRules {
-        IntakeRules {
-            max_event_bytes: cfg.sources.max_event_bytes,
-            transform: cfg.transform.clone().map(std::sync::Arc::new),
-        }
-    }
-}
-
 /// What `quarantine replay` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct QuarantineReplay {
