@@ -6,7 +6,7 @@
 //! secrets (sink, transform) and the config reader that makes them depend on it and not on
 //! each other.
 //!
-//! Invariants:
+//! Invariants (ARCHITECTURE.md invariant 8 rests on them):
 //! - `Debug` prints `<redacted>`; there is no `Display`: the value leaves only through
 //!   [`Secret::expose`], at the point of use;
 //! - the bytes are overwritten on drop (best effort, see below).

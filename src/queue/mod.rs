@@ -50,8 +50,8 @@
 //! sled is drained and flushed (its `flush`, then `fdatasync` of its log) only: when the
 //! committer settles after activity, every [`FLUSH_EVERY`] or 256 MiB of commits under load,
 //! after opening, before a segment is deleted, for dead letters and operator commands, and at
-//! close. At idle nothing runs: the committer blocks in `recv`, and sled's own periodic flusher
-//! is off. (sled's seven pool threads still wake once a second each: sled 0.34's thread pool.)
+//! close. At idle nothing runs (ARCHITECTURE.md invariant 13): the committer blocks in `recv`,
+//! and sled's own periodic flusher is off. (sled's seven pool threads still wake once a second each: sled 0.34's thread pool.)
 //!
 //! Group commit adapts to the rate: a request after a quiet spell is committed at once; one
 //! that follows the previous commit within [`COMMIT_GAP`] waits out the gap while others join
@@ -71,7 +71,7 @@
 //! Invariants:
 //! - sequence numbers only grow; none is reused, even across restarts (`m next_seq`);
 //! - `append` returns only once the frame holding its records, checkpoint and quarantine
-//!   entries is `fdatasync`ed (sled's own `flush` is `sync_file_range`, which is not power-loss
+//!   entries is `fdatasync`ed (ARCHITECTURE.md invariant 1) (sled's own `flush` is `sync_file_range`, which is not power-loss
 //!   safe, and is never what an append waits for);
 //! - every frame reaches sled exactly once: the batch that applies it records its number
 //!   (`wal_commit`) and position (`wal_pos`), and replay applies only frames after that number;
@@ -79,22 +79,25 @@
 //!   to its `acked`, with the counters of exactly that state (see [`overlay`]);
 //! - readers never see an event before it is durable (`durable_next`);
 //! - an event leaves the queue only through [`Queue::ack`]: acknowledged by the SIEM, or moved to
-//!   the dead letter in the same atomic batch;
+//!   the dead letter in the same atomic batch (invariant 2);
 //! - counters (`pending`, bytes, dead-letter and quarantine counts) are kept in `m` keys in the
 //!   same batches as the data they count: nothing ever scans the tree to count (`Tree::len`
-//!   walks every key);
-//! - memory does not grow with the backlog: sled holds pointers, reads are a batch at a time;
+//!   walks every key; invariant 11);
+//! - memory does not grow with the backlog: sled holds pointers, reads are a batch at a time
+//!   (invariant 7);
 //! - when the queue drains after a large backlog, the database is rewritten into a fresh
 //!   directory (sled never returns disk space) and swapped in;
 //! - a database that fails to open is an incident, not a crash loop: it is moved aside (with
 //!   its segment files), a new one is started, and the incident is reported in status and the log;
-//!   what it holds is listed and replayed from its segment files (see [`aside`]), never forgotten;
+//!   what it holds is listed and replayed from its segment files (see [`aside`]), never forgotten
+//!   (invariant 12);
 //! - the disk never fills under sled: an append is refused (like a full queue, with a clear
 //!   "disk is full" error) when the filesystem would keep less than `queue.min_free_bytes`
 //!   free, and accepted again as soon as there is room. Acks may use that reserve, so the
 //!   queue can always drain; dead letters may not (nor replays): a rejected event that does not
 //!   fit stays queued, as when the dead letter reaches `queue.max_dead_letter_*`
-//!   ([`QueueError::DeadLetterFull`]), so a SIEM rejecting everything cannot fill the disk;
+//!   ([`QueueError::DeadLetterFull`]), so a SIEM rejecting everything cannot fill the disk
+//!   (invariant 15);
 //! - the dead letter and the quarantine are bounded in entries and bytes (`m dl_bytes`,
 //!   `m q_bytes`, kept like the other counters); they are listed, replayed and purged a page at
 //!   a time, each page of a replay or purge one frame and one sled flush (atomic; the model test

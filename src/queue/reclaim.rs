@@ -1,5 +1,7 @@
 //! Giving disk space back after a drain: sled never shrinks its files, so the store is
-//! rewritten into a fresh directory and swapped in.
+//! rewritten into a fresh directory and swapped in. Every directory it uses (`store.new`,
+//! `store.old`, the placeholder `store.tmp`) is inside `queue.path`, so a read-only root file
+//! system works (ARCHITECTURE.md invariant 14).
 
 use super::storage::RealStorage;
 use super::*;
