@@ -209,6 +209,10 @@ pub enum Fault {
     /// which means the document already exists: it is stored first if absent, as by an earlier
     /// attempt whose answer was lost. Items past the end of the list are processed normally.
     EsItems(Vec<u16>),
+    /// Per-item status for ES bulk items whose document contains `contains` (the others are
+    /// processed normally): as a sticky fault, one event the cluster refuses every time while
+    /// its neighbours are stored (§2.3).
+    EsItemsMatching { contains: String, status: u16 },
 }
 
 /// One request as received.
@@ -973,7 +977,7 @@ fn take_fault(st: &mut State) -> Option<(Fault, bool)> {
 fn fits(kind: Kind, f: &Fault) -> bool {
     match f {
         Fault::SplunkInvalidEventNumber { .. } | Fault::SplunkAckNever => kind == Kind::SplunkHec,
-        Fault::EsItems(_) => kind == Kind::Elasticsearch,
+        Fault::EsItems(_) | Fault::EsItemsMatching { .. } => kind == Kind::Elasticsearch,
         _ => true,
     }
 }
@@ -1032,7 +1036,11 @@ fn transport_fault(kind: Kind, f: &Fault) -> Option<(Reply, After)> {
             vendor_headers(kind, r)
         }
         Fault::SplunkBusy => splunk_hec::hec(9),
-        Fault::SlowAnswer(_) | Fault::SplunkInvalidEventNumber { .. } | Fault::SplunkAckNever | Fault::EsItems(_) => return None,
+        Fault::SlowAnswer(_)
+        | Fault::SplunkInvalidEventNumber { .. }
+        | Fault::SplunkAckNever
+        | Fault::EsItems(_)
+        | Fault::EsItemsMatching { .. } => return None,
     };
     Some((reply, After::Answer))
 }

@@ -14,10 +14,15 @@
 //!   3xx) changes nothing in the queue: that request's events go back to pending, status turns
 //!   `error` at once, and no new request starts until an exponential backoff with jitter (at
 //!   least `Retry-After`) has passed; then one probe request at a time is sent (`max_retries`
-//!   times quickly, then at `max_backoff` for as long as it takes: `hold`, or the failing
-//!   request's events are moved to the dead letter: `on_retry_exhausted: dead_letter`) until
-//!   one succeeds. Requests that were already in flight when the failure came and fail too
-//!   count as the same attempt, not as more retries;
+//!   times quickly, then at `max_backoff`) until one succeeds. Requests that were already in
+//!   flight when the failure came and fail too count as the same attempt, not as more retries;
+//! - every event a request carried and did not deliver (a whole-request failure, or a per-event
+//!   "send again" such as an Elasticsearch item 429 or a Splunk HEC 503 that took part of a
+//!   batch) counts a failed attempt of its own, never reset by other events' successes: the one
+//!   retry rule (`sink::retry`). Past `max_retries` retries it stays queued (`hold`, the
+//!   default) or moves to the dead letter (`on_retry_exhausted: dead_letter`);
+//! - a failure of the queue itself (a read or an acknowledgement) is a storage failure, said as
+//!   such, never a destination failure nor a failed attempt of an event;
 //! - 413 lowers the request size (halving) for the events read so far; an unattributed 400 on a
 //!   multi-event request resends those events one at a time so only the bad one is
 //!   dead-lettered.
@@ -43,13 +48,14 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{Config, DeliveryConfig, OnRetryExhausted, SiemConfig};
+use crate::config::{Config, SiemConfig};
 use crate::queue::{now_rfc3339, DeadLetterMeta, Queue, QueueError, QueuedEvent};
 use crate::shutdown::Shutdown;
 use crate::sink::concurrency::{Controller, Signal};
 use crate::sink::endpoints::{EndpointSet, Pick, Ticket};
 use crate::sink::http::HttpClient;
 use crate::sink::platform::{EventOutcome, Failure, FailureKind, Platform, Verdict};
+use crate::sink::retry::{Exhausted, RetryPolicy};
 use crate::status::{ConfigView, LastError, StatusHub};
 
 /// How long a stop waits for the requests in flight before leaving them to the next start.
@@ -79,6 +85,9 @@ impl ItemState {
 struct Item {
     ev: QueuedEvent,
     state: ItemState,
+    /// Requests that carried this event and did not deliver it (the event's own count for the
+    /// retry rule, `sink::retry`; another event's success never resets it).
+    failures: u32,
 }
 
 struct Active {
@@ -158,8 +167,11 @@ pub struct Delivery {
     cap_until: u64,
     /// Events up to this sequence number are sent one per request (isolating a bad event).
     single_until: u64,
-    /// Consecutive failed attempts.
+    /// Consecutive failed attempts of the destination (any success resets it): the backoff
+    /// and status figures. Each event's own count is `Item::failures` (`sink::retry`).
     attempts: u32,
+    /// Consecutive failures of the queue itself (reads): paces the retries of a failing disk.
+    storage_failures: u32,
     /// No request starts before this (backoff, `Retry-After`).
     backoff_until: Option<Instant>,
     /// A probe (a request launched while `attempts > 0`) is in flight.
@@ -205,6 +217,7 @@ impl Delivery {
             cap_until: 0,
             single_until: 0,
             attempts: 0,
+            storage_failures: 0,
             backoff_until: None,
             probing: false,
             flights: JoinSet::new(),
@@ -291,27 +304,15 @@ impl Delivery {
         }
     }
 
-    fn delivery_cfg(&self) -> DeliveryConfig {
-        self.config.borrow().delivery.clone()
+    /// The one retry rule, with the current `delivery` settings.
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy::new(&self.config.borrow().delivery)
     }
 
-    /// Exponential backoff with jitter, capped; never shorter than the SIEM's Retry-After.
+    /// The wait before the next attempt after the destination's `attempts` failures.
     fn backoff(&self, retry_after: Option<Duration>) -> Duration {
-        let d = self.delivery_cfg();
-        let base = if self.attempts > d.max_retries {
-            d.max_backoff
-        } else {
-            let exp = d.initial_backoff.saturating_mul(1u32 << self.attempts.saturating_sub(1).min(20));
-            exp.min(d.max_backoff)
-        };
-        // "Equal jitter": between half and all of the delay, so retries never bunch up but
-        // also never come back instantly.
-        let ms = base.as_millis() as u64;
-        let jittered = Duration::from_millis(ms / 2 + rand::thread_rng().gen_range(0..=ms / 2));
-        match retry_after {
-            Some(ra) => jittered.max(ra),
-            None => jittered,
-        }
+        self.policy()
+            .backoff(self.attempts, retry_after, rand::thread_rng().gen_range(0.0..=1.0))
     }
 
     /// Makes sure `active` matches the current config. `Ok(enabled)`, or `Err` if the config
@@ -427,10 +428,10 @@ impl Delivery {
                 short => {
                     // Nothing pending, or a short run at the end of the window: read more.
                     if let Err(e) = self.read_more(max_events, max_bytes) {
-                        let f = Failure::new(FailureKind::Network, None, format!("cannot read the queue: {e}"));
-                        self.count_failure(&f);
+                        self.storage_failed("cannot read the next events from the queue", &e);
                         continue;
                     }
+                    self.storage_failures = 0;
                     match self.next_run(max_events, max_bytes).or(short) {
                         Some(r) => r,
                         // Nothing to send: wait for new events (unless the window is full,
@@ -447,7 +448,7 @@ impl Delivery {
             if !full && at_end(&run, self.items.len()) {
                 // A batch that is not full yet: wait for more events up to `linger` after the
                 // oldest one was accepted.
-                let linger = self.delivery_cfg().linger;
+                let linger = self.config.borrow().delivery.linger;
                 let now_ms = now_ms();
                 let due_ms = self.items[run[0]].ev.accepted_at_ms.saturating_add(linger.as_millis() as u64);
                 if due_ms > now_ms && !self.window_full(max_events, max_bytes) {
@@ -520,6 +521,7 @@ impl Delivery {
             self.items.push_back(Item {
                 ev,
                 state: ItemState::Pending,
+                failures: 0,
             });
         }
         Ok(())
@@ -706,6 +708,7 @@ impl Delivery {
             Verdict::PerEvent(outcomes) => {
                 m.requests_ok.fetch_add(1, Relaxed);
                 let mut retry: Option<Failure> = None;
+                let mut refused: Vec<(u64, Failure)> = Vec::new();
                 let mut progress = false;
                 for (e, o) in sent
                     .iter()
@@ -729,6 +732,8 @@ impl Delivery {
                         }
                         EventOutcome::Retry(f) => {
                             self.mark(e.seq, ItemState::Pending);
+                            let f = redacted(client, f);
+                            refused.push((e.seq, f.clone()));
                             if retry.is_none() {
                                 retry = Some(f);
                             }
@@ -740,13 +745,17 @@ impl Delivery {
                     // A partial batch is progress, not a failure: the SIEM took or rejected events
                     // of the request and left the rest unread because of a bad one (Splunk HEC
                     // stops at `invalid-event-number`), not for want of capacity. The rest goes
-                    // out again at once, with no backoff and no failed attempt.
+                    // out again at once, with no backoff and no failed attempt: the SIEM did not
+                    // read them, so they are not counted against them either.
                     Some(f) if progress && f.kind == FailureKind::Rejected => self.succeeded(),
                     Some(f) => {
-                        let f = redacted(client, f);
+                        // Each refused event counts a failed attempt of its own (the one
+                        // retry rule), whatever other events and requests do meanwhile.
+                        let moved = self.events_failed(refused.iter().map(|(seq, f)| (*seq, f)));
                         if !self.endpoint_failed(to, &f) {
-                            self.failed(sent, f, attempt);
+                            self.failed(f, attempt);
                         }
+                        self.exhausted_moved(moved);
                     }
                 }
             }
@@ -782,9 +791,11 @@ impl Delivery {
                 m.requests_failed.fetch_add(1, Relaxed);
                 let f = redacted(client, f);
                 self.set_pending(sent);
+                let moved = self.events_failed(sent.iter().map(|e| (e.seq, &f)));
                 if !self.endpoint_failed(to, &f) {
-                    self.failed(sent, f, attempt);
+                    self.failed(f, attempt);
                 }
+                self.exhausted_moved(moved);
             }
         }
         self.ack_done_prefix();
@@ -795,7 +806,7 @@ impl Delivery {
     /// events (already pending again) go there at once, and the SIEM is not in error. `false`:
     /// no endpoint accepts, the caller applies the whole-SIEM failure and backoff.
     fn endpoint_failed(&mut self, to: Sent, f: &Failure) -> bool {
-        let d = self.delivery_cfg();
+        let d = self.policy();
         let Some(a) = self.active.as_mut().filter(|a| a.gen == to.gen) else {
             return false;
         };
@@ -846,10 +857,12 @@ impl Delivery {
         self.status.set_retry(None);
     }
 
-    /// A request failed as a whole (its not-done events are pending again). Requests launched
-    /// before the current attempt count (an earlier failure already paused new requests) do not
-    /// add a retry: ten requests in flight failing together are one failed attempt.
-    fn failed(&mut self, sent: &[QueuedEvent], f: Failure, attempt: u32) {
+    /// A request failed (as a whole, or some of its events were refused; those are pending
+    /// again and counted against themselves by [`Self::events_failed`]): one failed attempt of
+    /// the destination, for the backoff and status. Requests launched before the current
+    /// attempt count (an earlier failure already paused new requests) do not add a retry: ten
+    /// requests in flight failing together are one failed attempt.
+    fn failed(&mut self, f: Failure, attempt: u32) {
         if attempt < self.attempts {
             self.status.record_error(f.http_status, &f.message);
             if let Some(ra) = f.retry_after {
@@ -860,22 +873,84 @@ impl Delivery {
             return;
         }
         self.count_failure(&f);
-        let d = self.delivery_cfg();
-        if self.attempts > d.max_retries && d.on_retry_exhausted == OnRetryExhausted::DeadLetter {
-            tracing::warn!(target: "sink", events = sent.len(), "retries exhausted; moving the request's events to the dead letter (delivery.on_retry_exhausted: dead_letter): {}", f.message);
-            for e in sent {
-                let pending = self
-                    .items
-                    .binary_search_by_key(&e.seq, |i| i.ev.seq)
-                    .is_ok_and(|i| matches!(self.items[i].state, ItemState::Pending));
-                if pending {
-                    let st = self.dead(&f, e.seq, "retries exhausted: ");
-                    self.mark(e.seq, st);
+    }
+
+    /// The one retry rule (`sink::retry`) applied to events a request carried and did not
+    /// deliver: each counts a failed attempt of its own. An event past `max_retries` retries
+    /// moves to the dead letter under `on_retry_exhausted: dead_letter` (with the reason, in
+    /// the same acknowledgement: ARCHITECTURE.md invariant 2), or stays queued under `hold`
+    /// (invariant 3). Events already done are skipped. Returns how many moved.
+    fn events_failed<'f>(&mut self, refused: impl IntoIterator<Item = (u64, &'f Failure)>) -> usize {
+        let policy = self.policy();
+        let (mut moved, mut held) = (0usize, 0usize);
+        let mut last: Option<Failure> = None;
+        for (seq, f) in refused {
+            let Ok(i) = self.items.binary_search_by_key(&seq, |i| i.ev.seq) else {
+                continue;
+            };
+            if self.items[i].state.is_done() {
+                continue;
+            }
+            self.items[i].failures = self.items[i].failures.saturating_add(1);
+            let failures = self.items[i].failures;
+            match policy.event_failed(failures) {
+                Exhausted::No => {}
+                // Said once per event, when it runs out of quick retries.
+                Exhausted::Hold if failures == policy.max_retries.saturating_add(1) => {
+                    held += 1;
+                    last = Some(f.clone());
+                }
+                Exhausted::Hold => {}
+                Exhausted::DeadLetter => {
+                    let st = self.dead(f, seq, &format!("retries exhausted after {failures} attempts: "));
+                    self.items[i].state = st;
+                    moved += 1;
+                    last = Some(f.clone());
                 }
             }
+        }
+        let max = policy.max_retries;
+        if let Some(f) = last {
+            if moved > 0 {
+                tracing::warn!(target: "sink", events = moved, http_status = f.http_status, "retries exhausted ({max} retries); moving the events to the dead letter (delivery.on_retry_exhausted: dead_letter): {}", f.message);
+            }
+            if held > 0 {
+                tracing::warn!(target: "sink", events = held, http_status = f.http_status, "events still refused after {max} retries; they stay queued and are tried again until the SIEM takes them (delivery.on_retry_exhausted: hold): {}", f.message);
+            }
+        }
+        moved
+    }
+
+    /// After events moved to the dead letter for exhausted retries, newer events flow at once
+    /// (the failing ones are out of the way) instead of waiting out the backoff they earned.
+    fn exhausted_moved(&mut self, moved: usize) {
+        if moved > 0 {
             self.attempts = 0;
             self.backoff_until = None;
         }
+    }
+
+    /// The agent's own queue failed (not the SIEM): said as a storage failure (never
+    /// "network", never a SIEM retry in metrics, never counted against an event), and the
+    /// next read waits a backoff so a failing disk is not hammered.
+    fn storage_failed(&mut self, what: &str, e: &QueueError) {
+        self.storage_failures = self.storage_failures.saturating_add(1);
+        let f = Failure::new(
+            FailureKind::Storage,
+            None,
+            format!("{what}: {e}; the events stay in the queue, delivery tries again shortly (check the disk under queue.path)"),
+        );
+        if self.storage_failures == 1 {
+            tracing::error!(target: "sink", kind = f.kind.as_str(), "{}", f.message);
+        } else {
+            tracing::debug!(target: "sink", kind = f.kind.as_str(), failures = self.storage_failures, "{}", f.message);
+        }
+        self.status.record_error(None, &f.message);
+        let d = self
+            .policy()
+            .backoff(self.storage_failures, None, rand::thread_rng().gen_range(0.0..=1.0));
+        let t = Instant::now() + d;
+        self.backoff_until = Some(self.backoff_until.map_or(t, |b| b.max(t)));
     }
 
     /// Counts a failed attempt: status `error`, and no new request before the backoff.
@@ -883,7 +958,7 @@ impl Delivery {
         self.attempts = self.attempts.saturating_add(1);
         self.status.metrics.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.status.record_error(f.http_status, &f.message);
-        let max = self.delivery_cfg().max_retries;
+        let max = self.policy().max_retries;
         if self.attempts == 1 {
             tracing::warn!(target: "sink", http_status = f.http_status, "delivery failed, will retry: {}", f.message);
         } else if self.attempts == max + 1 {
@@ -990,8 +1065,15 @@ impl Delivery {
                 }
                 Err(e) => {
                     // The SIEM has the events but the queue could not record it: they will be
-                    // sent again after a restart (a duplicate, never a loss).
-                    tracing::error!(target: "sink", "could not remove delivered events from the queue: {e}");
+                    // sent again after a restart (a duplicate, never a loss). A storage
+                    // failure, not the SIEM's.
+                    let f = Failure::new(
+                        FailureKind::Storage,
+                        None,
+                        format!("could not remove delivered events from the queue: {e}; they may be sent again after a restart (check the disk under queue.path)"),
+                    );
+                    tracing::error!(target: "sink", kind = f.kind.as_str(), "{}", f.message);
+                    self.status.record_error(None, &f.message);
                     self.pop_front(n);
                     return;
                 }

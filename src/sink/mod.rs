@@ -12,6 +12,7 @@ pub mod es_product;
 pub mod generic;
 pub mod http;
 pub mod platform;
+pub mod retry;
 pub mod splunk_hec;
 pub mod sumo_logic;
 #[cfg(test)]

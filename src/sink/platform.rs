@@ -126,6 +126,33 @@ pub enum FailureKind {
     Config,
     /// a 2xx whose body could not be understood
     BadResponse,
+    /// the agent's own queue could not be read or updated: not the SIEM's failure, never
+    /// counted as a retry of the SIEM nor against an event (`sink::retry`)
+    Storage,
+}
+
+impl FailureKind {
+    /// The kind as logged (`kind=...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Dns => "dns",
+            FailureKind::ConnectionRefused => "connection_refused",
+            FailureKind::Network => "network",
+            FailureKind::Tls => "tls",
+            FailureKind::Timeout => "timeout",
+            FailureKind::ServerError => "server_error",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::Credentials => "credentials",
+            FailureKind::NotFound => "not_found",
+            FailureKind::Redirect => "redirect",
+            FailureKind::RequestTimeout => "request_timeout",
+            FailureKind::TooLarge => "too_large",
+            FailureKind::Rejected => "rejected",
+            FailureKind::Config => "config",
+            FailureKind::BadResponse => "bad_response",
+            FailureKind::Storage => "storage",
+        }
+    }
 }
 
 /// Most characters of a SIEM's own words in a [`Failure::message`] (logs, status).
