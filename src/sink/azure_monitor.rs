@@ -40,9 +40,9 @@ use tokio::sync::Notify;
 
 use crate::config::{AzureMonitorConfig, Secret, AZURE_MAX_CALL_BYTES};
 use crate::queue::QueuedEvent;
-use crate::sink::generic::one_line;
-use crate::sink::http::{classify_status_redacted, HttpClient};
-use crate::sink::platform::{BoxFuture, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::encode::one_line;
+use crate::sink::http::HttpClient;
+use crate::sink::platform::{classify_status_redacted, BoxFuture, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
 
 /// Renew a token this long before it expires (or at half its life, when that is sooner).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);

@@ -52,11 +52,11 @@ use crate::config::ElasticConfig;
 use crate::event::parse_timestamp_millis;
 use crate::queue::QueuedEvent;
 use crate::schema::Schema;
+use crate::sink::encode::{clip, one_line};
 use crate::sink::es_product::{self, Distribution, Product};
-use crate::sink::generic::{clip, one_line};
-use crate::sink::http::{classify_status, HttpClient, MAX_RESPONSE_BYTES};
+use crate::sink::http::{HttpClient, MAX_RESPONSE_BYTES};
 use crate::sink::platform::{
-    summarize, BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict, DETAIL_CHARS,
+    classify_status, summarize, BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict, DETAIL_CHARS,
 };
 
 /// What the agent reads from a bulk answer; everything else is filtered out by Elasticsearch.

@@ -7,6 +7,7 @@ pub mod concurrency;
 pub mod datadog;
 pub mod delivery;
 pub mod elasticsearch;
+pub mod encode;
 pub mod endpoints;
 pub mod es_product;
 pub mod generic;

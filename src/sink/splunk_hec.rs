@@ -39,8 +39,10 @@ use serde_json::Value;
 use crate::config::SplunkConfig;
 use crate::event::timestamp_millis;
 use crate::queue::QueuedEvent;
-use crate::sink::http::{classify_status, HttpClient};
-use crate::sink::platform::{summarize, BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::http::HttpClient;
+use crate::sink::platform::{
+    classify_status, summarize, BoxFuture, EncodedRequest, EventOutcome, Failure, FailureKind, Platform, Response, Verdict,
+};
 
 const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
 

@@ -21,9 +21,8 @@ use bytes::{BufMut, BytesMut};
 
 use crate::config::SumoConfig;
 use crate::queue::QueuedEvent;
-use crate::sink::generic::one_line;
-use crate::sink::http::classify_status;
-use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::encode::one_line;
+use crate::sink::platform::{classify_status, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
 
 /// Sumo's documented ceiling for one request, uncompressed.
 pub const MAX_REQUEST_BYTES: usize = 1_000_000;
