@@ -105,7 +105,7 @@ impl Agent {
         };
         // At start-up a source that cannot start is fatal (a clear error beats a silent agent);
         // after a reload it is reported in status and the old sources keep running.
-        if let Err(e) = sup.apply_sources() {
+        if let Err(e) = sup.apply_sources().await {
             trigger.trigger();
             for t in tasks {
                 let _ = t.await;
@@ -224,7 +224,7 @@ impl Supervisor {
                     let cfg = self.cfg.borrow_and_update().clone();
                     self.queue.set_limits(cfg.queue.limits());
                     self.queue.set_min_free(cfg.queue.min_free_bytes);
-                    if let Err(e) = self.apply_sources() {
+                    if let Err(e) = self.apply_sources().await {
                         tracing::error!(target: "agent", "{e}");
                         self.status.set_reload_error(Some(e.to_string()));
                     }
@@ -253,7 +253,7 @@ impl Supervisor {
         }
         // Shutdown: sources first.
         if let Some((_, _, f)) = self.file.take() {
-            tokio::task::block_in_place(|| f.stop());
+            stop_file(f).await;
         }
         self.sources_stop.0.trigger();
         if let Some(s) = self.socket.take() {
@@ -267,7 +267,7 @@ impl Supervisor {
     }
 
     /// Starts, stops or restarts sources to match the current config.
-    fn apply_sources(&mut self) -> Result<(), crate::source::socket::SocketError> {
+    async fn apply_sources(&mut self) -> Result<(), crate::source::socket::SocketError> {
         let cfg = self.cfg.borrow().clone();
         let rules = IntakeRules::of(&cfg);
         // File source.
@@ -280,7 +280,7 @@ impl Supervisor {
         if !same_file {
             if let Some((c, _, f)) = self.file.take() {
                 tracing::info!(target: "agent", path = %c.path.display(), "stopping the file source (config changed)");
-                tokio::task::block_in_place(|| f.stop());
+                stop_file(f).await;
             }
             if let Some(w) = want_file {
                 let f = FileSource::spawn(w.clone(), rules.clone(), self.queue.clone(), self.status.clone());
@@ -349,5 +349,15 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+}
+
+/// Stops a file source and waits for its thread, on the blocking pool: the thread may be in the
+/// middle of a queue commit (an `fdatasync`), and a disk stall must never hold a runtime worker
+/// (ARCHITECTURE.md, threads and the runtime). The old source is gone when this returns, so a
+/// new one never reads the file beside it.
+async fn stop_file(f: FileSource) {
+    if let Err(e) = tokio::task::spawn_blocking(move || f.stop()).await {
+        tracing::error!(target: "agent", "stopping the file source failed: {e}");
     }
 }

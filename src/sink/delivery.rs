@@ -31,7 +31,9 @@
 //! batch was accepted) for a full request; one-event requests are always full and never wait.
 //!
 //! Invariants (absences): the sink never removes an event before a 2xx that covers it or a
-//! permanent rejection of that event; it never re-sends an event the SIEM already acknowledged
+//! permanent rejection of that event (ARCHITECTURE.md invariant 2); it never touches the disk on
+//! a runtime worker (queue reads and acknowledgements, with their `fdatasync`, run on the
+//! blocking pool: [`on_disk`]); it never re-sends an event the SIEM already acknowledged
 //! within this process; the window read ahead is bounded in events and bytes; a config change
 //! is picked up between requests, so a fixed credential or URL applies to the very next
 //! request, and `enabled: false` stops new requests at once (those in flight finish). A stop
@@ -249,7 +251,10 @@ impl Delivery {
             }
             let woke = self.wait(&wait).await;
             match woke {
-                Woke::Landed(r) => self.landed(*r),
+                Woke::Landed(r) => {
+                    self.landed(*r);
+                    self.ack_done_prefix().await;
+                }
                 Woke::ConfigClosed => {
                     self.config_open = false;
                     if matches!(wait, Wait::Config) && self.flights.is_empty() {
@@ -264,7 +269,7 @@ impl Delivery {
         while let Some(r) = self.flights.join_next_with_id().await {
             self.landed(r);
         }
-        self.ack_done_prefix();
+        self.ack_done_prefix().await;
         tracing::info!(target: "sink", "delivery stopped");
     }
 
@@ -368,7 +373,7 @@ impl Delivery {
             Ok(true) => {}
             Ok(false) | Err(()) => return Wait::Config,
         }
-        self.ack_done_prefix();
+        self.ack_done_prefix().await;
         let answer = Wait::Work {
             until: None,
             events: false,
@@ -427,7 +432,7 @@ impl Delivery {
                 Some(r) if r.1 || !at_end(&r.0, self.items.len()) => r,
                 short => {
                     // Nothing pending, or a short run at the end of the window: read more.
-                    if let Err(e) = self.read_more(max_events, max_bytes) {
+                    if let Err(e) = self.read_more(max_events, max_bytes).await {
                         self.storage_failed("cannot read the next events from the queue", &e);
                         continue;
                     }
@@ -506,14 +511,15 @@ impl Delivery {
     }
 
     /// Reads the next events after `cursor` into the window, within its bounds.
-    fn read_more(&mut self, max_events: usize, max_bytes: usize) -> Result<(), crate::queue::QueueError> {
+    async fn read_more(&mut self, max_events: usize, max_bytes: usize) -> Result<(), crate::queue::QueueError> {
         if self.window_full(max_events, max_bytes) {
             return Ok(());
         }
         let max_items = (max_events * (self.concurrency.limit() + 1)).max(READ_CHUNK);
         let n = (max_items - self.items.len()).min(max_events.max(READ_CHUNK));
         let bytes = WINDOW_BYTES.max(max_bytes) - self.window_bytes;
-        let batch = self.queue.read(self.cursor, n, bytes.max(1))?;
+        let (q, cursor) = (self.queue.clone(), self.cursor);
+        let batch = on_disk(move || q.read(cursor, n, bytes.max(1))).await?;
         self.empty_reads = if batch.is_empty() { self.empty_reads.saturating_add(1) } else { 0 };
         for ev in batch {
             self.cursor = ev.seq;
@@ -798,7 +804,8 @@ impl Delivery {
                 self.exhausted_moved(moved);
             }
         }
-        self.ack_done_prefix();
+        // The run loop acknowledges the done prefix next (`ack_done_prefix`, on the blocking
+        // pool).
     }
 
     /// A request (or `prepare`) to one endpoint failed as a whole: that endpoint leaves rotation
@@ -983,7 +990,7 @@ impl Delivery {
     /// `error` with what to do, and after [`DEAD_LETTER_RETRY`] it is sent to the SIEM again.
     /// A fixed SIEM takes it; a SIEM that still rejects it finds room in the dead letter once an
     /// operator made some, or holds again. Nothing is dropped to make room.
-    fn ack_done_prefix(&mut self) {
+    async fn ack_done_prefix(&mut self) {
         loop {
             let done = self.items.iter().take_while(|i| i.state.is_done()).count();
             let mut dead_at = self
@@ -1018,7 +1025,10 @@ impl Delivery {
             let last_dead = dead
                 .last()
                 .map(|(m, _)| (m.http_status, crate::sink::platform::summarize(&m.reason)));
-            match self.queue.ack(upto, dead) {
+            // The ack writes (and with dead letters, `fdatasync`s): on the blocking pool, so a
+            // disk stall never holds a runtime worker and the network tasks on it.
+            let q = self.queue.clone();
+            match on_disk(move || q.ack(upto, dead)).await {
                 Ok(()) => {
                     use std::sync::atomic::Ordering::Relaxed;
                     self.status.metrics.delivered.fetch_add(n as u64 - n_dead, Relaxed);
@@ -1107,6 +1117,18 @@ fn signal(v: &Verdict) -> Signal {
         }
         Verdict::Retry(f) if back_pressure(f) => Signal::BackPressure,
         Verdict::Retry(_) => Signal::Ignore,
+    }
+}
+
+/// Runs queue work (reads, acknowledgements: disk I/O, `fdatasync`) on tokio's blocking pool
+/// and waits for it without holding a runtime worker (ARCHITECTURE.md, threads: disk stalls
+/// never block network tasks). A panic in it is the queue's own and is passed on as before; a
+/// runtime shutting down reads as the queue closing (the events stay queued).
+async fn on_disk<T: Send + 'static>(work: impl FnOnce() -> Result<T, QueueError> + Send + 'static) -> Result<T, QueueError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(QueueError::Closed),
     }
 }
 
