@@ -9,7 +9,6 @@ pub mod delivery;
 pub mod elasticsearch;
 pub mod encode;
 pub mod endpoints;
-pub mod es_product;
 pub mod generic;
 pub mod http;
 pub mod platform;
