@@ -17,7 +17,7 @@
 //! - `X-elastic-product: Elasticsearch` is on every authenticated answer of a real cluster. It
 //!   is missing behind some proxies and on compatible stores, so its absence is logged once and
 //!   never fails a delivery. OpenSearch speaks the same bulk and template APIs without that
-//!   header: `prepare` reads the product from `GET /` (`sink::es_product`), an OpenSearch
+//!   header: `prepare` reads the product from `GET /` (`product`), an OpenSearch
 //!   cluster is named as such and not warned about, and `sendauth-siem test` prints the product
 //!   and version that answered.
 //!
@@ -133,7 +133,7 @@ impl Elasticsearch {
             .map(|p| p.distribution)
     }
 
-    /// Reads and remembers the product at `GET /` (best effort: see `sink::es_product`).
+    /// Reads and remembers the product at `GET /` (best effort: see `product`).
     async fn read_product(&self, client: &HttpClient) -> Result<(Option<Product>, u16), Failure> {
         let root = match &self.target {
             Ok(t) => t.root.clone(),
