@@ -4,11 +4,15 @@
 //! reset them. So `delivery.on_retry_exhausted: dead_letter` moves it to the dead letter after
 //! exactly `max_retries` retries, and the default `hold` keeps it queued, retried, until the
 //! SIEM takes it (ARCHITECTURE.md invariants 2 and 3).
+//!
+//! Checked once against the code before the rule (one attempt counter per destination, reset by
+//! any success): every test here failed (the refused event was sent 6 to 8 times before it was
+//! dead-lettered, and under `hold` delivery stalled short of its neighbours).
 
 mod common;
 
 use common::*;
-use sendauth_siem::emulator::{Emulator, EmulatorConfig, Fault, Kind, RecordedRequest};
+use sendauth_siem::emulator::{Emulator, EmulatorConfig, ExpectedAuth, Fault, Kind, RecordedRequest};
 
 /// The event the SIEM refuses: after 60 requests, so the agent keeps several in flight by
 /// then (the adaptive limit starts at one request and grows while answers are good).
@@ -19,8 +23,13 @@ const HOLD_N: usize = BAD + 40;
 
 /// Bulk requests that carried the refused event.
 fn carrying_bad(emu: &Emulator) -> Vec<RecordedRequest> {
+    carrying_bad_at(emu, "/_bulk")
+}
+
+/// Requests to `path` that carried the refused event.
+fn carrying_bad_at(emu: &Emulator, path: &str) -> Vec<RecordedRequest> {
     let needle = format!("\"tx-{BAD}\"");
-    ingest_requests(&emu.requests(), "/_bulk")
+    ingest_requests(&emu.requests(), path)
         .into_iter()
         .filter(|r| String::from_utf8_lossy(&r.body).contains(&needle))
         .collect()
@@ -124,4 +133,67 @@ async fn with_hold_an_item_refused_forever_stays_queued_and_is_delivered_once_th
         .await;
     assert_eq!(sorted_ids(&emu.events()), expected_ids(0..HOLD_N));
     assert!(dead_letters(&env).is_empty());
+}
+
+const HEC_TOKEN: &str = "5f1e2d3c-aaaa-4bbb-8ccc-0123456789ab";
+
+/// Splunk HEC: a 503 "Server is busy" that took part of a batch (`invalid-event-number`) and
+/// refuses one event every time. The event counts its own attempts here too, and ends in the
+/// dead letter after `max_retries` retries; nothing is lost: every other event is indexed or
+/// (those sent together with it in its last, whole-request failures) dead-lettered beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hec_event_refused_by_a_partial_503_forever_is_dead_lettered_after_max_retries() {
+    let mut ec = EmulatorConfig::new(Kind::SplunkHec);
+    ec.auth = ExpectedAuth::Header {
+        name: "Authorization".into(),
+        value: format!("Splunk {HEC_TOKEN}"),
+    };
+    ec.splunk_allowed_indexes = vec!["sendauth".into()];
+    let emu = Emulator::start(ec).await.unwrap();
+    emu.set_fault(Some(Fault::SplunkBusyAt {
+        contains: format!("\"tx-{BAD}\""),
+    }));
+    let env = TestEnv::new();
+    let mut c = Cfg::new(&emu.url());
+    c.siem = format!(
+        "  auth:\n    header: \"Authorization: Splunk {HEC_TOKEN}\"\n  splunk_hec:\n    index: sendauth\n    max_batch_events: 5\n"
+    );
+    c.delivery =
+        "  initial_backoff: 20ms\n  max_backoff: 200ms\n  max_retries: 3\n  max_in_flight: 4\n  on_retry_exhausted: dead_letter\n".into();
+    env.write_config(&c);
+    env.append(&(0..N).map(event).collect::<Vec<_>>());
+    let agent = AgentProc::start(&env).await;
+
+    agent
+        .wait_status(DEADLINE, |s| {
+            s["queue"]["pending"] == 0 && s["dead_letter"]["count"].as_u64() >= Some(1)
+        })
+        .await;
+    let dl = dead_letters(&env);
+    let dead: Vec<String> = dl
+        .iter()
+        .map(|e| {
+            let ev: serde_json::Value = serde_json::from_str(e["event"].as_str().unwrap()).unwrap();
+            ev["transaction_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let bad = dl
+        .iter()
+        .zip(&dead)
+        .find(|(_, id)| **id == format!("tx-{BAD}"))
+        .map(|(e, _)| e.clone())
+        .unwrap_or_else(|| panic!("the refused event is in the dead letter: {dead:?}\n{}", agent.logs()));
+    assert_eq!(bad["http_status"], 503, "{bad}");
+    let reason = bad["reason"].as_str().unwrap();
+    assert!(reason.contains("retries exhausted after 4 attempts"), "{reason}");
+    assert_eq!(
+        carrying_bad_at(&emu, "/services/collector/event").len(),
+        4,
+        "the first attempt and max_retries (3) retries\n{}",
+        agent.logs()
+    );
+    // Nothing lost, nothing twice: indexed and dead-lettered together are every event once.
+    let mut all = tx_ids(&emu.events());
+    all.extend(dead);
+    assert_eq!(sort_tx_ids(all), expected_ids(0..N));
 }
