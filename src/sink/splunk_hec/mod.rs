@@ -38,8 +38,6 @@ mod reply;
 #[cfg(test)]
 mod tests;
 
-use reply::{credentials_hint, parse_reply, what_splunk_said};
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
@@ -47,6 +45,7 @@ use crate::config::SplunkConfig;
 use crate::queue::QueuedEvent;
 use crate::sink::http::HttpClient;
 use crate::sink::platform::{BoxFuture, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
+use reply::{credentials_hint, parse_reply, what_splunk_said};
 
 const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
 
