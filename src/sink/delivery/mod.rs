@@ -439,9 +439,8 @@ impl Delivery {
             let (max_events, max_bytes) = platform.limits();
             let (max_events, max_bytes) = (max_events.max(1), max_bytes.max(1));
 
-            let at_end = |run: &[usize], items: usize| run.last().is_some_and(|l| l + 1 == items);
-            let (run, full) = match self.next_run(max_events, max_bytes) {
-                Some(r) if r.1 || !at_end(&r.0, self.items.len()) => r,
+            let (run, _, at_end) = match self.next_run(max_events, max_bytes) {
+                Some(r) if !r.2 => r,
                 short => {
                     // Nothing pending, or a short run at the end of the window: read more.
                     if let Err(e) = self.read_more(max_events, max_bytes).await {
@@ -462,7 +461,7 @@ impl Delivery {
                     }
                 }
             };
-            if !full && at_end(&run, self.items.len()) {
+            if at_end {
                 // A batch that is not full yet: wait for more events up to `linger` after the
                 // oldest one was accepted.
                 let linger = self.config.borrow().delivery.linger;

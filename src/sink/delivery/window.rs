@@ -22,14 +22,18 @@ impl Delivery {
 
     /// The next request's events: pending events from the first one on, skipping events already
     /// done (a resend of a partly accepted request), up to the first event in flight, within
-    /// the request limits. Their indices, and whether they make a full request.
-    pub(super) fn next_run(&self, max_events: usize, max_bytes: usize) -> Option<(Vec<usize>, bool)> {
+    /// the request limits. Their indices, whether they make a full request, and whether the
+    /// run reached the end of the window (nothing in flight stopped it: reading more events
+    /// may fill it, even when done events follow a held one).
+    pub(super) fn next_run(&self, max_events: usize, max_bytes: usize) -> Option<(Vec<usize>, bool, bool)> {
         let start = self.items.iter().position(|i| matches!(i.state, ItemState::Pending))?;
         let limit = self.per_request(self.items[start].ev.seq, max_events);
         let mut run = Vec::new();
         let mut bytes = 0;
+        let mut stopped = false;
         for (i, item) in self.items.iter().enumerate().skip(start) {
             if run.len() >= limit || bytes >= max_bytes {
+                stopped = true;
                 break;
             }
             match item.state {
@@ -37,12 +41,15 @@ impl Delivery {
                     run.push(i);
                     bytes += item.ev.data.len();
                 }
-                ItemState::InFlight => break,
+                ItemState::InFlight => {
+                    stopped = true;
+                    break;
+                }
                 ItemState::Delivered | ItemState::Dead(_) => {}
             }
         }
         let full = run.len() >= limit || bytes >= max_bytes;
-        Some((run, full))
+        Some((run, full, !full && !stopped))
     }
 
     /// Whether the window may not grow (so a short batch at its end cannot wait for more).
