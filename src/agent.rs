@@ -256,9 +256,7 @@ impl Supervisor {
         }
         // Shutdown: sources first.
         if let Some((_, _, f)) = self.file.take() {
-            // Joining the file source's thread waits for its commit in progress (an fdatasync):
-            // on a blocking thread, not a runtime worker.
-            let _ = tokio::task::spawn_blocking(move || f.stop()).await;
+            stop_file(f).await;
         }
         self.sources_stop.0.trigger();
         if let Some(s) = self.socket.take() {
@@ -285,8 +283,7 @@ impl Supervisor {
         if !same_file {
             if let Some((c, _, f)) = self.file.take() {
                 tracing::info!(target: "agent", path = %c.path.display(), "stopping the file source (config changed)");
-                // Waits for its commit in progress (an fdatasync): on a blocking thread.
-                let _ = tokio::task::spawn_blocking(move || f.stop()).await;
+                stop_file(f).await;
             }
             if let Some(w) = want_file {
                 let f = FileSource::spawn(w.clone(), rules.clone(), self.queue.clone(), self.status.clone());
@@ -355,5 +352,15 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+}
+
+/// Stops a file source and waits for its thread, on the blocking pool: the thread may be in the
+/// middle of a queue commit (an `fdatasync`), and a disk stall must never hold a runtime worker
+/// (ARCHITECTURE.md, threads and the runtime). The old source is gone when this returns, so a
+/// new one never reads the file beside it.
+async fn stop_file(f: FileSource) {
+    if let Err(e) = tokio::task::spawn_blocking(move || f.stop()).await {
+        tracing::error!(target: "agent", "stopping the file source failed: {e}");
     }
 }

@@ -50,6 +50,7 @@ fn hint(f: &Failure, platform: &str) -> &'static str {
             "Next: the SIEM is up but struggling; the agent would retry. Check the SIEM's health."
         }
         FailureKind::BadResponse => "Next: the endpoint answered something that is not this SIEM's API; check siem.url and siem.platform.",
+        FailureKind::Storage => "Next: check the disk and permissions under queue.path.",
     }
 }
 

@@ -26,8 +26,12 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// The file's text before its unit-test module (`#[cfg(test)]` followed by `mod tests`).
+/// The file's text before its unit-test module (`#[cfg(test)]` followed by `mod tests`); none
+/// for a unit-test module in its own file (`tests.rs`, declared `#[cfg(test)] mod tests;`).
 fn product_code(path: &Path) -> String {
+    if path.file_name().is_some_and(|n| n == "tests.rs") {
+        return String::new();
+    }
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     match text.find("#[cfg(test)]\nmod tests") {
         Some(i) => text[..i].to_string(),

@@ -40,9 +40,9 @@ use tokio::sync::Notify;
 
 use crate::queue::QueuedEvent;
 use crate::secret::Secret;
-use crate::sink::generic::one_line;
-use crate::sink::http::{classify_status_redacted, HttpClient};
-use crate::sink::platform::{BoxFuture, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::encode::one_line;
+use crate::sink::http::HttpClient;
+use crate::sink::platform::{classify_status_redacted, BoxFuture, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
 use crate::sink::settings::{AzureMonitorConfig, AZURE_MAX_CALL_BYTES};
 
 /// Renew a token this long before it expires (or at half its life, when that is sooner).

@@ -23,8 +23,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::value::RawValue;
 
 use crate::queue::QueuedEvent;
-use crate::sink::http::classify_status_redacted;
-use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::platform::{classify_status_redacted, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
 use crate::sink::settings::{DatadogConfig, DATADOG_MAX_ENTRIES, DATADOG_MAX_ENTRY_BYTES, DATADOG_MAX_PAYLOAD_BYTES};
 
 pub struct Datadog {
@@ -94,7 +93,7 @@ impl Datadog {
                 out.put_u8(b'}');
             }
         }
-        crate::sink::generic::one_line(&out.freeze())
+        crate::sink::encode::one_line(&out.freeze())
     }
 
     fn redact(&self, text: &str) -> String {

@@ -6,6 +6,9 @@
 //! event's data for good).
 //!
 //! Adding a SIEM means one new file implementing this trait, and one line in `sink::build`.
+//! [`classify_status`] is the reading of an HTTP status every platform falls back on; the body
+//! helpers they share are in `sink::encode`. A platform module imports these, `sink::http` and
+//! its own files, never another platform.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,7 +42,7 @@ impl EncodedRequest {
         let raw_bytes = raw.len();
         let body = if gzip {
             headers.push(("Content-Encoding".into(), "gzip".into()));
-            crate::sink::generic::gzip(&raw)
+            crate::sink::encode::gzip(&raw)
         } else {
             raw
         };
@@ -126,6 +129,33 @@ pub enum FailureKind {
     Config,
     /// a 2xx whose body could not be understood
     BadResponse,
+    /// the agent's own queue could not be read or updated: not the SIEM's failure, never
+    /// counted as a retry of the SIEM nor against an event (`sink::retry`)
+    Storage,
+}
+
+impl FailureKind {
+    /// The kind as logged (`kind=...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Dns => "dns",
+            FailureKind::ConnectionRefused => "connection_refused",
+            FailureKind::Network => "network",
+            FailureKind::Tls => "tls",
+            FailureKind::Timeout => "timeout",
+            FailureKind::ServerError => "server_error",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::Credentials => "credentials",
+            FailureKind::NotFound => "not_found",
+            FailureKind::Redirect => "redirect",
+            FailureKind::RequestTimeout => "request_timeout",
+            FailureKind::TooLarge => "too_large",
+            FailureKind::Rejected => "rejected",
+            FailureKind::Config => "config",
+            FailureKind::BadResponse => "bad_response",
+            FailureKind::Storage => "storage",
+        }
+    }
 }
 
 /// Most characters of a SIEM's own words in a [`Failure::message`] (logs, status).
@@ -156,7 +186,7 @@ pub fn summarize(text: &str) -> String {
         None => text.to_string(),
     };
     let one_line: String = kept.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    crate::sink::generic::clip(&one_line, SUMMARY_CHARS)
+    crate::sink::encode::clip(&one_line, SUMMARY_CHARS)
 }
 
 /// A failed delivery attempt, explained for a human. Neither text ever contains a secret (both
@@ -225,6 +255,73 @@ pub enum Verdict {
     /// The SIEM rejected the request's data without saying which event: a multi-event request is
     /// resent one event at a time to find it; a single event is dead-lettered.
     Rejected(Failure),
+}
+
+/// [`classify_status`], with the messages passed through `redact`: for platforms whose own
+/// secret (an API key, a client secret) could be echoed in an answer.
+pub fn classify_status_redacted(resp: &Response, what: &str, redact: impl Fn(&str) -> String) -> Verdict {
+    let mut v = classify_status(resp, what);
+    if let Verdict::Retry(f) | Verdict::TooLarge(f) | Verdict::Rejected(f) = &mut v {
+        f.message = redact(&f.message);
+        f.detail = f.detail.as_deref().map(&redact);
+    }
+    v
+}
+
+/// Reads a status code the way every HTTP SIEM means it, when the platform has nothing more
+/// specific to say. `what` names the SIEM in messages ("SIEM", "Splunk HEC", ...).
+pub fn classify_status(resp: &Response, what: &str) -> Verdict {
+    let code = resp.status;
+    // What the SIEM said: summarised for logs and status, in full for a dead-letter reason.
+    let said = |b: String| if b.is_empty() { String::new() } else { format!(": {b}") };
+    let (summary, full) = (said(resp.body_summary()), said(resp.body_detail()));
+    let f = |kind, msg: &dyn Fn(&str) -> String| {
+        let mut f = Failure::new(kind, Some(code), msg(&summary)).with_detail(msg(&full));
+        f.retry_after = resp.retry_after();
+        f
+    };
+    match code {
+        200..=299 => Verdict::Delivered,
+        300..=399 => {
+            let loc = resp
+                .headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| reqwest::Url::parse(l).ok())
+                .map(|u| format!(" to {}://{}{}", u.scheme(), u.host_str().unwrap_or("?"), u.path()))
+                .unwrap_or_default();
+            Verdict::Retry(f(FailureKind::Redirect, &|_| {
+                format!("{what} answered HTTP {code} (redirect{loc}); redirects are not followed because they can drop events or leak credentials. Set siem.url to the final URL")
+            }))
+        }
+        401 | 403 => Verdict::Retry(f(FailureKind::Credentials, &|detail| {
+            format!("{what} rejected the credentials: HTTP {code}{detail}; check siem.auth (the token or password may be wrong, expired or disabled)")
+        })),
+        404 => Verdict::Retry(f(FailureKind::NotFound, &|detail| {
+            format!("{what} answered HTTP 404 Not Found{detail}; check the path in siem.url")
+        })),
+        405 | 415 => Verdict::Retry(f(FailureKind::Config, &|detail| {
+            format!("{what} answered HTTP {code}{detail}; the endpoint does not accept JSON POSTs: check siem.url and siem.platform")
+        })),
+        408 => Verdict::Retry(f(FailureKind::RequestTimeout, &|detail| {
+            format!("{what} answered HTTP 408 Request Timeout{detail}; will retry")
+        })),
+        429 => Verdict::Retry(f(FailureKind::RateLimited, &|detail| {
+            format!("{what} is rate limiting: HTTP 429{detail}; will retry with backoff")
+        })),
+        413 => Verdict::TooLarge(f(FailureKind::TooLarge, &|detail| {
+            format!("{what} answered HTTP 413: request too large{detail}")
+        })),
+        400..=499 => Verdict::Rejected(f(FailureKind::Rejected, &|detail| {
+            format!("{what} rejected the data: HTTP {code}{detail}")
+        })),
+        500..=599 => Verdict::Retry(f(FailureKind::ServerError, &|detail| {
+            format!("{what} had a server error: HTTP {code}{detail}; will retry")
+        })),
+        _ => Verdict::Retry(f(FailureKind::BadResponse, &|detail| {
+            format!("{what} answered an unexpected HTTP {code}{detail}")
+        })),
+    }
 }
 
 /// A SIEM wire protocol.

@@ -20,9 +20,8 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::queue::QueuedEvent;
-use crate::sink::generic::one_line;
-use crate::sink::http::classify_status;
-use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
+use crate::sink::encode::one_line;
+use crate::sink::platform::{classify_status, EncodedRequest, Failure, FailureKind, Platform, Response, Verdict};
 use crate::sink::settings::SumoConfig;
 
 /// Sumo's documented ceiling for one request, uncompressed.

@@ -283,12 +283,13 @@ fn handle_authenticated(cfg: &EmulatorConfig, st: &mut State, req: &Req, fault: 
         Op::Template(name) => put_template(st, &name, body).into(),
         Op::Bulk(default_index) => {
             let items = match fault {
-                Some(Fault::EsItems(v)) => Some(v.as_slice()),
+                Some(Fault::EsItems(v)) => Some(Injected::ByPosition(v.as_slice())),
+                Some(Fault::EsItemsMatching { contains, status }) => Some(Injected::Matching(contains.as_bytes(), *status)),
                 _ => None,
             };
             Handled {
-                reply: bulk(cfg, st, default_index.as_deref(), body, items),
                 used_fault: items.is_some(),
+                reply: bulk(cfg, st, default_index.as_deref(), body, items),
             }
         }
         Op::DocAuto(index) => single(cfg, st, &index, None, WriteOp::Create, body).into(),
@@ -866,7 +867,16 @@ fn parse_bulk<'a>(default_index: Option<&str>, body: &'a [u8]) -> Result<Vec<Act
     Ok(actions)
 }
 
-fn bulk(cfg: &EmulatorConfig, st: &mut State, default_index: Option<&str>, body: &[u8], injected: Option<&[u16]>) -> Reply {
+/// Item statuses a fault injects into a bulk request.
+#[derive(Clone, Copy)]
+enum Injected<'a> {
+    /// [`Fault::EsItems`]: by item position.
+    ByPosition(&'a [u16]),
+    /// [`Fault::EsItemsMatching`]: for items whose document contains these bytes.
+    Matching(&'a [u8], u16),
+}
+
+fn bulk(cfg: &EmulatorConfig, st: &mut State, default_index: Option<&str>, body: &[u8], injected: Option<Injected>) -> Reply {
     let started = Instant::now();
     if body.is_empty() {
         return es_error(400, "parse_exception", "request body is required");
@@ -885,7 +895,14 @@ fn bulk(cfg: &EmulatorConfig, st: &mut State, default_index: Option<&str>, body:
     let mut items = Vec::with_capacity(actions.len());
     let mut errors = false;
     for (k, a) in actions.into_iter().enumerate() {
-        let inject = injected.and_then(|v| v.get(k)).copied();
+        let inject = match injected {
+            Some(Injected::ByPosition(v)) => v.get(k).copied(),
+            Some(Injected::Matching(needle, status)) => a
+                .source
+                .is_some_and(|src| !needle.is_empty() && src.windows(needle.len()).any(|w| w == needle))
+                .then_some(status),
+            None => None,
+        };
         let item = match a.verb {
             "create" | "index" => {
                 let op = if a.verb == "create" { WriteOp::Create } else { WriteOp::Index };

@@ -204,6 +204,11 @@ pub enum Fault {
     /// with `code` and `invalid-event-number`, the rest are not indexed (§1.8). A real error
     /// earlier in the batch wins; an `index` past the end means the whole batch is accepted.
     SplunkInvalidEventNumber { index: usize, code: u16 },
+    /// A HEC event request carrying an envelope whose JSON contains `contains`: the envelopes
+    /// before it are indexed, it and the rest are not, and the answer is 503 "Server is busy"
+    /// (code 9) with its `invalid-event-number` (§1.8). As a sticky fault: one event HEC never
+    /// takes while its neighbours are indexed.
+    SplunkBusyAt { contains: String },
     /// The next HEC event request's ackId never turns true.
     SplunkAckNever,
     /// Per-item statuses for the next ES bulk request. 2xx means "process normally"; other
@@ -211,6 +216,10 @@ pub enum Fault {
     /// which means the document already exists: it is stored first if absent, as by an earlier
     /// attempt whose answer was lost. Items past the end of the list are processed normally.
     EsItems(Vec<u16>),
+    /// Per-item status for ES bulk items whose document contains `contains` (the others are
+    /// processed normally): as a sticky fault, one event the cluster refuses every time while
+    /// its neighbours are stored (§2.3).
+    EsItemsMatching { contains: String, status: u16 },
 }
 
 /// One request as received.
@@ -974,8 +983,8 @@ fn take_fault(st: &mut State) -> Option<(Fault, bool)> {
 /// Whether a platform-specific fault belongs to this kind (transport faults fit every kind).
 fn fits(kind: Kind, f: &Fault) -> bool {
     match f {
-        Fault::SplunkInvalidEventNumber { .. } | Fault::SplunkAckNever => kind == Kind::SplunkHec,
-        Fault::EsItems(_) => kind == Kind::Elasticsearch,
+        Fault::SplunkInvalidEventNumber { .. } | Fault::SplunkBusyAt { .. } | Fault::SplunkAckNever => kind == Kind::SplunkHec,
+        Fault::EsItems(_) | Fault::EsItemsMatching { .. } => kind == Kind::Elasticsearch,
         _ => true,
     }
 }
@@ -1034,7 +1043,12 @@ fn transport_fault(kind: Kind, f: &Fault) -> Option<(Reply, After)> {
             vendor_headers(kind, r)
         }
         Fault::SplunkBusy => splunk_hec::hec(9),
-        Fault::SlowAnswer(_) | Fault::SplunkInvalidEventNumber { .. } | Fault::SplunkAckNever | Fault::EsItems(_) => return None,
+        Fault::SlowAnswer(_)
+        | Fault::SplunkInvalidEventNumber { .. }
+        | Fault::SplunkBusyAt { .. }
+        | Fault::SplunkAckNever
+        | Fault::EsItems(_)
+        | Fault::EsItemsMatching { .. } => return None,
     };
     Some((reply, After::Answer))
 }

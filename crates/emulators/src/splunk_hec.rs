@@ -315,6 +315,15 @@ fn ingest(cfg: &EmulatorConfig, st: &mut State, req: &Req, fault: Option<&Fault>
             error = Some((*code, *index));
         }
     }
+    if let Some(Fault::SplunkBusyAt { contains }) = fault {
+        used_fault = true;
+        let at = accepted.iter().position(|env| env.to_string().contains(contains.as_str()));
+        // As above: a real error earlier in the batch wins.
+        if let Some(at) = at.filter(|&at| error.is_none_or(|(_, n)| at < n)) {
+            accepted.truncate(at);
+            error = Some((9, at));
+        }
+    }
 
     for env in &accepted {
         st.events.push(env.get("event").cloned().unwrap_or(Value::Null));

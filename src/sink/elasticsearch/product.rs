@@ -70,10 +70,10 @@ pub fn from_root_answer(resp: &Response) -> Option<Product> {
     let cluster = v
         .get("cluster_name")
         .and_then(Value::as_str)
-        .map(|s| crate::sink::generic::clip(s, 80));
+        .map(|s| crate::sink::encode::clip(s, 80));
     Some(Product {
         distribution,
-        version: crate::sink::generic::clip(&number, 40),
+        version: crate::sink::encode::clip(&number, 40),
         cluster,
     })
 }
