@@ -14,14 +14,14 @@ use super::store::{index_uuid, resp_index};
 use super::write::{shards, write, WriteOp};
 
 /// One parsed bulk action.
-pub(super) struct Action<'a> {
+struct Action<'a> {
     verb: &'static str,
     index: String,
     id: Option<String>,
     source: Option<&'a [u8]>,
 }
 
-pub(super) const ACTION_PARAMS: [&str; 15] = [
+const ACTION_PARAMS: [&str; 15] = [
     "_index",
     "_id",
     "routing",
@@ -39,7 +39,7 @@ pub(super) const ACTION_PARAMS: [&str; 15] = [
     "list_executed_pipelines",
 ];
 
-pub(super) fn token_name(v: &Value) -> &'static str {
+fn token_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "VALUE_NULL",
         Value::Bool(true) => "VALUE_TRUE",
@@ -52,7 +52,7 @@ pub(super) fn token_name(v: &Value) -> &'static str {
 }
 
 /// Parses the action lines; any problem fails the whole request, as ES's `BulkRequestParser`.
-pub(super) fn parse_bulk<'a>(default_index: Option<&str>, body: &'a [u8]) -> Result<Vec<Action<'a>>, Reply> {
+fn parse_bulk<'a>(default_index: Option<&str>, body: &'a [u8]) -> Result<Vec<Action<'a>>, Reply> {
     let lines: Vec<&[u8]> = body[..body.len() - 1]
         .split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))

@@ -40,7 +40,7 @@ pub(super) fn parse_path(path: &str) -> Option<Op> {
     })
 }
 
-pub(super) fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
