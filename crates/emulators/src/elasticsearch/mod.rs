@@ -39,12 +39,14 @@
 //!
 //! Files: `path.rs` (what a path addresses, index-name rules), `store.rs` (the documents held),
 //! `write.rs` (one create/index write and the single-document answers), `bulk.rs` (NDJSON
-//! parsing and the bulk answer), `items.rs` (injected per-item failures), `template.rs`
-//! (index templates), `flavour.rs` (product header, cluster info, OpenSearch).
+//! parsing and the bulk answer), `items.rs` (injected per-item failures), `template.rs` (index
+//! templates), `mapping.rs` (fields mapped `long`), `flavour.rs` (product header, cluster info,
+//! OpenSearch). Routing, auth and dispatch are here.
 
 mod bulk;
 mod flavour;
 mod items;
+mod mapping;
 mod path;
 mod store;
 mod template;

@@ -1,8 +1,8 @@
 //! One create/index write, shared by the single-document APIs and bulk items: index-name and
-//! data-stream rules, JSON-object sources, `long` fields from `es_long_fields` (the mapping the
-//! index enforces), `create` conflicts (409, the document untouched), versions and sequence
-//! numbers; and the single-document answers (201 with `Location`, 200 updated)
-//! (`docs/PROTOCOLS.md` §2.1, §2.3, §2.6).
+//! data-stream rules, JSON-object sources, the index's mapping (`mapping.rs`), `create`
+//! conflicts (409, the document untouched), versions and sequence numbers; and the
+//! single-document answers (201 with `Location`, 200 updated) (`docs/PROTOCOLS.md` §2.1, §2.3,
+//! §2.6).
 //!
 //! Invariant: a write that fails stores nothing and records no event, except an injected 409 on
 //! `create`, which first stores the document if absent (see `Fault::EsItems`).
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::{EmulatorConfig, Reply, State};
 
 use super::items::injected_failure;
+use super::mapping::long_field_refusal;
 use super::path::invalid_index_name;
 use super::store::{auto_id, index_uuid, resp_index, Doc};
 use super::{error_reply, es_error};
@@ -157,33 +158,8 @@ pub(super) fn write(
             ));
         }
     };
-    for field in &cfg.es_long_fields {
-        let whole = |v: &Value| match v {
-            Value::Number(n) => n.is_i64() || n.is_u64(),
-            // Elasticsearch coerces numeric strings.
-            Value::String(s) => s.trim().parse::<i64>().is_ok(),
-            _ => false,
-        };
-        let Some(value) = doc.get(field.as_str()).filter(|v| !v.is_null() && !whole(v)) else {
-            continue;
-        };
-        let shown = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let at = source
-            .windows(field.len() + 2)
-            .position(|w| w == format!("\"{field}\"").as_bytes())
-            .unwrap_or(0);
-        return Err(fail(
-            400,
-            "mapper_parsing_exception",
-            format!(
-                "[1:{}] failed to parse field [{field}] of type [long] in document with id '{id}'. Preview of field's value: '{shown}'",
-                at + field.len() + 4
-            ),
-            Some(json!({"type": "illegal_argument_exception", "reason": format!("For input string: \"{shown}\"")})),
-        ));
+    if let Some((reason, caused_by)) = long_field_refusal(&cfg.es_long_fields, &doc, source, &id) {
+        return Err(fail(400, "mapper_parsing_exception", reason, Some(caused_by)));
     }
     if cfg.es_data_stream && doc.get("@timestamp").is_none() {
         return Err(fail(
