@@ -82,7 +82,13 @@ impl Agent {
             }
         }
         tasks.push(tokio::spawn(sample_history(status.clone(), shutdown.clone())));
-        let delivery = Delivery::new(queue.clone(), status.clone(), cfg_rx.clone(), shutdown.clone());
+        let sink_settings = crate::settings::follow(cfg_rx.clone(), |c| {
+            Arc::new(crate::sink::settings::SinkSettings {
+                siem: c.siem.clone(),
+                delivery: c.delivery.clone(),
+            })
+        });
+        let delivery = Delivery::new(queue.clone(), status.clone(), sink_settings, shutdown.clone());
         tasks.push(tokio::spawn(delivery.run()));
         tasks.push(tokio::spawn(crate::audit::run_heartbeats(
             queue.clone(),

@@ -213,6 +213,14 @@ pub enum OnRetryExhausted {
     DeadLetter,
 }
 
+/// The sink's part of the settings (`siem:` and `delivery:`): what the delivery loop follows
+/// across reloads. It never sees the rest of the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSettings {
+    pub siem: SiemConfig,
+    pub delivery: DeliveryConfig,
+}
+
 /// `delivery:`: retries, backoff, linger and concurrency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {

@@ -61,14 +61,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::queue::{now_rfc3339, DeadLetterMeta, Queue, QueueError, QueuedEvent};
-use crate::settings::Config;
 use crate::shutdown::Shutdown;
 use crate::sink::concurrency::{Controller, Signal};
 use crate::sink::endpoints::{EndpointSet, Pick, Ticket};
 use crate::sink::http::HttpClient;
 use crate::sink::platform::{EventOutcome, Failure, FailureKind, Platform, Verdict};
 use crate::sink::retry::{Exhausted, RetryPolicy};
-use crate::sink::settings::{redact_url, SiemConfig};
+use crate::sink::settings::{redact_url, SiemConfig, SinkSettings};
 use crate::status::{ConfigView, LastError, StatusHub};
 use ack::on_disk;
 use outcome::redacted;
@@ -168,7 +167,8 @@ enum Woke {
 pub struct Delivery {
     queue: Queue,
     status: Arc<StatusHub>,
-    config: watch::Receiver<Arc<Config>>,
+    /// The sink's settings, following reloads (`settings::follow` in the wiring).
+    config: watch::Receiver<Arc<SinkSettings>>,
     config_open: bool,
     shutdown: Shutdown,
     active: Option<Active>,
@@ -215,7 +215,7 @@ pub struct Delivery {
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
 
 impl Delivery {
-    pub fn new(queue: Queue, status: Arc<StatusHub>, config: watch::Receiver<Arc<Config>>, shutdown: Shutdown) -> Self {
+    pub fn new(queue: Queue, status: Arc<StatusHub>, config: watch::Receiver<Arc<SinkSettings>>, shutdown: Shutdown) -> Self {
         let cursor = queue.acked();
         let setting = config.borrow().delivery.max_in_flight;
         Delivery {
