@@ -71,14 +71,14 @@ pub enum Request {
 
 /// What intake applies now, for `quarantine replay`: from the running agent's config, or from
 /// the config the CLI loaded.
-pub type Intake<'a> = Option<(&'a crate::source::IntakeRules, &'a crate::metrics::Metrics)>;
+pub(crate) type Intake<'a> = Option<(&'a crate::source::IntakeRules, &'a crate::metrics::Metrics)>;
 
 /// The longest `queue.path` (in bytes) that leaves room for the admin socket's temporary name,
 /// `<queue.path>/.admin.<pid>.tmp`, within the 107 usable bytes of a Unix socket path
 /// (`sun_path` is 108 bytes with its NUL; Linux pids have at most 7 digits).
-pub const MAX_QUEUE_PATH_BYTES: usize = 107 - "/.admin.".len() - 7 - ".tmp".len();
+pub(crate) const MAX_QUEUE_PATH_BYTES: usize = 107 - "/.admin.".len() - 7 - ".tmp".len();
 
-pub fn socket_path(queue_path: &Path) -> PathBuf {
+pub(crate) fn socket_path(queue_path: &Path) -> PathBuf {
     queue_path.join("admin.sock")
 }
 
@@ -88,7 +88,7 @@ fn text_of(data: &[u8]) -> String {
 
 /// Runs a request against the queue, giving the answer line(s) to `out` (see the module docs).
 /// `out` returns false when the reader has gone; a listing then stops.
-pub fn execute(queue: &Queue, req: &Request, intake: Intake, out: &mut dyn FnMut(&Response) -> bool) {
+pub(crate) fn execute(queue: &Queue, req: &Request, intake: Intake, out: &mut dyn FnMut(&Response) -> bool) {
     let r = match req {
         Request::DeadLetterList { limit } => {
             if !out(&Response::head(queue.counts().dead_letter)) {

@@ -29,7 +29,7 @@ use crate::source::IntakeRules;
 use crate::status::{ConfigView, StatusHub};
 
 /// Called with `log.level` whenever it changes.
-pub type LogLevelHook = Box<dyn Fn(&str) + Send + Sync>;
+pub(crate) type LogLevelHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// A running agent (used by `run` and by `demo`).
 pub struct Agent {
@@ -132,7 +132,7 @@ impl Agent {
     }
 
     /// A handle that can request shutdown (from a signal handler or the demo).
-    pub fn shutdown_handle(&self) -> Shutdown {
+    pub(crate) fn shutdown_handle(&self) -> Shutdown {
         self.trigger.subscribe()
     }
 
@@ -155,7 +155,7 @@ impl Agent {
     /// Runs until SIGTERM or SIGINT, then stops gracefully. If the queue's storage fails for
     /// good (see `queue.rs`), exits at once with status 74 (EX_IOERR) so the service manager
     /// restarts the agent: what was committed is on disk, as after a crash.
-    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+    pub(crate) async fn run_until_signal(self) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;

@@ -2,16 +2,14 @@
 //! `build.rs`). Shown by `--version`, in `/status` and as `sendauth_siem_build_info`.
 
 /// The crate version, e.g. `0.1.0`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git commit (12 hex digits), or `unknown` when built outside a git checkout.
-pub const COMMIT: &str = env!("SENDAUTH_SIEM_COMMIT");
+pub(crate) const COMMIT: &str = env!("SENDAUTH_SIEM_COMMIT");
 /// The target triple, e.g. `x86_64-unknown-linux-gnu`.
-pub const TARGET: &str = env!("SENDAUTH_SIEM_TARGET");
-/// `release` or `debug`.
-pub const PROFILE: &str = env!("SENDAUTH_SIEM_PROFILE");
+pub(crate) const TARGET: &str = env!("SENDAUTH_SIEM_TARGET");
 
 /// `--version`'s long form.
-pub const LONG_VERSION: &str = concat!(
+pub(crate) const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     "\ncommit:  ",
     env!("SENDAUTH_SIEM_COMMIT"),

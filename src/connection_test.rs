@@ -10,7 +10,7 @@ use crate::sink::http::HttpClient;
 use crate::sink::platform::{EventOutcome, Failure, FailureKind, Verdict};
 
 /// The test event: a valid SendAuth event with an unmistakable type and id.
-pub fn test_event() -> bytes::Bytes {
+pub(crate) fn test_event() -> bytes::Bytes {
     let now = crate::queue::now_rfc3339();
     let v = serde_json::json!({
         "event_type": "sendauth_siem.test",

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// The four event types SendAuth documents; others pass through and are counted as unknown.
-pub const KNOWN_TYPES: [&str; 4] = [
+pub(crate) const KNOWN_TYPES: [&str; 4] = [
     "transaction.created",
     "transaction.verified",
     "transaction.denied",
@@ -55,7 +55,7 @@ pub enum Rejection {
 /// What validation learned about an accepted event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
-    pub known_type: bool,
+    pub(crate) known_type: bool,
 }
 
 #[derive(Deserialize)]
@@ -107,7 +107,7 @@ pub fn validate(line: &[u8], max_bytes: usize) -> Result<Accepted, Rejection> {
 }
 
 /// Events nested deeper than this are rejected: SIEM parsers (and people) choke on them.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// Whether `{`/`[` nesting (outside strings) goes deeper than `max`.
 fn nesting_depth_exceeds(line: &[u8], max: usize) -> bool {
@@ -172,7 +172,7 @@ fn string_field<'a>(name: &'static str, raw: Option<&'a RawValue>) -> Result<Cow
 
 /// Parses an RFC 3339 timestamp to epoch milliseconds. Also accepts a space instead of `T` and a
 /// missing offset (taken as UTC), both common in ISO 8601 logs.
-pub fn parse_timestamp_millis(s: &str) -> Option<i64> {
+pub(crate) fn parse_timestamp_millis(s: &str) -> Option<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }

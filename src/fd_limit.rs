@@ -18,10 +18,10 @@ use crate::sink::settings::MaxInFlight;
 /// standard streams, the queue (segments, write-ahead log, ack file, witness, sled's files),
 /// the file source and its watches, the runtime's epoll and event descriptors, the status and
 /// admin listeners and a few of their clients. An idle agent uses about 25.
-pub const BASE_RESERVE: usize = 64;
+pub(crate) const BASE_RESERVE: usize = 64;
 /// SIEM connections reserved for `delivery.max_in_flight: auto`. It rarely needs more; past
 /// the reserve, a connection that cannot be opened is a network error, retried like any other.
-pub const AUTO_SIEM_CONNECTIONS: usize = 32;
+pub(crate) const AUTO_SIEM_CONNECTIONS: usize = 32;
 
 /// The reserve of the config the agent started with (see [`prepare`]).
 static RESERVE: AtomicUsize = AtomicUsize::new(BASE_RESERVE + AUTO_SIEM_CONNECTIONS);
@@ -64,7 +64,7 @@ pub fn limits() -> Option<(u64, u64)> {
 /// How many socket clients fit in `limit` descriptors beside `reserve`: every configured one
 /// if they fit, else what is left, but never less than a quarter of the limit (an idle agent
 /// needs far less than the reserve, so a tiny limit still serves a few writers).
-pub fn fitting(configured: usize, limit: u64, reserve: usize) -> usize {
+pub(crate) fn fitting(configured: usize, limit: u64, reserve: usize) -> usize {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     configured.min(limit.saturating_sub(reserve).max(limit / 4)).max(1)
 }
@@ -72,7 +72,7 @@ pub fn fitting(configured: usize, limit: u64, reserve: usize) -> usize {
 /// At start, before anything is opened: raises the soft limit to the hard limit (or to what the
 /// config needs, when the hard limit is unlimited) if the config needs more than the soft
 /// limit, and remembers the reserve for [`cap_connections`].
-pub fn prepare(d: Demand) {
+pub(crate) fn prepare(d: Demand) {
     RESERVE.store(reserve(d), Ordering::Relaxed);
     let need = needed(d);
     let Some((soft, hard)) = limits() else { return };
@@ -105,7 +105,7 @@ pub fn prepare(d: Demand) {
 /// The number of connections the socket source accepts at once: `configured`, or fewer when
 /// the open-file limit cannot hold them beside the agent's own files, which it then logs with
 /// what to change.
-pub fn cap_connections(configured: usize) -> usize {
+pub(crate) fn cap_connections(configured: usize) -> usize {
     let Some((soft, hard)) = limits() else { return configured };
     let reserve = RESERVE.load(Ordering::Relaxed);
     let fit = fitting(configured, soft, reserve);

@@ -15,9 +15,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// Time between two samples.
-pub const INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
 /// Samples kept: one hour at [`INTERVAL`], plus the one the first rate is measured from.
-pub const POINTS: usize = 361;
+pub(crate) const POINTS: usize = 361;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -29,15 +29,15 @@ struct Sample {
 
 /// One point of the chart: the rates over the interval that ended at `t`, and the depth then.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct Point {
+pub(crate) struct Point {
     pub t: u64,
-    pub in_per_second: f64,
-    pub out_per_second: f64,
+    pub(crate) in_per_second: f64,
+    pub(crate) out_per_second: f64,
     pub pending: u64,
 }
 
 #[derive(Default)]
-pub struct History {
+pub(crate) struct History {
     samples: Mutex<VecDeque<Sample>>,
 }
 

@@ -19,7 +19,7 @@ pub mod reload;
 pub mod schema;
 pub mod secret;
 pub mod server;
-pub mod service_manager;
+pub(crate) mod service_manager;
 pub mod settings;
 pub mod shutdown;
 pub mod sink;

@@ -14,7 +14,7 @@ use crate::queue::Counts;
 /// Upper bounds (seconds) of the request-latency histogram buckets.
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
-pub const REJECT_REASONS: [&str; 11] = [
+pub(crate) const REJECT_REASONS: [&str; 11] = [
     "too_large",
     "invalid_utf8",
     "not_an_object",
@@ -28,7 +28,7 @@ pub const REJECT_REASONS: [&str; 11] = [
     "transform",
 ];
 
-pub fn reject_reason_label(r: &Rejection) -> &'static str {
+pub(crate) fn reject_reason_label(r: &Rejection) -> &'static str {
     match r {
         Rejection::TooLarge { .. } => "too_large",
         Rejection::InvalidUtf8(_) => "invalid_utf8",
@@ -46,21 +46,21 @@ pub fn reject_reason_label(r: &Rejection) -> &'static str {
 
 #[derive(Default)]
 pub struct Metrics {
-    pub received_file: AtomicU64,
-    pub received_socket: AtomicU64,
-    pub unknown_type: AtomicU64,
+    pub(crate) received_file: AtomicU64,
+    pub(crate) received_socket: AtomicU64,
+    pub(crate) unknown_type: AtomicU64,
     rejected: [AtomicU64; 11],
     pub delivered: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub retries: AtomicU64,
-    pub requests_ok: AtomicU64,
-    pub requests_failed: AtomicU64,
+    pub(crate) requests_ok: AtomicU64,
+    pub(crate) requests_failed: AtomicU64,
     /// Requests by the SIEM's HTTP status code; `None`: no HTTP answer (refused, timed out).
     requests_by_code: Mutex<std::collections::BTreeMap<Option<u16>, u64>>,
-    pub bytes_sent: AtomicU64,
-    pub queue_full_refusals: AtomicU64,
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) queue_full_refusals: AtomicU64,
+    pub(crate) reloads_ok: AtomicU64,
+    pub(crate) reloads_failed: AtomicU64,
     pub socket_connections: AtomicU64,
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
@@ -78,7 +78,7 @@ impl Metrics {
     }
 
     /// Marks now as the time of the last accepted request.
-    pub fn set_last_success_now(&self) {
+    pub(crate) fn set_last_success_now(&self) {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -86,16 +86,16 @@ impl Metrics {
         self.last_success_unix_ms.store(ms, Ordering::Relaxed);
     }
 
-    pub fn rejected_total(&self) -> u64 {
+    pub(crate) fn rejected_total(&self) -> u64 {
         self.rejected.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
     /// One request answered with `code` (`None`: no HTTP answer).
-    pub fn count_response(&self, code: Option<u16>) {
+    pub(crate) fn count_response(&self, code: Option<u16>) {
         *self.requests_by_code.lock().unwrap().entry(code).or_default() += 1;
     }
 
-    pub fn observe_latency(&self, d: Duration) {
+    pub(crate) fn observe_latency(&self, d: Duration) {
         let s = d.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
             if s <= *b {

@@ -32,7 +32,7 @@ const POLL: Duration = Duration::from_secs(2);
 /// ...and this often when it is (in case an event is missed), so an idle agent rarely wakes.
 const WATCHED_POLL: Duration = Duration::from_secs(10);
 
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     tx: watch::Sender<Arc<Config>>,
     status: Arc<StatusHub>,

@@ -48,13 +48,13 @@ pub fn stopping() {
 }
 
 /// The watchdog interval systemd asked for (`WATCHDOG_USEC`, for this process), if any.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().filter(|d| !d.is_zero())
 }
 
 /// Pings the watchdog while `queue` answers (see the module docs), until `shutdown`. `None` when
 /// systemd asked for no watchdog.
-pub fn spawn_watchdog(queue: Queue, mut shutdown: Shutdown) -> Option<JoinHandle<()>> {
+pub(crate) fn spawn_watchdog(queue: Queue, mut shutdown: Shutdown) -> Option<JoinHandle<()>> {
     let interval = watchdog_interval()?;
     let every = interval / 3;
     tracing::info!(target: "agent", "systemd watchdog: pinging every {every:?} while the queue answers");

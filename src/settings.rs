@@ -42,16 +42,16 @@ pub struct Config {
     /// Privacy rules applied to each event before it is queued (`None`: events pass unchanged).
     pub transform: Option<Transform>,
     /// Dotted keys of the secrets written literally in the file, e.g. `siem.auth.header`.
-    pub inline_secrets: Vec<String>,
+    pub(crate) inline_secrets: Vec<String>,
     /// Files the secrets were read from (`*_file` keys): the reloader re-reads the config when
     /// one changes (a rotated Kubernetes Secret is updated in place).
-    pub secret_files: Vec<PathBuf>,
+    pub(crate) secret_files: Vec<PathBuf>,
 }
 
 impl Config {
     /// What intake checks and transforms each line with (`sources.max_event_bytes`, the
     /// privacy transform): the sources' part of the settings.
-    pub fn intake_rules(&self) -> IntakeRules {
+    pub(crate) fn intake_rules(&self) -> IntakeRules {
         IntakeRules {
             max_event_bytes: self.sources.max_event_bytes,
             transform: self.transform.clone().map(std::sync::Arc::new),
@@ -59,7 +59,7 @@ impl Config {
     }
 
     /// What the config asks for that takes file descriptors (see `fd_limit`).
-    pub fn fd_demand(&self) -> Demand {
+    pub(crate) fn fd_demand(&self) -> Demand {
         Demand {
             socket_clients: self.sources.socket.as_ref().map(|s| s.max_connections),
             max_in_flight: self.delivery.max_in_flight,

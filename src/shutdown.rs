@@ -21,17 +21,17 @@ pub fn channel() -> (ShutdownTrigger, Shutdown) {
 }
 
 impl ShutdownTrigger {
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         let _ = self.tx.send(true);
     }
 
-    pub fn subscribe(&self) -> Shutdown {
+    pub(crate) fn subscribe(&self) -> Shutdown {
         Shutdown { rx: self.tx.subscribe() }
     }
 }
 
 impl Shutdown {
-    pub fn is_triggered(&self) -> bool {
+    pub(crate) fn is_triggered(&self) -> bool {
         *self.rx.borrow()
     }
 

@@ -35,7 +35,7 @@ use state_file::StateFile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DeliveryState {
+pub(crate) enum DeliveryState {
     NotYetInvoked,
     Success,
     Error,
@@ -64,7 +64,7 @@ struct Persisted {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct ConfigView {
+pub(crate) struct ConfigView {
     pub url: String,
     pub platform: String,
     pub enabled: bool,
@@ -146,7 +146,7 @@ impl StatusHub {
     }
 
     /// A delivery attempt succeeded: delivery errors before it are resolved.
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         let mut p = self.persisted.lock().unwrap();
         let changed = p.state != DeliveryState::Success;
         let now = now_rfc3339();
@@ -167,7 +167,7 @@ impl StatusHub {
     }
 
     /// A delivery attempt failed (`message` already redacted).
-    pub fn record_error(&self, http_status: Option<u16>, message: &str) {
+    pub(crate) fn record_error(&self, http_status: Option<u16>, message: &str) {
         let e = LastError {
             at: now_rfc3339(),
             http_status,
@@ -196,7 +196,7 @@ impl StatusHub {
     /// answer and reason given). Delivery goes on, so `state` stays as it is, but `last_error`
     /// becomes this rejection (not an older, resolved error) and `warnings` names the dead
     /// letter until an operator replays or purges it.
-    pub fn record_dead_letter(&self, n: u64, http_status: Option<u16>, reason: &str) {
+    pub(crate) fn record_dead_letter(&self, n: u64, http_status: Option<u16>, reason: &str) {
         let e = LastError {
             at: now_rfc3339(),
             http_status,
@@ -235,7 +235,7 @@ impl StatusHub {
 
     /// The sink is retrying: `attempts` failed in a row, the next try in `wait`. `None` once a
     /// delivery succeeds.
-    pub fn set_retry(&self, retry: Option<(u32, Duration)>) {
+    pub(crate) fn set_retry(&self, retry: Option<(u32, Duration)>) {
         *self.retry.lock().unwrap() = retry.map(|(attempts, wait)| {
             let at = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
             RetryStatus {
@@ -245,11 +245,11 @@ impl StatusHub {
         });
     }
 
-    pub fn set_config(&self, view: ConfigView) {
+    pub(crate) fn set_config(&self, view: ConfigView) {
         *self.config.lock().unwrap() = view;
     }
 
-    pub fn set_reload_error(&self, e: Option<String>) {
+    pub(crate) fn set_reload_error(&self, e: Option<String>) {
         *self.reload_error.lock().unwrap() = e;
     }
 
@@ -258,18 +258,18 @@ impl StatusHub {
     }
 
     /// The file source reports what it does (`None` once it stopped).
-    pub fn set_file_source(&self, v: Option<FileSourceStatus>) {
+    pub(crate) fn set_file_source(&self, v: Option<FileSourceStatus>) {
         *self.file_source.lock().unwrap() = v;
     }
 
     /// The socket source reports its listener and connections (`None` once it stopped).
-    pub fn set_socket_source(&self, v: Option<SocketSourceStatus>) {
+    pub(crate) fn set_socket_source(&self, v: Option<SocketSourceStatus>) {
         *self.socket_source.lock().unwrap() = v;
     }
 
     /// Set by the sink while the dead letter refuses rejected events (the message says why and
     /// what to do); `None` once it has room again.
-    pub fn set_dead_letter_full(&self, why: Option<String>) {
+    pub(crate) fn set_dead_letter_full(&self, why: Option<String>) {
         *self.dead_letter_full.lock().unwrap() = why;
     }
 
@@ -279,7 +279,7 @@ impl StatusHub {
 
     /// The sink reports its endpoints' states (after each request and config change).
     /// The sink's current endpoint set (replaced when a reload changes the SIEM settings).
-    pub fn observe_endpoints(&self, set: Arc<Mutex<crate::sink::endpoints::EndpointSet>>) {
+    pub(crate) fn observe_endpoints(&self, set: Arc<Mutex<crate::sink::endpoints::EndpointSet>>) {
         *self.endpoints.lock().unwrap() = Some(set);
     }
 
@@ -290,7 +290,7 @@ impl StatusHub {
         }
     }
 
-    pub fn set_queue_full(&self, full: bool) {
+    pub(crate) fn set_queue_full(&self, full: bool) {
         self.queue_full.store(full, Ordering::Relaxed);
     }
 
@@ -375,7 +375,7 @@ impl StatusHub {
 
     /// Takes one sample for the chart (see `history`); the agent calls it every
     /// `history::INTERVAL`.
-    pub fn sample_history(&self) {
+    pub(crate) fn sample_history(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let m = &self.metrics;
         let now = std::time::SystemTime::now()
@@ -410,7 +410,7 @@ impl StatusHub {
         })
     }
 
-    pub fn render_metrics(&self) -> String {
+    pub(crate) fn render_metrics(&self) -> String {
         let counts = self.queue.counts();
         let mut o = self.metrics.render(&counts, self.queue.oldest_pending_age(), self.state());
         crate::sink::endpoints::render_metrics(&mut o, &self.endpoint_views());

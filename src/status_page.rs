@@ -1,4 +1,4 @@
 //! The status page served at `GET /`: one self-contained HTML document (no external assets)
 //! that polls `/status` and shows what the SendAuth settings page shows.
 
-pub const PAGE: &str = include_str!("status_page.html");
+pub(crate) const PAGE: &str = include_str!("status_page.html");

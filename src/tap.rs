@@ -14,11 +14,11 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 /// Events kept for a slow viewer before the oldest are skipped.
-pub const CAPACITY: usize = 1024;
+pub(crate) const CAPACITY: usize = 1024;
 
 /// One event as it entered the queue.
 #[derive(Debug, Clone)]
-pub struct Tapped {
+pub(crate) struct Tapped {
     /// `file` or `socket`.
     pub source: &'static str,
     pub event: Bytes,
@@ -43,14 +43,14 @@ impl Tap {
     }
 
     /// Offers events that are now in the queue to the viewers. Never blocks.
-    pub fn publish(&self, source: &'static str, events: Vec<Bytes>) {
+    pub(crate) fn publish(&self, source: &'static str, events: Vec<Bytes>) {
         for event in events {
             // An error means every viewer left in the meantime: nothing to do.
             let _ = self.tx.send(Tapped { source, event });
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Tapped> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Tapped> {
         self.tx.subscribe()
     }
 }

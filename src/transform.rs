@@ -42,7 +42,7 @@ use sha2::Sha256;
 use crate::secret::Secret;
 
 /// The common fields every event keeps (docs/CONTRACT.md, "Events").
-pub const COMMON_FIELDS: [&str; 4] = ["event_type", "timestamp", "org_id", "transaction_id"];
+pub(crate) const COMMON_FIELDS: [&str; 4] = ["event_type", "timestamp", "org_id", "transaction_id"];
 
 /// A dotted path to a field, e.g. `location.city`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +77,8 @@ impl fmt::Display for FieldPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TruncateIp {
     pub fields: Vec<FieldPath>,
-    pub ipv4_prefix: u8,
-    pub ipv6_prefix: u8,
+    pub(crate) ipv4_prefix: u8,
+    pub(crate) ipv6_prefix: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -64,7 +64,7 @@ impl Response {
 
     /// Whether this line ends the answer: a failure, the end of a stream, or (`streaming`
     /// false) any line of a one-line answer.
-    pub fn ends_answer(&self, streaming: bool) -> bool {
+    pub(crate) fn ends_answer(&self, streaming: bool) -> bool {
         match self {
             Response::Failed(_) | Response::End(_) => true,
             Response::Head(_) => false,
@@ -182,8 +182,8 @@ pub struct Purged {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QuarantineReplayed {
     pub ok: bool,
-    pub requeued: u64,
-    pub still_rejected: u64,
+    pub(crate) requeued: u64,
+    pub(crate) still_rejected: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

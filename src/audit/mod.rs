@@ -51,7 +51,7 @@ pub struct AuditConfig {
 
 /// Counters read for one heartbeat (process totals; a heartbeat sends the differences).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub accepted: u64,
     pub delivered: u64,
     pub quarantined: u64,
@@ -81,7 +81,7 @@ impl Totals {
 }
 
 /// The heartbeat event (before the schema mapping and the stamp).
-pub fn heartbeat_event(
+pub(crate) fn heartbeat_event(
     agent: &str,
     n: u64,
     interval: Duration,
@@ -113,7 +113,12 @@ pub fn heartbeat_event(
 }
 
 /// Appends a heartbeat every `audit.heartbeat_interval` (re-read on reload) until shutdown.
-pub async fn run_heartbeats(queue: Queue, status: Arc<StatusHub>, mut cfg: watch::Receiver<Option<AuditConfig>>, mut shutdown: Shutdown) {
+pub(crate) async fn run_heartbeats(
+    queue: Queue,
+    status: Arc<StatusHub>,
+    mut cfg: watch::Receiver<Option<AuditConfig>>,
+    mut shutdown: Shutdown,
+) {
     let started_at = crate::queue::now_rfc3339();
     let mut prev = Totals::default();
     let mut n = 0u64;

@@ -32,7 +32,7 @@ struct Agent {
 
 /// One gap: `first..=last`, and how many of its numbers the heartbeats explain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gap {
+pub(crate) struct Gap {
     pub first: u64,
     pub last: u64,
     pub explained: u64,
@@ -46,7 +46,7 @@ impl Gap {
 
 /// The verdict for one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentReport {
+pub(crate) struct AgentReport {
     pub agent: String,
     pub events: u64,
     pub first: u64,
@@ -54,25 +54,25 @@ pub struct AgentReport {
     pub duplicates: Vec<(u64, u64)>,
     pub gaps: Vec<Gap>,
     pub heartbeats: usize,
-    pub processes: usize,
+    pub(crate) processes: usize,
 }
 
 impl AgentReport {
-    pub fn unexplained(&self) -> u64 {
+    pub(crate) fn unexplained(&self) -> u64 {
         self.gaps.iter().map(|g| g.missing() - g.explained).sum()
     }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
-    pub agents: Vec<AgentReport>,
+    pub(crate) agents: Vec<AgentReport>,
     pub lines: u64,
-    pub not_json: u64,
-    pub unstamped: u64,
+    pub(crate) not_json: u64,
+    pub(crate) unstamped: u64,
 }
 
 impl Report {
-    pub fn unexplained(&self) -> u64 {
+    pub(crate) fn unexplained(&self) -> u64 {
         self.agents.iter().map(AgentReport::unexplained).sum()
     }
 }

@@ -145,7 +145,7 @@ fn problems_as_shown(mut errs: Vec<Problem>, text: &str, env: &dyn Fn(&str) -> O
 /// What the operator's commands (`status`, `dead-letter`, `quarantine`, `aside`) need from a
 /// config: the queue and the status address, nothing else. Read by [`LocalConfig::load`].
 #[derive(Debug, Clone)]
-pub struct LocalConfig {
+pub(crate) struct LocalConfig {
     pub queue: QueueConfig,
     pub status: StatusConfig,
 }

@@ -40,7 +40,7 @@ pub struct Problem {
 
 impl Problem {
     /// A problem that no key owns (the file cannot be read, is not YAML ...).
-    pub fn whole_file(message: impl Into<String>) -> Problem {
+    pub(crate) fn whole_file(message: impl Into<String>) -> Problem {
         Problem {
             key: String::new(),
             message: message.into(),

@@ -27,7 +27,7 @@ const TYPES: [&str; 4] = [
 ];
 
 /// A realistic sample event of type `TYPES[i % 4]`.
-pub fn sample_event(i: usize) -> String {
+pub(crate) fn sample_event(i: usize) -> String {
     let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let tx = format!("tx-{:08}", i);
     match i % 4 {

@@ -39,7 +39,7 @@ const PATH: &str = "/collector";
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// A running demo receiver.
-pub struct DemoReceiver {
+pub(crate) struct DemoReceiver {
     /// Where it listens (127.0.0.1, a free port).
     addr: SocketAddr,
     /// What the connection tasks and the demo share.
@@ -102,7 +102,7 @@ impl DemoReceiver {
     }
 
     /// Starts (`true`) or ends the outage: while down, every request is answered 503.
-    pub fn set_down(&self, down: bool) {
+    pub(crate) fn set_down(&self, down: bool) {
         self.shared.lock().down = down;
     }
 

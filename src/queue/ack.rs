@@ -189,7 +189,7 @@ impl Queue {
     }
 
     /// Age of the oldest pending event, from its record's accept time.
-    pub fn oldest_pending_age(&self) -> Option<Duration> {
+    pub(crate) fn oldest_pending_age(&self) -> Option<Duration> {
         let store = self.inner.store.read().unwrap();
         let st = self.inner.state.lock().unwrap();
         if st.counts.pending_events == 0 {

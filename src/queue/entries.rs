@@ -80,7 +80,7 @@ impl Queue {
     /// Calls `f` with up to `limit` entries (`b'd'`: dead letter, `b'q'`: quarantine), oldest
     /// first, a page at a time (constant memory); stops early when `f` returns false. Returns
     /// how many were passed to `f`.
-    pub fn for_each_entry<M: for<'de> Deserialize<'de>>(
+    pub(crate) fn for_each_entry<M: for<'de> Deserialize<'de>>(
         &self,
         prefix: u8,
         limit: usize,
@@ -103,7 +103,7 @@ impl Queue {
     }
 
     /// Up to `max` quarantine entries with ids above `after`, oldest first (a page of a replay).
-    pub fn quarantine_page(&self, after: u64, max: usize) -> Result<Vec<Entry<QuarantineMeta>>, QueueError> {
+    pub(crate) fn quarantine_page(&self, after: u64, max: usize) -> Result<Vec<Entry<QuarantineMeta>>, QueueError> {
         Ok(self
             .entries_page::<QuarantineMeta>(b'q', after, max)?
             .into_iter()
@@ -112,7 +112,7 @@ impl Queue {
     }
 
     /// The id the next quarantine entry will get: every entry there is has a smaller one.
-    pub fn quarantine_next_id(&self) -> u64 {
+    pub(crate) fn quarantine_next_id(&self) -> u64 {
         self.inner.state.lock().unwrap().q_next
     }
 

@@ -41,14 +41,14 @@ pub(super) fn dir_size(dir: &Path) -> u64 {
 
 impl Queue {
     /// Bytes the store and its segment files occupy on disk.
-    pub fn size_on_disk(&self) -> u64 {
+    pub(crate) fn size_on_disk(&self) -> u64 {
         let store = self.inner.store.read().unwrap();
         dir_size(&store.dir) + dir_size(&self.inner.readers.dir)
     }
 
     /// When the queue has drained after a large backlog, rewrite the database into a fresh
     /// directory so the disk space is given back (sled never shrinks its files).
-    pub fn maybe_reclaim(&self) {
+    pub(crate) fn maybe_reclaim(&self) {
         if self.counts().pending_events != 0 {
             return;
         }

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 /// `queue.max_bytes` when the config does not set it.
-pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+pub(crate) const DEFAULT_QUEUE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 /// `queue.max_quarantine_entries` when the config does not set it.
-pub const DEFAULT_MAX_QUARANTINE_ENTRIES: u64 = 10_000;
+pub(crate) const DEFAULT_MAX_QUARANTINE_ENTRIES: u64 = 10_000;
 
 /// `queue:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct QueueConfig {
 
 impl QueueConfig {
     /// The queue at `path` with every other setting at its default (`--queue-path`).
-    pub fn with_defaults(path: PathBuf) -> QueueConfig {
+    pub(crate) fn with_defaults(path: PathBuf) -> QueueConfig {
         QueueConfig {
             path,
             max_bytes: DEFAULT_QUEUE_MAX_BYTES,

@@ -43,11 +43,11 @@ impl QueueView {
     }
 
     /// Whether `extra` more bytes of events would fit.
-    pub fn has_room(&self, extra: u64) -> bool {
+    pub(crate) fn has_room(&self, extra: u64) -> bool {
         self.queue.has_room(extra)
     }
 
-    pub fn oldest_pending_age(&self) -> Option<Duration> {
+    pub(crate) fn oldest_pending_age(&self) -> Option<Duration> {
         self.queue.oldest_pending_age()
     }
 
@@ -63,7 +63,7 @@ impl QueueView {
 
     /// A value older versions kept in the queue's meta keys (the status hub's state before it
     /// had its own file): read once, at an upgrade, never written.
-    pub fn legacy_meta(&self, name: &str) -> Option<Vec<u8>> {
+    pub(crate) fn legacy_meta(&self, name: &str) -> Option<Vec<u8>> {
         self.queue.get_meta(name)
     }
 }

@@ -39,9 +39,9 @@
 use bytes::Bytes;
 
 /// First bytes of a segment file that is a write-ahead log.
-pub const SEGMENT_MAGIC: &[u8; 8] = b"SAQWAL1\n";
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"SAQWAL1\n";
 /// Bytes before the body of a frame.
-pub const FRAME_HEADER: usize = 8;
+pub(crate) const FRAME_HEADER: usize = 8;
 /// Frames written before the dead letter and the quarantine were bounded in bytes (no byte
 /// deltas for them); still read, so a store upgraded with frames not yet in sled replays them.
 const KIND_COMMIT_V1: u8 = 1;
@@ -52,12 +52,12 @@ const MAX_BODY: usize = 1 << 30;
 
 /// Counter changes of one commit; applied on top of whatever sled holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Deltas {
+pub(crate) struct Deltas {
     pub pending_events: i64,
     pub pending_bytes: i64,
     pub dead_letter: i64,
     pub quarantine: i64,
-    pub quarantine_evicted: i64,
+    pub(crate) quarantine_evicted: i64,
     pub dead_letter_bytes: i64,
     pub quarantine_bytes: i64,
 }
@@ -72,17 +72,17 @@ pub struct Header {
     pub commit: u64,
     /// Events `first_seq..next_seq` are the frame's records.
     pub first_seq: u64,
-    pub next_seq: u64,
+    pub(crate) next_seq: u64,
     /// The next quarantine id after this commit.
-    pub q_next: u64,
+    pub(crate) q_next: u64,
     /// `acked` when the commit was made.
     pub acked: u64,
     pub accepted_at_ms: u64,
-    pub deltas: Deltas,
+    pub(crate) deltas: Deltas,
 }
 
 /// A commit as the committer builds it.
-pub struct CommitOut<'a> {
+pub(crate) struct CommitOut<'a> {
     pub h: Header,
     /// The events `first_seq..next_seq`, cut into records.
     pub records: Vec<&'a [Bytes]>,
@@ -91,17 +91,17 @@ pub struct CommitOut<'a> {
 
 /// Where a record of a frame lies in its segment, with what its pointer needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordPos {
+pub(crate) struct RecordPos {
     pub first_seq: u64,
     pub count: u32,
-    pub offset_in_frame: usize,
+    pub(crate) offset_in_frame: usize,
     pub len: u32,
     pub payload: u64,
 }
 
 /// A frame read back from a segment.
 #[derive(Debug)]
-pub struct CommitIn {
+pub(crate) struct CommitIn {
     pub h: Header,
     pub records: Vec<RecordPos>,
     pub ops: Vec<Op>,
@@ -116,7 +116,7 @@ fn put_u64(v: &mut Vec<u8>, x: u64) {
 }
 
 /// Whether `b` is the kind byte of a commit frame (any version this build reads).
-pub fn is_commit_kind(b: u8) -> bool {
+pub(crate) fn is_commit_kind(b: u8) -> bool {
     b == KIND_COMMIT || b == KIND_COMMIT_V1
 }
 
@@ -324,7 +324,7 @@ pub fn read_at(file: &std::fs::File, len: u64, pos: u64, buf: &mut Vec<u8>) -> s
 /// Reads the frames of a segment file from `from` (past the magic), one `pread` per frame, and
 /// gives each to `f` with its position and end. Returns how the scan ended: `None` at a clean end
 /// of the file, or where and why it stopped.
-pub fn scan(file: &std::fs::File, from: u64, mut f: impl FnMut(u64, CommitIn, u64)) -> std::io::Result<Option<(u64, Bad)>> {
+pub(crate) fn scan(file: &std::fs::File, from: u64, mut f: impl FnMut(u64, CommitIn, u64)) -> std::io::Result<Option<(u64, Bad)>> {
     let len = file.metadata()?.len();
     let mut pos = from.max(SEGMENT_MAGIC.len() as u64);
     let mut buf = Vec::new();
@@ -341,7 +341,7 @@ pub fn scan(file: &std::fs::File, from: u64, mut f: impl FnMut(u64, CommitIn, u6
 }
 
 /// Whether the file starts with [`SEGMENT_MAGIC`] (a segment that is a write-ahead log).
-pub fn is_wal(file: &std::fs::File) -> bool {
+pub(crate) fn is_wal(file: &std::fs::File) -> bool {
     use std::os::unix::fs::FileExt;
     let mut m = [0u8; 8];
     file.read_exact_at(&mut m, 0).is_ok() && &m == SEGMENT_MAGIC

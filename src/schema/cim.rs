@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use super::{Fields, Kind};
 
 /// The HEC sourcetype `cim` uses unless `siem.splunk_hec.sourcetype` is set.
-pub const SOURCETYPE: &str = "sendauth:authentication";
+pub(crate) const SOURCETYPE: &str = "sendauth:authentication";
 
 pub fn map(original: Map<String, Value>) -> Map<String, Value> {
     let f = Fields::read(&original);

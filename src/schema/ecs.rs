@@ -27,7 +27,7 @@ use serde_json::{json, Map, Value};
 
 use super::{is_agent_event, put, put_opt, Fields, Kind, ORIGINAL_NS};
 
-pub const ECS_VERSION: &str = "8.11.0";
+pub(crate) const ECS_VERSION: &str = "8.11.0";
 
 pub fn map(original: Map<String, Value>) -> Map<String, Value> {
     let f = Fields::read(&original);

@@ -42,11 +42,11 @@ use crate::sink::http::HttpClient;
 use crate::sink::platform::{BoxFuture, EncodedRequest, Failure, Platform, Response, Verdict};
 
 /// The namespace for the agent's own fields (audit stamp, heartbeats).
-pub const AGENT_NS: &str = "sendauth_siem";
+pub(crate) const AGENT_NS: &str = "sendauth_siem";
 /// The namespace that keeps the original SendAuth event in `ecs` (and `ocsf`'s `unmapped`).
-pub const ORIGINAL_NS: &str = "sendauth";
+pub(crate) const ORIGINAL_NS: &str = "sendauth";
 /// The event type of the agent's heartbeat (see `audit`).
-pub const HEARTBEAT_TYPE: &str = "sendauth_siem.heartbeat";
+pub(crate) const HEARTBEAT_TYPE: &str = "sendauth_siem.heartbeat";
 
 /// `siem.schema`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,7 +93,7 @@ pub(crate) struct Fields {
     pub event_type: String,
     pub timestamp: String,
     /// `timestamp` as epoch milliseconds (accepted events always have one).
-    pub millis: Option<i64>,
+    pub(crate) millis: Option<i64>,
     pub org_id: Option<String>,
     pub transaction_id: Option<String>,
     pub subject: Option<String>,
@@ -220,7 +220,7 @@ fn event_millis(data: &Bytes) -> Option<u64> {
 }
 
 /// A platform whose events are rendered in a schema and stamped before it frames them.
-pub struct Mapped {
+pub(crate) struct Mapped {
     inner: Arc<dyn Platform>,
     schema: Schema,
     agent: Option<String>,
@@ -228,7 +228,7 @@ pub struct Mapped {
 
 impl Mapped {
     /// Wraps `inner`, or returns it as is when there is nothing to do (`raw`, no audit).
-    pub fn wrap(inner: Arc<dyn Platform>, schema: Schema, agent: Option<String>) -> Arc<dyn Platform> {
+    pub(crate) fn wrap(inner: Arc<dyn Platform>, schema: Schema, agent: Option<String>) -> Arc<dyn Platform> {
         if schema == Schema::Raw && agent.is_none() {
             return inner;
         }

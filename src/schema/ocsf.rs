@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 
 use super::{put, put_opt, Fields, Kind, ORIGINAL_NS};
 
-pub const OCSF_VERSION: &str = "1.1.0";
+pub(crate) const OCSF_VERSION: &str = "1.1.0";
 
 pub fn map(original: Map<String, Value>) -> Map<String, Value> {
     let f = Fields::read(&original);

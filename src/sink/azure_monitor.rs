@@ -46,7 +46,7 @@ use crate::sink::platform::{classify_status_redacted, BoxFuture, EncodedRequest,
 use crate::sink::settings::{AzureMonitorConfig, AZURE_MAX_CALL_BYTES};
 
 /// Renew a token this long before it expires (or at half its life, when that is sooner).
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 struct Token {
     access: Secret,
@@ -116,10 +116,6 @@ impl AzureMonitor {
             cache: Arc::default(),
             wake: Arc::new(Notify::new()),
         }
-    }
-
-    pub fn ingest_url(&self) -> &reqwest::Url {
-        &self.ingest_url
     }
 
     fn max_bytes(&self) -> usize {

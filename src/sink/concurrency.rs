@@ -36,24 +36,24 @@ use crate::sink::settings::MaxInFlight;
 /// The most requests `max_in_flight: auto` ever keeps in flight.
 pub const AUTO_CEILING: usize = 128;
 /// Multiplicative decrease on back-pressure or rising latency.
-pub const DECREASE: f64 = 0.9;
+pub(crate) const DECREASE: f64 = 0.9;
 /// EWMA weight of the newest window.
-pub const EWMA_ALPHA: f64 = 0.4;
+pub(crate) const EWMA_ALPHA: f64 = 0.4;
 /// How many smoothed deviations above the smoothed mean RTT still count as "flat".
-pub const DEVIATION_SCALE: f64 = 2.5;
+pub(crate) const DEVIATION_SCALE: f64 = 2.5;
 /// A window mean RTT above this many times the no-load RTT is "clearly rising latency": the
 /// SIEM is queueing requests, more concurrency only adds delay.
-pub const LATENCY_RATIO: f64 = 2.0;
+pub(crate) const LATENCY_RATIO: f64 = 2.0;
 /// How fast the remembered no-load RTT forgets, per window.
-pub const MIN_RTT_DRIFT: f64 = 0.001;
+pub(crate) const MIN_RTT_DRIFT: f64 = 0.001;
 /// Windows are never shorter than this (a local SIEM answers in microseconds; a few samples per
 /// window smooth the noise) nor longer than [`MAX_WINDOW`].
-pub const MIN_WINDOW: Duration = Duration::from_millis(5);
-pub const MAX_WINDOW: Duration = Duration::from_secs(5);
+pub(crate) const MIN_WINDOW: Duration = Duration::from_millis(5);
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(5);
 
 /// What a finished request says about the SIEM's capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// An answer that reflects normal work (2xx, or a rejection of the data): its RTT counts.
     Ok,
     /// The SIEM is overloaded or rate limiting: 429, 503, a timeout, items refused with 429.
@@ -71,7 +71,7 @@ struct Ewma {
 
 /// The adaptive limit. See the module doc.
 #[derive(Debug)]
-pub struct Controller {
+pub(crate) struct Controller {
     max: usize,
     limit: usize,
     in_flight: usize,
@@ -107,17 +107,18 @@ impl Controller {
         self.limit
     }
 
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
 
     /// Whether one more request may start.
-    pub fn can_start(&self) -> bool {
+    pub(crate) fn can_start(&self) -> bool {
         self.in_flight < self.limit
     }
 
     /// A config reload may change `delivery.max_in_flight`; the limit is clamped at once.
-    pub fn set_setting(&mut self, setting: MaxInFlight) {
+    pub(crate) fn set_setting(&mut self, setting: MaxInFlight) {
         self.max = max_for(setting);
         self.limit = self.limit.clamp(1, self.max);
     }
@@ -131,7 +132,7 @@ impl Controller {
     }
 
     /// A request finished after `rtt` (send to answer) with `signal`; `now` is the clock.
-    pub fn finished(&mut self, now: Instant, rtt: Duration, signal: Signal) {
+    pub(crate) fn finished(&mut self, now: Instant, rtt: Duration, signal: Signal) {
         self.in_flight = self.in_flight.saturating_sub(1);
         match signal {
             Signal::Ok => {

@@ -17,7 +17,7 @@ pub fn gzip(raw: &[u8]) -> Bytes {
 }
 
 /// Takes the prefix of `events` that fits `max_events` / `max_bytes` (at least one event).
-pub fn take_prefix(events: &[QueuedEvent], max_events: usize, max_bytes: usize, per_event_overhead: usize) -> usize {
+pub(crate) fn take_prefix(events: &[QueuedEvent], max_events: usize, max_bytes: usize, per_event_overhead: usize) -> usize {
     let mut n = 0;
     let mut bytes = 0;
     for e in events.iter().take(max_events.max(1)) {
@@ -35,7 +35,7 @@ pub fn take_prefix(events: &[QueuedEvent], max_events: usize, max_bytes: usize, 
 /// byte becomes a space. In valid JSON those bytes can only be whitespace between tokens (inside
 /// strings they must be escaped), so the event means exactly the same; without this, a stray
 /// newline would split one event into two broken ones. Events without them are not copied.
-pub fn one_line(data: &Bytes) -> Bytes {
+pub(crate) fn one_line(data: &Bytes) -> Bytes {
     if !data.iter().any(|&b| b == b'\n' || b == b'\r') {
         return data.clone();
     }
@@ -46,7 +46,7 @@ pub fn one_line(data: &Bytes) -> Bytes {
 }
 
 /// Text a SIEM sent, cut to `max` characters for a one-line message.
-pub fn clip(s: &str, max: usize) -> String {
+pub(crate) fn clip(s: &str, max: usize) -> String {
     let s = s.trim();
     if s.chars().count() > max {
         let cut: String = s.chars().take(max).collect();

@@ -81,7 +81,7 @@ struct Endpoint {
 
 /// Where the next request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pick {
+pub(crate) enum Pick {
     /// Send to endpoint `idx`; `probe`: it is failing and this one request tests it.
     Send { idx: usize, probe: bool },
     /// Every endpoint is failing and already has its probe in flight: wait for an answer.
@@ -90,7 +90,7 @@ pub enum Pick {
 
 /// What a request carries from its start, to be handed back when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     pub idx: usize,
     pub probe: bool,
     gen: u64,
@@ -108,12 +108,12 @@ pub struct EndpointView {
     pub last_error: Option<LastError>,
     pub last_success_at: Option<String>,
     /// Seconds until a failing endpoint is probed again (0: due, or in rotation).
-    pub retry_in_seconds: f64,
+    pub(crate) retry_in_seconds: f64,
 }
 
 /// The endpoints of one SIEM. See the module doc.
 #[derive(Debug, Clone)]
-pub struct EndpointSet {
+pub(crate) struct EndpointSet {
     eps: Vec<Endpoint>,
     /// Round-robin cursor: where the next tie-break starts.
     next: usize,
@@ -145,21 +145,17 @@ impl EndpointSet {
         self.eps.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.eps.is_empty()
-    }
-
     pub fn url(&self, idx: usize) -> &str {
         &self.eps[idx].url
     }
 
     /// Whether some endpoint is in rotation.
-    pub fn any_healthy(&self) -> bool {
+    pub(crate) fn any_healthy(&self) -> bool {
         self.eps.iter().any(|e| e.health != Health::Failing)
     }
 
     /// Where the next request goes at `now` (does not change the set: see [`Self::started`]).
-    pub fn choose(&self, now: Instant) -> Pick {
+    pub(crate) fn choose(&self, now: Instant) -> Pick {
         let n = self.eps.len();
         let order = (0..n).map(|k| (self.next + k) % n);
         if self.any_healthy() {
@@ -200,7 +196,7 @@ impl EndpointSet {
 
     /// The request of `t` ended, whatever its outcome (call before [`Self::succeeded`] or
     /// [`Self::failed`], or alone for a request abandoned at a stop).
-    pub fn finished(&mut self, t: Ticket) {
+    pub(crate) fn finished(&mut self, t: Ticket) {
         let e = &mut self.eps[t.idx];
         e.in_flight = e.in_flight.saturating_sub(1);
         if t.probe {
@@ -210,7 +206,7 @@ impl EndpointSet {
 
     /// The endpoint of `t` answered in a way that shows it works (2xx, or a rejection of the
     /// data): back in rotation.
-    pub fn succeeded(&mut self, t: Ticket) {
+    pub(crate) fn succeeded(&mut self, t: Ticket) {
         let e = &mut self.eps[t.idx];
         e.health = Health::Healthy;
         e.consecutive_failures = 0;
@@ -250,13 +246,13 @@ impl EndpointSet {
     }
 
     /// A ticket for a request that is not sent (a failed `prepare`): counts as a request.
-    pub fn ticket(&mut self, idx: usize, probe: bool) -> Ticket {
+    pub(crate) fn ticket(&mut self, idx: usize, probe: bool) -> Ticket {
         let t = self.started(idx, probe);
         self.finished(t);
         t
     }
 
-    pub fn views(&self, now: Instant) -> Vec<EndpointView> {
+    pub(crate) fn views(&self, now: Instant) -> Vec<EndpointView> {
         self.eps
             .iter()
             .map(|e| EndpointView {
@@ -278,7 +274,7 @@ impl EndpointSet {
 }
 
 /// Appends the per-endpoint series to a `/metrics` text (nothing when no endpoint is known).
-pub fn render_metrics(o: &mut String, views: &[EndpointView]) {
+pub(crate) fn render_metrics(o: &mut String, views: &[EndpointView]) {
     if views.is_empty() {
         return;
     }

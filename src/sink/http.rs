@@ -24,7 +24,7 @@ use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Response};
 use crate::sink::settings::{Auth, SiemConfig};
 use crate::sink::tls_probe::{self, ProbeIdentity};
 
-pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct HttpClient {
@@ -167,7 +167,7 @@ impl HttpClient {
     /// Replaces every secret in `text` with `<redacted>`, ignoring ASCII case: a SIEM may echo a
     /// credential lower-cased or upper-cased (hex tokens, header values), and that copy must
     /// not reach the log or the status page either.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.secrets {
             out = replace_ignoring_ascii_case(&out, s.expose(), "<redacted>");
@@ -244,7 +244,7 @@ impl HttpClient {
     }
 
     /// Explains a transport error in words a user can act on.
-    pub fn classify_error(&self, e: &reqwest::Error) -> Failure {
+    pub(crate) fn classify_error(&self, e: &reqwest::Error) -> Failure {
         let chain = error_chain(e);
         let lower = chain.to_lowercase();
         let (kind, msg) = if e.is_timeout() {
@@ -374,7 +374,7 @@ fn is_client_cert_alert(alert: &str) -> bool {
 }
 
 /// The error and its sources, joined, without the URL (which may hold secrets).
-pub fn error_chain(e: &reqwest::Error) -> String {
+pub(crate) fn error_chain(e: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let without_url = e.to_string();
     parts.push(without_url);

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crate::queue::QueuedEvent;
 use crate::sink::http::HttpClient;
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One HTTP request built from the first `events` events of a batch.
 #[derive(Debug, Clone)]
@@ -31,8 +31,10 @@ pub struct EncodedRequest {
     pub body: Bytes,
     /// How many events (a prefix of the batch given to `encode`) this request carries.
     pub events: usize,
-    /// Uncompressed body size, for metrics.
-    pub raw_bytes: usize,
+    /// Uncompressed body size. Nothing in the agent reads it: the platforms' unit tests check it
+    /// against each SIEM's documented request limit, which applies before compression.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) raw_bytes: usize,
 }
 
 impl EncodedRequest {
@@ -67,16 +69,16 @@ pub struct Response {
 
 impl Response {
     /// The body as a summary for logs and status: see [`summarize`].
-    pub fn body_summary(&self) -> String {
+    pub(crate) fn body_summary(&self) -> String {
         summarize(&self.body_text(DETAIL_CHARS))
     }
 
     /// The body for a dead-letter reason (`Failure::detail`), up to [`DETAIL_CHARS`].
-    pub fn body_detail(&self) -> String {
+    pub(crate) fn body_detail(&self) -> String {
         self.body_text(DETAIL_CHARS)
     }
 
-    pub fn body_text(&self, max_chars: usize) -> String {
+    pub(crate) fn body_text(&self, max_chars: usize) -> String {
         let s = String::from_utf8_lossy(&self.body);
         let s = s.trim();
         if s.chars().count() > max_chars {
@@ -88,7 +90,7 @@ impl Response {
     }
 
     /// `Retry-After` as delay-seconds or an HTTP-date, clamped to 10 minutes.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         let v = self.headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
         let d = if let Ok(secs) = v.parse::<u64>() {
             Duration::from_secs(secs)
@@ -159,9 +161,9 @@ impl FailureKind {
 }
 
 /// Most characters of a SIEM's own words in a [`Failure::message`] (logs, status).
-pub const SUMMARY_CHARS: usize = 200;
+pub(crate) const SUMMARY_CHARS: usize = 200;
 /// Most characters of a SIEM's own words in a [`Failure::detail`] (the dead-letter reason).
-pub const DETAIL_CHARS: usize = 2000;
+pub(crate) const DETAIL_CHARS: usize = 2000;
 
 /// Where a SIEM starts quoting the event's own data in an error text: Elasticsearch's
 /// `Preview of field's value: '203.0.113.7'`, its immense-term prefix, Java's
@@ -176,7 +178,7 @@ const VALUE_PREVIEWS: [&str; 3] = [
 /// A SIEM's error text as a summary fit for logs and the (unauthenticated) status page: any
 /// value preview removed (see [`VALUE_PREVIEWS`]), on one line, at most [`SUMMARY_CHARS`]
 /// characters. The full text goes to [`Failure::detail`] instead.
-pub fn summarize(text: &str) -> String {
+pub(crate) fn summarize(text: &str) -> String {
     // ASCII lower-casing keeps byte offsets and char boundaries, so an offset found in the
     // lowered copy cuts `text` at a char boundary.
     let lower = text.to_ascii_lowercase();
@@ -201,8 +203,8 @@ pub struct Failure {
     /// The same explanation with the SIEM's words in full (up to [`DETAIL_CHARS`]), when they
     /// differ: kept only in the dead-letter reason, which holds the event itself anyway and is
     /// read over the 0600 admin socket.
-    pub detail: Option<String>,
-    pub retry_after: Option<Duration>,
+    pub(crate) detail: Option<String>,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -217,14 +219,14 @@ impl Failure {
     }
 
     /// Sets [`Failure::detail`] (nothing when it says no more than the message).
-    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
         let d = detail.into();
         self.detail = (d != self.message).then_some(d);
         self
     }
 
     /// The text for a dead-letter reason: the detail if there is one, else the message.
-    pub fn full_text(&self) -> &str {
+    pub(crate) fn full_text(&self) -> &str {
         self.detail.as_deref().unwrap_or(&self.message)
     }
 }
@@ -259,7 +261,7 @@ pub enum Verdict {
 
 /// [`classify_status`], with the messages passed through `redact`: for platforms whose own
 /// secret (an API key, a client secret) could be echoed in an answer.
-pub fn classify_status_redacted(resp: &Response, what: &str, redact: impl Fn(&str) -> String) -> Verdict {
+pub(crate) fn classify_status_redacted(resp: &Response, what: &str, redact: impl Fn(&str) -> String) -> Verdict {
     let mut v = classify_status(resp, what);
     if let Verdict::Retry(f) | Verdict::TooLarge(f) | Verdict::Rejected(f) = &mut v {
         f.message = redact(&f.message);
@@ -270,7 +272,7 @@ pub fn classify_status_redacted(resp: &Response, what: &str, redact: impl Fn(&st
 
 /// Reads a status code the way every HTTP SIEM means it, when the platform has nothing more
 /// specific to say. `what` names the SIEM in messages ("SIEM", "Splunk HEC", ...).
-pub fn classify_status(resp: &Response, what: &str) -> Verdict {
+pub(crate) fn classify_status(resp: &Response, what: &str) -> Verdict {
     let code = resp.status;
     // What the SIEM said: summarised for logs and status, in full for a dead-letter reason.
     let said = |b: String| if b.is_empty() { String::new() } else { format!(": {b}") };

@@ -32,7 +32,7 @@ use crate::sink::settings::{DeliveryConfig, OnRetryExhausted};
 
 /// What to do with an event that failed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exhausted {
+pub(crate) enum Exhausted {
     /// Retries are left: send it again after the backoff.
     No,
     /// Retries are used up and the user chose `hold`: keep it queued, keep trying.
@@ -43,7 +43,7 @@ pub enum Exhausted {
 
 /// The retry settings of `delivery`, read once per decision (a reload applies to the next one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Quick retries after the first failed attempt.
     pub max_retries: u32,
     pub initial_backoff: Duration,
@@ -63,12 +63,12 @@ impl RetryPolicy {
 
     /// Whether `failures` failed attempts (of the destination, or of one event) used up the
     /// first attempt and its `max_retries` quick retries.
-    pub fn past_quick_retries(&self, failures: u32) -> bool {
+    pub(crate) fn past_quick_retries(&self, failures: u32) -> bool {
         failures > self.max_retries
     }
 
     /// What to do with an event that has now failed `failures` times (counting this one).
-    pub fn event_failed(&self, failures: u32) -> Exhausted {
+    pub(crate) fn event_failed(&self, failures: u32) -> Exhausted {
         if !self.past_quick_retries(failures) {
             Exhausted::No
         } else if self.on_exhausted == OnRetryExhausted::DeadLetter {

@@ -43,7 +43,7 @@ impl Platform {
     /// `platform: auto` infers the SIEM from the URL path (README.md, "Config at a glance"). `/services/collector` may
     /// sit behind a path prefix (a reverse proxy), as `splunk_hec::Endpoints` accepts: taking such
     /// a URL for generic would send bare events that HEC rejects one by one (code 12).
-    pub fn infer_from_url(url: &reqwest::Url) -> Platform {
+    pub(crate) fn infer_from_url(url: &reqwest::Url) -> Platform {
         let path = url.path();
         if path.contains("/services/collector") {
             Platform::SplunkHec
@@ -86,7 +86,7 @@ pub enum Auth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenericConfig {
     pub batch: GenericBatch,
-    pub max_events: usize,
+    pub(crate) max_events: usize,
     pub max_bytes: usize,
     pub gzip: bool,
 }
@@ -99,7 +99,7 @@ pub struct SplunkConfig {
     pub sourcetype: String,
     pub host: Option<String>,
     pub gzip: bool,
-    pub max_events: usize,
+    pub(crate) max_events: usize,
     pub max_bytes: usize,
     pub indexer_ack: bool,
     pub ack_timeout: Duration,
@@ -113,9 +113,9 @@ pub struct ElasticConfig {
     /// Index or data stream name; default: taken from the URL path (`/sendauth/_doc` -> `sendauth`).
     pub index: Option<String>,
     pub install_template: bool,
-    pub template_name: String,
+    pub(crate) template_name: String,
     pub data_stream: bool,
-    pub max_events: usize,
+    pub(crate) max_events: usize,
     pub max_bytes: usize,
     pub gzip: bool,
 }
@@ -128,7 +128,7 @@ pub struct SumoConfig {
     pub host: Option<String>,
     pub fields: BTreeMap<String, String>,
     pub gzip: bool,
-    pub max_events: usize,
+    pub(crate) max_events: usize,
     pub max_bytes: usize,
 }
 
@@ -173,7 +173,7 @@ pub struct SiemConfig {
 
 impl SiemConfig {
     /// The platform after `auto` has been resolved from the URL.
-    pub fn effective_platform(&self) -> Platform {
+    pub(crate) fn effective_platform(&self) -> Platform {
         match self.platform {
             Platform::Auto => Platform::infer_from_url(&self.url),
             p => p,
@@ -182,13 +182,13 @@ impl SiemConfig {
 
     /// The URL safe to show in status, logs and errors: credentials, query strings and (for
     /// Sumo Logic) the collector token removed.
-    pub fn url_redacted(&self) -> String {
+    pub(crate) fn url_redacted(&self) -> String {
         redact_url(&self.url, self.effective_platform())
     }
 }
 
 /// Removes every part of a URL that can carry a secret.
-pub fn redact_url(url: &reqwest::Url, platform: Platform) -> String {
+pub(crate) fn redact_url(url: &reqwest::Url, platform: Platform) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");
     let _ = u.set_password(None);
@@ -216,7 +216,7 @@ pub enum OnRetryExhausted {
 /// The sink's part of the settings (`siem:` and `delivery:`): what the delivery loop follows
 /// across reloads. It never sees the rest of the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SinkSettings {
+pub(crate) struct SinkSettings {
     pub siem: SiemConfig,
     pub delivery: DeliveryConfig,
 }
@@ -245,21 +245,21 @@ pub enum MaxInFlight {
 }
 
 /// The largest number `delivery.max_in_flight` accepts.
-pub const MAX_IN_FLIGHT: usize = 256;
+pub(crate) const MAX_IN_FLIGHT: usize = 256;
 
 /// `delivery.linger` when the config does not set it: batched requests wait this long for more
 /// events, so a steady trickle makes a few full requests rather than many tiny ones. With the
 /// queue's group-commit gap (50 ms) it keeps append -> SIEM under a quarter of a second.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(120);
+pub(crate) const DEFAULT_LINGER: Duration = Duration::from_millis(120);
 
 /// Datadog's documented limits for one request to the logs intake (uncompressed payload,
 /// entries in the array) and for one log entry (larger entries are truncated by Datadog).
-pub const DATADOG_MAX_PAYLOAD_BYTES: usize = 5_000_000;
-pub const DATADOG_MAX_ENTRIES: usize = 1000;
-pub const DATADOG_MAX_ENTRY_BYTES: usize = 1_000_000;
+pub(crate) const DATADOG_MAX_PAYLOAD_BYTES: usize = 5_000_000;
+pub(crate) const DATADOG_MAX_ENTRIES: usize = 1000;
+pub(crate) const DATADOG_MAX_ENTRY_BYTES: usize = 1_000_000;
 
 /// The Logs Ingestion API takes at most 1 MB per call.
-pub const AZURE_MAX_CALL_BYTES: usize = 1_000_000;
+pub(crate) const AZURE_MAX_CALL_BYTES: usize = 1_000_000;
 
 /// `siem.datadog`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,7 +272,7 @@ pub struct DatadogConfig {
     pub ddtags: Option<String>,
     pub service: String,
     pub hostname: Option<String>,
-    pub max_events: usize,
+    pub(crate) max_events: usize,
     pub max_bytes: usize,
     pub gzip: bool,
 }
@@ -294,7 +294,7 @@ impl Default for DatadogConfig {
 }
 
 /// The intake URL of a Datadog site: `https://http-intake.logs.<site>/api/v2/logs`.
-pub fn datadog_intake_url(site: &str) -> String {
+pub(crate) fn datadog_intake_url(site: &str) -> String {
     format!("https://http-intake.logs.{site}/api/v2/logs")
 }
 
@@ -312,7 +312,7 @@ pub struct AzureMonitorConfig {
     pub authority_host: reqwest::Url,
     /// The token's scope: `https://monitor.azure.com//.default` in the public cloud.
     pub scope: String,
-    pub max_events: usize,
+    pub(crate) max_events: usize,
     pub max_bytes: usize,
     pub gzip: bool,
 }

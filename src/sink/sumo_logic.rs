@@ -25,7 +25,7 @@ use crate::sink::platform::{classify_status, EncodedRequest, Failure, FailureKin
 use crate::sink::settings::SumoConfig;
 
 /// Sumo's documented ceiling for one request, uncompressed.
-pub const MAX_REQUEST_BYTES: usize = 1_000_000;
+pub(crate) const MAX_REQUEST_BYTES: usize = 1_000_000;
 
 pub struct SumoLogic {
     url: reqwest::Url,

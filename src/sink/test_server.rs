@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub method: String,
     /// Path and query.
     pub path: String,
@@ -22,7 +22,7 @@ impl Recorded {
     }
 }
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
     task: tokio::task::JoinHandle<()>,

@@ -28,7 +28,7 @@ use tokio::io::AsyncReadExt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
     /// The server sent a CertificateRequest: it wants (or at least accepts) mTLS.
-    pub client_cert_requested: bool,
+    pub(crate) client_cert_requested: bool,
     /// The TLS alert the server sent, if any (e.g. "CertificateRequired", "UnknownCA").
     pub alert: Option<String>,
 }
@@ -46,7 +46,7 @@ impl std::fmt::Debug for ProbeIdentity {
 impl ProbeIdentity {
     /// Parses PEM certificates and a PEM private key; `None` if they do not parse (the real
     /// client reports that case itself).
-    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Option<ProbeIdentity> {
+    pub(crate) fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Option<ProbeIdentity> {
         use rustls::pki_types::pem::PemObject;
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem).collect::<Result<_, _>>().ok()?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).ok()?;

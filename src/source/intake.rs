@@ -20,7 +20,7 @@ use crate::status::StatusHub;
 
 /// Which source a chunk came from (counters and the tap are per source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
+pub(crate) enum SourceKind {
     File,
     Socket,
 }
@@ -35,7 +35,7 @@ impl SourceKind {
 }
 
 /// A chunk ready for the queue, and what to report once the queue took it.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub request: AppendRequest,
     pub report: Report,
 }
@@ -50,7 +50,7 @@ pub struct Report {
 }
 
 /// One source's intake.
-pub struct Intake<'a> {
+pub(crate) struct Intake<'a> {
     pub status: &'a StatusHub,
     pub kind: SourceKind,
 }
@@ -58,7 +58,7 @@ pub struct Intake<'a> {
 impl Intake<'_> {
     /// Validates and transforms `frames` (`origin(i, frame)` says where frame `i` came from,
     /// for the quarantine), adds `extra` quarantine entries and the source's `checkpoint`.
-    pub fn prepare(
+    pub(crate) fn prepare(
         &self,
         frames: Vec<Frame>,
         rules: &IntakeRules,

@@ -56,7 +56,7 @@ impl LineFramer {
 
     /// Feeds a chunk; complete lines are appended to `out`. A line that lies within the chunk
     /// is a slice of it (no copy, no allocation); only a line split across chunks is copied.
-    pub fn push_bytes(&mut self, data: Bytes, out: &mut Vec<Frame>) {
+    pub(crate) fn push_bytes(&mut self, data: Bytes, out: &mut Vec<Frame>) {
         let mut pos = 0;
         while pos < data.len() {
             let rest = &data[pos..];

@@ -23,10 +23,10 @@ use lines::Frame;
 
 /// The validated content of a chunk of input.
 #[derive(Default)]
-pub struct Chunk {
+pub(crate) struct Chunk {
     pub events: Vec<Bytes>,
     pub quarantine: Vec<(QuarantineMeta, Vec<u8>)>,
-    pub unknown_types: u64,
+    pub(crate) unknown_types: u64,
 }
 
 /// Validates frames, and applies the privacy transform (if any) to each accepted event, so only
@@ -34,7 +34,7 @@ pub struct Chunk {
 /// for the quarantine and the log ("events.jsonl:12 (byte 402113)").
 ///
 /// Without a transform, accepted lines are forwarded as the very bytes that were read.
-pub fn validate_frames(
+pub(crate) fn validate_frames(
     frames: Vec<Frame>,
     max_event_bytes: usize,
     transform: Option<&Transform>,
@@ -165,11 +165,11 @@ pub struct IntakeRules {
 
 /// What `quarantine replay` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct QuarantineReplay {
+pub(crate) struct QuarantineReplay {
     /// Lines that pass the current rules now and were queued as events.
-    pub requeued: u64,
+    pub(crate) requeued: u64,
     /// Lines that still fail (or were kept only in part): quarantined again, with today's reason.
-    pub still_rejected: u64,
+    pub(crate) still_rejected: u64,
 }
 
 /// Runs quarantined lines (all, or ids up to `through`) through intake again with the current
@@ -178,7 +178,7 @@ pub struct QuarantineReplay {
 /// append (events and re-quarantined lines together), then the page's entries are purged. At
 /// least once: a crash between the two leaves the page in the quarantine as well, and a second
 /// replay queues its lines again. With `dry_run`, only counts.
-pub fn replay_quarantine(
+pub(crate) fn replay_quarantine(
     queue: &crate::queue::Queue,
     rules: &IntakeRules,
     metrics: &Metrics,

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use super::LastError;
+pub(crate) use super::LastError;
 use crate::sink::endpoints::EndpointView;
 
 /// The whole document.
@@ -36,7 +36,7 @@ pub struct StatusDoc {
     pub warnings: Vec<String>,
     pub version: String,
     pub commit: String,
-    pub uptime_seconds: u64,
+    pub(crate) uptime_seconds: u64,
 }
 
 /// `state`, as docs/CONTRACT.md ("Status") defines it.
@@ -103,7 +103,7 @@ pub struct DeadLetterStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuarantineStatus {
     pub count: u64,
-    pub evicted: u64,
+    pub(crate) evicted: u64,
     pub bytes: u64,
     pub max_entries: u64,
     pub max_bytes: u64,
@@ -175,7 +175,7 @@ pub struct RetryStatus {
     /// Failed attempts in a row.
     pub failed_attempts: u32,
     /// RFC 3339.
-    pub next_attempt_at: String,
+    pub(crate) next_attempt_at: String,
 }
 
 /// The running totals `top` turns into rates (the admin socket's `Status` answer).
@@ -184,8 +184,8 @@ pub struct Counters {
     pub received: u64,
     pub delivered: u64,
     pub dead_lettered: u64,
-    pub requests_ok: u64,
-    pub requests_failed: u64,
+    pub(crate) requests_ok: u64,
+    pub(crate) requests_failed: u64,
 }
 
 #[cfg(test)]

@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// The file's name in `queue.path`.
-pub const STATUS_FILE: &str = "status.json";
+pub(crate) const STATUS_FILE: &str = "status.json";
 const TMP_FILE: &str = ".status.json.tmp";
 
 /// See the module docs.
-pub struct StateFile {
+pub(crate) struct StateFile {
     shared: Arc<Shared>,
 }
 
@@ -79,7 +79,7 @@ impl StateFile {
     }
 
     /// Hands a new version to the writer thread. Never blocks on the disk.
-    pub fn save(&self, bytes: Vec<u8>) {
+    pub(crate) fn save(&self, bytes: Vec<u8>) {
         let mut p = self.shared.pending.lock().unwrap();
         p.generation += 1;
         p.bytes = Some(bytes);

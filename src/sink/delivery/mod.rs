@@ -164,7 +164,7 @@ enum Woke {
     Other,
 }
 
-pub struct Delivery {
+pub(crate) struct Delivery {
     queue: Queue,
     status: Arc<StatusHub>,
     /// The sink's settings, following reloads (`settings::follow` in the wiring).

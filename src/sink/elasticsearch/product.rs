@@ -21,7 +21,7 @@ use crate::sink::http::HttpClient;
 use crate::sink::platform::{Failure, FailureKind, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Distribution {
+pub(crate) enum Distribution {
     Elasticsearch,
     OpenSearch,
     /// Answered like a cluster, but says neither (a compatible store or a proxy).
@@ -29,7 +29,7 @@ pub enum Distribution {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Product {
+pub(crate) struct Product {
     pub distribution: Distribution,
     pub version: String,
     pub cluster: Option<String>,
@@ -51,7 +51,7 @@ impl fmt::Display for Product {
 }
 
 /// Reads a 2xx root answer; `None` when it is not a cluster's root answer.
-pub fn from_root_answer(resp: &Response) -> Option<Product> {
+pub(crate) fn from_root_answer(resp: &Response) -> Option<Product> {
     let v: Value = serde_json::from_slice(&resp.body).ok()?;
     let version = v.get("version")?;
     let number = version.get("number")?.as_str()?.to_string();

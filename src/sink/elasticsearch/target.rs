@@ -25,7 +25,7 @@ pub struct Target {
     pub root: reqwest::Url,
     pub index: String,
     /// Query parameters from `siem.url` passed on to `_bulk`.
-    pub params: Vec<(String, String)>,
+    pub(crate) params: Vec<(String, String)>,
 }
 
 impl Target {
@@ -33,7 +33,7 @@ impl Target {
     /// `/sendauth/_bulk`, `/sendauth/_create/x`, `/sendauth`, or `/_bulk` with the index in
     /// `siem.elasticsearch.index` (which wins when both are given). Path segments before the
     /// index are kept as a proxy prefix. Errors name the key (under `siem.`) to fix.
-    pub fn from_url(url: &reqwest::Url, index: Option<&str>) -> Result<Target, (&'static str, String)> {
+    pub(crate) fn from_url(url: &reqwest::Url, index: Option<&str>) -> Result<Target, (&'static str, String)> {
         let segs: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty()).collect();
         let (prefix, url_index) = match segs.iter().position(|s| s.starts_with('_')) {
             Some(0) => (&segs[..0], None),
@@ -88,7 +88,7 @@ impl Target {
         u
     }
 
-    pub fn bulk_url(&self) -> reqwest::Url {
+    pub(crate) fn bulk_url(&self) -> reqwest::Url {
         let mut u = self.endpoint(&["_bulk"]);
         {
             let mut q = u.query_pairs_mut();
@@ -100,7 +100,7 @@ impl Target {
         u
     }
 
-    pub fn template_url(&self, name: &str) -> reqwest::Url {
+    pub(crate) fn template_url(&self, name: &str) -> reqwest::Url {
         self.endpoint(&["_index_template", name])
     }
 }

@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub dev: u64,
-    pub ino: u64,
+    pub(crate) ino: u64,
     pub offset: u64,
     pub line: u64,
     /// Fingerprint of the first `head_len` bytes (detects inode reuse and copytruncate).
-    pub head_hash: u64,
-    pub head_len: u32,
+    pub(crate) head_hash: u64,
+    pub(crate) head_len: u32,
 }
 
 impl Checkpoint {

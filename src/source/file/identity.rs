@@ -10,12 +10,12 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Bytes of the file head that are fingerprinted.
-pub const HEAD_LEN: u64 = 256;
+pub(crate) const HEAD_LEN: u64 = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
+pub(crate) struct FileId {
     pub dev: u64,
-    pub ino: u64,
+    pub(crate) ino: u64,
 }
 
 impl FileId {
@@ -50,13 +50,13 @@ pub fn not_a_regular_file(path: &Path) -> Option<&'static str> {
     }
 }
 
-pub fn stat_path(path: &Path) -> Option<(FileId, u64)> {
+pub(crate) fn stat_path(path: &Path) -> Option<(FileId, u64)> {
     let m = std::fs::metadata(path).ok()?;
     m.is_file().then(|| (FileId::of(&m), m.len()))
 }
 
 /// FNV-1a over the first `len` bytes (read with pread; does not move the file position).
-pub fn head_hash(file: &File, len: u64) -> Option<u64> {
+pub(crate) fn head_hash(file: &File, len: u64) -> Option<u64> {
     let mut buf = vec![0u8; len as usize];
     let mut got = 0;
     while got < buf.len() {
@@ -76,7 +76,7 @@ pub fn head_hash(file: &File, len: u64) -> Option<u64> {
 
 /// Looks for a file with identity `id` next to `path` (a rotated-away copy such as
 /// `events.jsonl.1`).
-pub fn find_rotated(path: &Path, id: FileId) -> Option<PathBuf> {
+pub(crate) fn find_rotated(path: &Path, id: FileId) -> Option<PathBuf> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let p = entry.path();

@@ -67,7 +67,7 @@ const WATCHED_POLL: Duration = Duration::from_secs(5);
 const ROTATION_GRACE: Duration = Duration::from_secs(1);
 
 /// A running file source; dropping it does not stop it, call [`FileSource::stop`].
-pub struct FileSource {
+pub(crate) struct FileSource {
     stop: Arc<AtomicBool>,
     wake: mpsc::Sender<()>,
     thread: Option<JoinHandle<()>>,
@@ -121,7 +121,7 @@ impl FileSource {
 /// The directory watched for changes to the file (not the file: rotation replaces it).
 /// What a file source without its file is doing, in words: waiting for it to be created, and
 /// why it may wait long (its directory is missing: a typo, or a volume not mounted).
-pub fn waiting_for(path: &str) -> String {
+pub(crate) fn waiting_for(path: &str) -> String {
     let p = Path::new(path);
     match p.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) if !dir.is_dir() => format!(
