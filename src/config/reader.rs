@@ -300,18 +300,23 @@ impl<'e> Node<'e> {
         }
     }
 
-    pub(super) fn duration(&mut self, k: &str, default: Duration) -> Duration {
-        let raw = match self.take(k) {
-            None | Some(Value::Null) => return default,
-            Some(Value::String(s)) => match self.expand(k, &s) {
-                Some(s) => s,
-                None => return default,
-            },
-            Some(Value::Number(n)) => n.to_string(),
+    /// The text of `k` for a value parser: a string (with `${VAR}` expanded) or a number;
+    /// `None` when absent or after recording a problem (`expected` names the form wanted).
+    fn unit_text(&mut self, k: &str, expected: &str) -> Option<String> {
+        match self.take(k) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => self.expand(k, &s),
+            Some(Value::Number(n)) => Some(n.to_string()),
             Some(other) => {
-                self.err(k, format!("expected a duration like 250ms, 1s or 2m, got {}", describe(&other)));
-                return default;
+                self.err(k, format!("expected {expected}, got {}", describe(&other)));
+                None
             }
+        }
+    }
+
+    pub(super) fn duration(&mut self, k: &str, default: Duration) -> Duration {
+        let Some(raw) = self.unit_text(k, "a duration like 250ms, 1s or 2m") else {
+            return default;
         };
         match parse_duration(&raw) {
             Ok(d) => d,
@@ -323,17 +328,8 @@ impl<'e> Node<'e> {
     }
 
     pub(super) fn size(&mut self, k: &str, default: u64, min: u64) -> u64 {
-        let raw = match self.take(k) {
-            None | Some(Value::Null) => return default,
-            Some(Value::String(s)) => match self.expand(k, &s) {
-                Some(s) => s,
-                None => return default,
-            },
-            Some(Value::Number(n)) => n.to_string(),
-            Some(other) => {
-                self.err(k, format!("expected a size like 512KiB, 1MiB or 2GB, got {}", describe(&other)));
-                return default;
-            }
+        let Some(raw) = self.unit_text(k, "a size like 512KiB, 1MiB or 2GB") else {
+            return default;
         };
         match parse_size(&raw) {
             Ok(n) if n >= min => n,
