@@ -10,6 +10,7 @@
 mod receiver;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -101,18 +102,8 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
     let emu = DemoReceiver::start("demo-token")
         .await
         .context("cannot start the demo's built-in SIEM receiver on 127.0.0.1")?;
-    let events_path = dir.path().join("events.jsonl");
     let port = free_port()?;
-    let yaml = format!(
-        "siem:\n  url: {url}\n  auth:\n    header: \"Authorization: Bearer demo-token\"\n  generic:\n    batch: none\nsources:\n  file: {{ path: {file}, start_at: beginning, poll_interval: 100ms }}\n  socket: {{ path: {sock} }}\nqueue:\n  path: {queue}\ndelivery:\n  initial_backoff: 200ms\n  max_backoff: 1s\n  max_in_flight: 1\nstatus:\n  listen: 127.0.0.1:{port}\nlog:\n  level: warn\n",
-        url = emu.url(),
-        file = events_path.display(),
-        sock = dir.path().join("siem.sock").display(),
-        queue = dir.path().join("queue").display(),
-    );
-    let config_path = dir.path().join("config.yaml");
-    std::fs::write(&config_path, &yaml)?;
-    let cfg = Config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config invalid: {e}"))?;
+    let (config_path, events_path, cfg) = write_config(dir.path(), &emu.url(), port)?;
 
     println!("sendauth-siem demo");
     println!("  working dir : {}", dir.path().display());
@@ -125,17 +116,57 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
     }
 
     let agent = Agent::start(config_path, cfg, None).await?;
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&events_path)?;
-    let mut seen = 0usize;
     // The outage covers the third quarter of the events.
     let (down_at, up_at) = (n / 2, n * 3 / 4);
+    let mut seen = 0usize;
+    let result = match write_events(&agent, &emu, &events_path, n, (down_at, up_at), &mut seen).await {
+        Ok(()) => summarize(&agent, &emu, n, seen, up_at - down_at).await,
+        Err(e) => Err(e),
+    };
+    if keep && result.is_ok() {
+        keep_running(&emu, &mut seen, port, &events_path).await;
+    }
+    agent.stop().await;
+    emu.stop().await;
+    result
+}
+
+/// Writes the demo's config into `dir`: the file and socket sources, the queue, the receiver at
+/// `url`, the status page on `port`. Returns the config's path, the event file's, and the
+/// config as loaded (the same path a user's config takes).
+fn write_config(dir: &Path, url: &str, port: u16) -> anyhow::Result<(PathBuf, PathBuf, Config)> {
+    let events_path = dir.join("events.jsonl");
+    let yaml = format!(
+        "siem:\n  url: {url}\n  auth:\n    header: \"Authorization: Bearer demo-token\"\n  generic:\n    batch: none\nsources:\n  file: {{ path: {file}, start_at: beginning, poll_interval: 100ms }}\n  socket: {{ path: {sock} }}\nqueue:\n  path: {queue}\ndelivery:\n  initial_backoff: 200ms\n  max_backoff: 1s\n  max_in_flight: 1\nstatus:\n  listen: 127.0.0.1:{port}\nlog:\n  level: warn\n",
+        file = events_path.display(),
+        sock = dir.join("siem.sock").display(),
+        queue = dir.join("queue").display(),
+    );
+    let config_path = dir.join("config.yaml");
+    std::fs::write(&config_path, &yaml)?;
+    let cfg = Config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config invalid: {e}"))?;
+    Ok((config_path, events_path, cfg))
+}
+
+/// Appends the `n` sample events (one split in two writes, one malformed line) and shows them
+/// arriving; between `outage.0` and `outage.1` the receiver is down.
+async fn write_events(
+    agent: &Agent,
+    emu: &DemoReceiver,
+    events_path: &Path,
+    n: usize,
+    outage: (usize, usize),
+    seen: &mut usize,
+) -> anyhow::Result<()> {
+    let (down_at, up_at) = outage;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(events_path)?;
     for i in 0..n {
         if i == down_at {
             emu.set_down(true);
             println!("\n  !! The SIEM goes down: it answers 503 to everything from now on.\n");
         }
         if i == up_at {
-            let s = wait_status(&agent, |s| s.state == State::Error && s.queue.pending >= (up_at - down_at) as u64).await;
+            let s = wait_status(agent, |s| s.state == State::Error && s.queue.pending >= (up_at - down_at) as u64).await;
             println!(
                 "\n  Status now: state={:?}, {} event(s) waiting on disk in the queue, last error: {}",
                 s.state.as_str(),
@@ -172,13 +203,18 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(150)).await;
         } else {
             // Show arrivals as they happen (all earlier ones first, after the outage).
-            show_arrivals(&emu, &mut seen, i + 1, Duration::from_secs(30)).await;
+            show_arrivals(emu, seen, i + 1, Duration::from_secs(30)).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    show_arrivals(&emu, &mut seen, n, Duration::from_secs(60)).await;
+    show_arrivals(emu, seen, n, Duration::from_secs(60)).await;
+    Ok(())
+}
+
+/// The demo's verdict: every event arrived, in order, and the malformed line is quarantined.
+async fn summarize(agent: &Agent, emu: &DemoReceiver, n: usize, seen: usize, during_outage: usize) -> anyhow::Result<()> {
     // Let the quarantine commit land in status.
-    let s = wait_status(&agent, |s| s.quarantine.count == 1 && s.queue.pending == 0).await;
+    let s = wait_status(agent, |s| s.quarantine.count == 1 && s.queue.pending == 0).await;
     println!(
         "\nStatus: state={:?} pending={} quarantine={} dead_letter={}",
         s.state.as_str(),
@@ -196,29 +232,31 @@ pub async fn run(n: usize, keep: bool) -> anyhow::Result<()> {
         .iter()
         .map(|e| e["transaction_id"].as_str().unwrap_or("").to_string())
         .eq((0..n).map(|i| format!("tx-{i:08}")));
-    let result = if seen == n && in_order {
+    if seen == n && in_order {
         println!(
             "\nDemo complete: {n} of {n} events delivered in order, {} of them after a SIEM outage; the malformed line was quarantined.",
-            up_at - down_at
+            during_outage
         );
         Ok(())
     } else {
         Err(anyhow::anyhow!(
             "only {seen} of {n} events arrived at the receiver (in order: {in_order})"
         ))
-    };
-    if keep && result.is_ok() {
-        println!("\nStill running (--keep): status page http://127.0.0.1:{port}/ ; append events to {} to see them arrive. Press Ctrl-C to stop.", events_path.display());
-        let mut tail = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = tail.tick() => print_arrivals(&emu, &mut seen),
-            }
-        }
-        println!("stopping");
     }
-    agent.stop().await;
-    emu.stop().await;
-    result
+}
+
+/// `--keep`: the agent and the receiver stay up, arrivals are printed, until Ctrl-C.
+async fn keep_running(emu: &DemoReceiver, seen: &mut usize, port: u16, events_path: &Path) {
+    println!(
+        "\nStill running (--keep): status page http://127.0.0.1:{port}/ ; append events to {} to see them arrive. Press Ctrl-C to stop.",
+        events_path.display()
+    );
+    let mut tail = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tail.tick() => print_arrivals(emu, seen),
+        }
+    }
+    println!("stopping");
 }
