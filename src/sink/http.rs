@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::secret::Secret;
 use crate::sink::platform::{EncodedRequest, Failure, FailureKind, Response};
-use crate::sink::settings::{Auth, SiemConfig};
+use crate::sink::settings::{Auth, SiemConfig, TlsConfig};
 use crate::sink::tls_probe::{self, ProbeIdentity};
 
 pub(crate) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -45,7 +45,7 @@ pub struct ClientBuildError(pub String);
 
 impl HttpClient {
     pub fn new(cfg: &SiemConfig) -> Result<HttpClient, ClientBuildError> {
-        let mut b = reqwest::Client::builder()
+        let b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.timeout)
@@ -56,98 +56,13 @@ impl HttpClient {
             .user_agent(concat!("sendauth-siem/", env!("CARGO_PKG_VERSION")))
             .use_rustls_tls()
             .tls_built_in_root_certs(true);
-        if let Some(ca) = &cfg.tls.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| ClientBuildError(format!("siem.tls.ca_file: cannot read {}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ClientBuildError(format!("siem.tls.ca_file: {} is not a PEM certificate bundle: {e}", ca.display())))?;
-            if certs.is_empty() {
-                return Err(ClientBuildError(format!("siem.tls.ca_file: {} holds no certificate", ca.display())));
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        let mut probe_identity = None;
-        if let (Some(cert), Some(key)) = (&cfg.tls.client_cert, &cfg.tls.client_key) {
-            let cert_pem =
-                std::fs::read(cert).map_err(|e| ClientBuildError(format!("siem.tls.client_cert: cannot read {}: {e}", cert.display())))?;
-            // The private key is zeroed when these buffers are dropped.
-            let key_pem = Zeroizing::new(
-                std::fs::read(key).map_err(|e| ClientBuildError(format!("siem.tls.client_key: cannot read {}: {e}", key.display())))?,
-            );
-            let mut pem = Zeroizing::new(Vec::with_capacity(cert_pem.len() + key_pem.len() + 1));
-            pem.extend_from_slice(&cert_pem);
-            pem.push(b'\n');
-            pem.extend_from_slice(&key_pem);
-            probe_identity = ProbeIdentity::from_pem(&cert_pem, &key_pem);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                ClientBuildError(format!(
-                    "siem.tls.client_cert/client_key: not a usable PEM certificate and key: {e}"
-                ))
-            })?;
-            b = b.identity(id);
-        }
-        match cfg.tls.min_version.as_deref() {
-            Some("1.3") => b = b.min_tls_version(reqwest::tls::Version::TLS_1_3),
-            _ => b = b.min_tls_version(reqwest::tls::Version::TLS_1_2),
-        }
-        if cfg.tls.insecure_skip_verify {
-            tracing::warn!("siem.tls.insecure_skip_verify is true: the SIEM's certificate is NOT checked; anyone on the network path can read and alter events. Use siem.tls.ca_file instead");
-            b = b.danger_accept_invalid_certs(true);
-        }
+        let (b, probe_identity) = with_tls(b, &cfg.tls)?;
         let client = b
             .build()
             .map_err(|e| ClientBuildError(format!("cannot build the HTTP client: {e}")))?;
         let mut secrets = Vec::new();
-        let auth = match &cfg.auth {
-            Auth::None => None,
-            Auth::Basic { username, password } => {
-                use base64::Engine;
-                let pair = Secret::new(format!("{username}:{}", password.expose()));
-                let token = Secret::new(base64::engine::general_purpose::STANDARD.encode(pair.expose()));
-                let header = Secret::new(format!("Basic {}", token.expose()));
-                secrets.push(password.clone());
-                secrets.push(token);
-                let mut v =
-                    HeaderValue::from_str(header.expose()).map_err(|_| ClientBuildError("siem.auth.basic: invalid characters".into()))?;
-                v.set_sensitive(true);
-                Some((reqwest::header::AUTHORIZATION, v))
-            }
-            Auth::Header { name, value } => {
-                let n = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| ClientBuildError("siem.auth.header: invalid header name".into()))?;
-                let mut v = HeaderValue::from_str(value.expose())
-                    .map_err(|_| ClientBuildError("siem.auth.header: invalid characters in the value".into()))?;
-                v.set_sensitive(true);
-                secrets.push(value.clone());
-                // Also the bare token after a scheme word ("Splunk abc" -> "abc").
-                if let Some((_, tok)) = value.expose().split_once(' ') {
-                    if tok.len() >= 6 {
-                        secrets.push(Secret::new(tok.trim()));
-                    }
-                }
-                Some((n, v))
-            }
-        };
-        // The URL may carry secrets too (Sumo Logic token, user:pass@, ?token=).
-        if let Some(p) = cfg.url.password() {
-            secrets.push(Secret::new(p));
-        }
-        if let Some(q) = cfg.url.query() {
-            for (_, v) in url::form_urlencoded::parse(q.as_bytes()) {
-                if v.len() >= 6 {
-                    secrets.push(Secret::new(v.into_owned()));
-                }
-            }
-        }
-        if cfg.effective_platform() == crate::sink::settings::Platform::SumoLogic {
-            if let Some(last) = cfg.url.path_segments().and_then(|mut s| s.next_back()) {
-                if last.len() >= 6 {
-                    secrets.push(Secret::new(last));
-                }
-            }
-            secrets.push(Secret::new(cfg.url.to_string()));
-        }
+        let auth = auth_header(&cfg.auth, &mut secrets)?;
+        url_secrets(cfg, &mut secrets);
         // Platform credentials sent in their own headers or token requests.
         secrets.extend(cfg.datadog.api_key.clone());
         secrets.extend(cfg.azure_monitor.client_secret.clone());
@@ -314,6 +229,108 @@ impl HttpClient {
             (FailureKind::Network, format!("network error talking to the SIEM: {chain}"))
         };
         Failure::new(kind, None, self.redact(&msg))
+    }
+}
+
+/// `siem.tls`: extra roots, the client certificate (also kept for the diagnostic probe), the
+/// minimum version, and the loud opt-out of verification.
+fn with_tls(mut b: reqwest::ClientBuilder, tls: &TlsConfig) -> Result<(reqwest::ClientBuilder, Option<ProbeIdentity>), ClientBuildError> {
+    if let Some(ca) = &tls.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| ClientBuildError(format!("siem.tls.ca_file: cannot read {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ClientBuildError(format!("siem.tls.ca_file: {} is not a PEM certificate bundle: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(ClientBuildError(format!("siem.tls.ca_file: {} holds no certificate", ca.display())));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    let mut probe_identity = None;
+    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+        let cert_pem =
+            std::fs::read(cert).map_err(|e| ClientBuildError(format!("siem.tls.client_cert: cannot read {}: {e}", cert.display())))?;
+        // The private key is zeroed when these buffers are dropped.
+        let key_pem = Zeroizing::new(
+            std::fs::read(key).map_err(|e| ClientBuildError(format!("siem.tls.client_key: cannot read {}: {e}", key.display())))?,
+        );
+        let mut pem = Zeroizing::new(Vec::with_capacity(cert_pem.len() + key_pem.len() + 1));
+        pem.extend_from_slice(&cert_pem);
+        pem.push(b'\n');
+        pem.extend_from_slice(&key_pem);
+        probe_identity = ProbeIdentity::from_pem(&cert_pem, &key_pem);
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            ClientBuildError(format!(
+                "siem.tls.client_cert/client_key: not a usable PEM certificate and key: {e}"
+            ))
+        })?;
+        b = b.identity(id);
+    }
+    match tls.min_version.as_deref() {
+        Some("1.3") => b = b.min_tls_version(reqwest::tls::Version::TLS_1_3),
+        _ => b = b.min_tls_version(reqwest::tls::Version::TLS_1_2),
+    }
+    if tls.insecure_skip_verify {
+        tracing::warn!("siem.tls.insecure_skip_verify is true: the SIEM's certificate is NOT checked; anyone on the network path can read and alter events. Use siem.tls.ca_file instead");
+        b = b.danger_accept_invalid_certs(true);
+    }
+    Ok((b, probe_identity))
+}
+
+/// The `siem.auth` header (marked sensitive), adding what it must never show to `secrets`.
+fn auth_header(auth: &Auth, secrets: &mut Vec<Secret>) -> Result<Option<(HeaderName, HeaderValue)>, ClientBuildError> {
+    Ok(match auth {
+        Auth::None => None,
+        Auth::Basic { username, password } => {
+            use base64::Engine;
+            let pair = Secret::new(format!("{username}:{}", password.expose()));
+            let token = Secret::new(base64::engine::general_purpose::STANDARD.encode(pair.expose()));
+            let header = Secret::new(format!("Basic {}", token.expose()));
+            secrets.push(password.clone());
+            secrets.push(token);
+            let mut v =
+                HeaderValue::from_str(header.expose()).map_err(|_| ClientBuildError("siem.auth.basic: invalid characters".into()))?;
+            v.set_sensitive(true);
+            Some((reqwest::header::AUTHORIZATION, v))
+        }
+        Auth::Header { name, value } => {
+            let n =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| ClientBuildError("siem.auth.header: invalid header name".into()))?;
+            let mut v = HeaderValue::from_str(value.expose())
+                .map_err(|_| ClientBuildError("siem.auth.header: invalid characters in the value".into()))?;
+            v.set_sensitive(true);
+            secrets.push(value.clone());
+            // Also the bare token after a scheme word ("Splunk abc" -> "abc").
+            if let Some((_, tok)) = value.expose().split_once(' ') {
+                if tok.len() >= 6 {
+                    secrets.push(Secret::new(tok.trim()));
+                }
+            }
+            Some((n, v))
+        }
+    })
+}
+
+/// Secrets the URL carries (a password, query values, a Sumo Logic collector URL).
+fn url_secrets(cfg: &SiemConfig, secrets: &mut Vec<Secret>) {
+    // The URL may carry secrets too (Sumo Logic token, user:pass@, ?token=).
+    if let Some(p) = cfg.url.password() {
+        secrets.push(Secret::new(p));
+    }
+    if let Some(q) = cfg.url.query() {
+        for (_, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            if v.len() >= 6 {
+                secrets.push(Secret::new(v.into_owned()));
+            }
+        }
+    }
+    if cfg.effective_platform() == crate::sink::settings::Platform::SumoLogic {
+        if let Some(last) = cfg.url.path_segments().and_then(|mut s| s.next_back()) {
+            if last.len() >= 6 {
+                secrets.push(Secret::new(last));
+            }
+        }
+        secrets.push(Secret::new(cfg.url.to_string()));
     }
 }
 
