@@ -65,34 +65,8 @@ impl Queue {
                         seq: meta.original_seq,
                     })?;
             }
-            let mut freed_events = 0u64;
-            let mut freed_bytes = 0u64;
             let acked = st.acked;
-            let mut gone = Vec::new();
-            for (first_seq, v) in self.records_between(&store, &st, acked + 1, upto)? {
-                let last_seq = match record_summary(&v) {
-                    // A whole record acknowledged: its pointer has the sums, no read needed.
-                    Some((count, payload)) if first_seq > acked && first_seq + count.max(1) - 1 <= upto => {
-                        freed_events += count;
-                        freed_bytes += payload;
-                        first_seq + count.max(1) - 1
-                    }
-                    _ => {
-                        let rec = self.inner.readers.load(first_seq, &v).map_err(|e| storage_err(&store.dir, e))?;
-                        let sizes = record_event_sizes(first_seq, &rec);
-                        for (seq, len) in &sizes {
-                            if *seq > acked && *seq <= upto {
-                                freed_events += 1;
-                                freed_bytes += *len as u64;
-                            }
-                        }
-                        sizes.last().map(|(s, _)| *s).unwrap_or(first_seq)
-                    }
-                };
-                if last_seq <= upto {
-                    gone.push(first_seq);
-                }
-            }
+            let (freed_events, freed_bytes, gone) = self.freed_through(&store, &st, acked, upto)?;
             // Memory only (see `overlay`): records leave the overlay, or are removed from sled
             // at the next drain.
             for first_seq in gone {
@@ -152,6 +126,40 @@ impl Queue {
             }
         }
         Ok(())
+    }
+
+    /// What acknowledging `acked + 1 ..= upto` frees: events and bytes leaving the pending
+    /// counters, and the records wholly acknowledged (by first sequence number). A whole record's
+    /// pointer carries its sums; a record cut by `acked` or `upto` is read to count its events.
+    fn freed_through(&self, store: &Store, st: &State, acked: u64, upto: u64) -> Result<(u64, u64, Vec<u64>), QueueError> {
+        let mut freed_events = 0u64;
+        let mut freed_bytes = 0u64;
+        let mut gone = Vec::new();
+        for (first_seq, v) in self.records_between(store, st, acked + 1, upto)? {
+            let last_seq = match record_summary(&v) {
+                // A whole record acknowledged: its pointer has the sums, no read needed.
+                Some((count, payload)) if first_seq > acked && first_seq + count.max(1) - 1 <= upto => {
+                    freed_events += count;
+                    freed_bytes += payload;
+                    first_seq + count.max(1) - 1
+                }
+                _ => {
+                    let rec = self.inner.readers.load(first_seq, &v).map_err(|e| storage_err(&store.dir, e))?;
+                    let sizes = record_event_sizes(first_seq, &rec);
+                    for (seq, len) in &sizes {
+                        if *seq > acked && *seq <= upto {
+                            freed_events += 1;
+                            freed_bytes += *len as u64;
+                        }
+                    }
+                    sizes.last().map(|(s, _)| *s).unwrap_or(first_seq)
+                }
+            };
+            if last_seq <= upto {
+                gone.push(first_seq);
+            }
+        }
+        Ok((freed_events, freed_bytes, gone))
     }
 
     /// Whether `n` more dead letters of `bytes` fit: under `queue.max_dead_letter_entries` and
