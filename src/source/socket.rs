@@ -127,112 +127,173 @@ pub async fn serve(
     status: Arc<StatusHub>,
     mut shutdown: Shutdown,
 ) {
-    // Only as many clients as the open-file limit holds beside the agent's own files (logged
-    // with what to change when fewer than configured): see `fd_limit`.
-    let mut cfg = cfg;
-    cfg.max_connections = crate::fd_limit::cap_connections(cfg.max_connections);
-    let mut listener = Some(listener);
     let (settings_tx, settings) = tokio::sync::watch::channel(conn_settings);
-    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut conns = JoinSet::new();
-    let mut next_id: u64 = 0;
-    let mut accept_warned: Option<std::time::Instant> = None;
+    let mut l = Listener {
+        shown: cfg.path.display().to_string(),
+        cfg: capped(cfg),
+        listener: Some(listener),
+        settings_tx,
+        settings,
+        active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        conns: JoinSet::new(),
+        next_id: 0,
+        accept_warned: None,
+        queue,
+        status,
+        shutdown: shutdown.clone(),
+    };
     let mut control_open = true;
-    let mut shown = cfg.path.display().to_string();
-    tracing::info!(target: "source::socket", path = %shown, mode = format!("{:o}", cfg.mode), "listening");
-    publish(&status, &cfg, 0);
+    tracing::info!(target: "source::socket", path = %l.shown, mode = format!("{:o}", l.cfg.mode), "listening");
+    publish(&l.status, &l.cfg, 0);
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {
-                if listener.is_none() && conns.is_empty() {
+            Some(_) = l.conns.join_next(), if !l.conns.is_empty() => {
+                if l.listener.is_none() && l.conns.is_empty() {
                     break;
                 }
             }
-            cmd = control.recv(), if control_open => match cmd {
-                Some(Control::Settings { cfg: new, conn }) => {
-                    cfg = new;
-                    cfg.max_connections = crate::fd_limit::cap_connections(cfg.max_connections);
-                    let _ = settings_tx.send(conn);
+            cmd = control.recv(), if control_open => {
+                // A closed channel (the supervisor let go of this source) means StopListening;
+                // it is not polled again.
+                control_open &= cmd.is_some();
+                if l.apply(cmd.unwrap_or(Control::StopListening)) {
+                    break;
                 }
-                Some(Control::Listen { listener: l, cfg: new, conn }) => {
-                    // The new socket is already in place (bound before this old one stops), so
-                    // writers never find no socket; the old file goes only if it moved.
-                    if listener.is_some() && new.path != cfg.path {
-                        let _ = std::fs::remove_file(&cfg.path);
-                    }
-                    listener = Some(l);
-                    cfg = new;
-                    cfg.max_connections = crate::fd_limit::cap_connections(cfg.max_connections);
-                    shown = cfg.path.display().to_string();
-                    let _ = settings_tx.send(conn);
-                    tracing::info!(target: "source::socket", path = %shown, mode = format!("{:o}", cfg.mode), "listening (config changed; connected writers keep their connections)");
+            }
+            accepted = async { l.listener.as_ref().expect("guarded").accept().await }, if l.listener.is_some() => {
+                match accepted {
+                    Ok((stream, _)) => l.admit(stream),
+                    Err(e) => l.accept_failed(e).await,
                 }
-                Some(Control::StopListening) | None => {
-                    // A closed channel (the supervisor let go of this source) means the same;
-                    // it is not polled again.
-                    control_open &= cmd.is_some();
-                    if listener.take().is_some() {
-                        let _ = std::fs::remove_file(&cfg.path);
-                        tracing::info!(target: "source::socket", path = %shown, connections = conns.len(), "stopped accepting (removed from the config); connected writers continue until they close");
-                    }
-                    if conns.is_empty() {
-                        break;
-                    }
-                }
-            },
-            accepted = async { listener.as_ref().expect("guarded").accept().await }, if listener.is_some() => {
-                let (mut stream, _) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning, keep
-                        // serving, and say so once a minute rather than 20 times a second.
-                        if accept_warned.is_none_or(|t: std::time::Instant| t.elapsed() >= std::time::Duration::from_secs(60)) {
-                            accept_warned = Some(std::time::Instant::now());
-                            tracing::warn!(target: "source::socket", "accept failed: {e}; retrying (out of file descriptors? see sources.socket.max_connections and the open-file limit)");
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                next_id += 1;
-                if active.load(Ordering::Acquire) >= cfg.max_connections {
-                    let msg = format!("{{\"error\":\"too many connections\",\"max_connections\":{},\"hint\":\"retry later or raise sources.socket.max_connections\"}}\n", cfg.max_connections);
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(msg.as_bytes())).await;
-                    });
-                    tracing::warn!(target: "source::socket", max = cfg.max_connections, "refused a connection: sources.socket.max_connections reached");
-                    continue;
-                }
-                let conn = Conn {
-                    id: next_id,
-                    peer: peer_name(&stream, &shown),
-                    settings: settings.clone(),
-                    queue: queue.clone(),
-                    status: status.clone(),
-                    shutdown: shutdown.clone(),
-                };
-                active.fetch_add(1, Ordering::AcqRel);
-                status.metrics.socket_connections.fetch_add(1, Ordering::Relaxed);
-                let (st, active) = (status.clone(), active.clone());
-                conns.spawn(async move {
-                    conn.run(stream).await;
-                    st.metrics.socket_connections.fetch_sub(1, Ordering::Relaxed);
-                    active.fetch_sub(1, Ordering::AcqRel);
-                });
             }
         }
-        if listener.is_some() {
-            publish(&status, &cfg, status.metrics.socket_connections.load(Ordering::Relaxed));
+        if l.listener.is_some() {
+            publish(&l.status, &l.cfg, l.status.metrics.socket_connections.load(Ordering::Relaxed));
         }
     }
-    if listener.take().is_some() {
-        let _ = std::fs::remove_file(&cfg.path);
+    if l.listener.take().is_some() {
+        let _ = std::fs::remove_file(&l.cfg.path);
     }
     // Let connections finish what they are committing (they stop reading on shutdown).
-    while conns.join_next().await.is_some() {}
-    status.set_socket_source(None);
-    tracing::info!(target: "source::socket", path = %shown, "socket closed");
+    while l.conns.join_next().await.is_some() {}
+    l.status.set_socket_source(None);
+    tracing::info!(target: "source::socket", path = %l.shown, "socket closed");
+}
+
+/// Only as many clients as the open-file limit holds beside the agent's own files (logged with
+/// what to change when fewer than configured): see `fd_limit`.
+fn capped(mut cfg: SocketSourceConfig) -> SocketSourceConfig {
+    cfg.max_connections = crate::fd_limit::cap_connections(cfg.max_connections);
+    cfg
+}
+
+/// The accepting side of the socket source: the listener, the settings connections follow,
+/// and the connections themselves.
+struct Listener {
+    /// The settings in force (`max_connections` capped by the open-file limit).
+    cfg: SocketSourceConfig,
+    /// Where new writers connect; `None` once the source was removed from the config (writers
+    /// already connected continue).
+    listener: Option<UnixListener>,
+    /// The socket's path as logs and peer names show it.
+    shown: String,
+    /// Publishes new per-connection settings; every connection follows from its next chunk.
+    settings_tx: tokio::sync::watch::Sender<ConnSettings>,
+    /// What each new connection starts from.
+    settings: tokio::sync::watch::Receiver<ConnSettings>,
+    /// Connections open now, against `max_connections`.
+    active: Arc<std::sync::atomic::AtomicUsize>,
+    /// The connections' tasks: joined at the end, so each finishes its chunk and answer.
+    conns: JoinSet<()>,
+    /// The last connection's id (for logs).
+    next_id: u64,
+    /// When a failed `accept` was last logged (once a minute at most).
+    accept_warned: Option<std::time::Instant>,
+    queue: Queue,
+    status: Arc<StatusHub>,
+    shutdown: Shutdown,
+}
+
+impl Listener {
+    /// Applies a reload's instruction; `true` when the source is done (stopped listening and
+    /// no connection is left).
+    fn apply(&mut self, cmd: Control) -> bool {
+        match cmd {
+            Control::Settings { cfg: new, conn } => {
+                self.cfg = capped(new);
+                let _ = self.settings_tx.send(conn);
+            }
+            Control::Listen {
+                listener: l,
+                cfg: new,
+                conn,
+            } => {
+                // The new socket is already in place (bound before this old one stops), so
+                // writers never find no socket; the old file goes only if it moved.
+                if self.listener.is_some() && new.path != self.cfg.path {
+                    let _ = std::fs::remove_file(&self.cfg.path);
+                }
+                self.listener = Some(l);
+                self.cfg = capped(new);
+                self.shown = self.cfg.path.display().to_string();
+                let _ = self.settings_tx.send(conn);
+                tracing::info!(target: "source::socket", path = %self.shown, mode = format!("{:o}", self.cfg.mode), "listening (config changed; connected writers keep their connections)");
+            }
+            Control::StopListening => {
+                if self.listener.take().is_some() {
+                    let _ = std::fs::remove_file(&self.cfg.path);
+                    tracing::info!(target: "source::socket", path = %self.shown, connections = self.conns.len(), "stopped accepting (removed from the config); connected writers continue until they close");
+                }
+                return self.conns.is_empty();
+            }
+        }
+        false
+    }
+
+    /// EMFILE and friends: back off briefly instead of spinning, keep serving, and say so once
+    /// a minute rather than 20 times a second.
+    async fn accept_failed(&mut self, e: std::io::Error) {
+        if self
+            .accept_warned
+            .is_none_or(|t: std::time::Instant| t.elapsed() >= std::time::Duration::from_secs(60))
+        {
+            self.accept_warned = Some(std::time::Instant::now());
+            tracing::warn!(target: "source::socket", "accept failed: {e}; retrying (out of file descriptors? see sources.socket.max_connections and the open-file limit)");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    /// A new writer: refused with a JSON line when `max_connections` are open, else served by
+    /// its own task.
+    fn admit(&mut self, mut stream: UnixStream) {
+        self.next_id += 1;
+        let max = self.cfg.max_connections;
+        if self.active.load(Ordering::Acquire) >= max {
+            let msg = format!("{{\"error\":\"too many connections\",\"max_connections\":{max},\"hint\":\"retry later or raise sources.socket.max_connections\"}}\n");
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(msg.as_bytes())).await;
+            });
+            tracing::warn!(target: "source::socket", max, "refused a connection: sources.socket.max_connections reached");
+            return;
+        }
+        let conn = Conn {
+            id: self.next_id,
+            peer: peer_name(&stream, &self.shown),
+            settings: self.settings.clone(),
+            queue: self.queue.clone(),
+            status: self.status.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.status.metrics.socket_connections.fetch_add(1, Ordering::Relaxed);
+        let (st, active) = (self.status.clone(), self.active.clone());
+        self.conns.spawn(async move {
+            conn.run(stream).await;
+            st.metrics.socket_connections.fetch_sub(1, Ordering::Relaxed);
+            active.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
 }
 
 fn publish(status: &StatusHub, cfg: &SocketSourceConfig, conns: u64) {
