@@ -246,54 +246,56 @@ impl Metrics {
 /// The gauges: queue figures, delivery state, connections.
 fn render_gauges(o: &mut String, m: &Metrics, counts: &Counts, oldest_age: Option<Duration>, state: &str) {
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut gauge = |name: &str, help: &str, v: String| {
+    let gauges: [(&str, &str, String); 9] = [
+        (
+            "sendauth_siem_queue_depth",
+            "Events accepted and not yet acknowledged by the SIEM.",
+            counts.pending_events.to_string(),
+        ),
+        (
+            "sendauth_siem_queue_bytes",
+            "Bytes of events pending in the queue.",
+            counts.pending_bytes.to_string(),
+        ),
+        (
+            "sendauth_siem_queue_oldest_pending_age_seconds",
+            "Age of the oldest pending event.",
+            format!("{:.3}", oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0)),
+        ),
+        (
+            "sendauth_siem_dead_letter_entries",
+            "Events in the dead letter.",
+            counts.dead_letter.to_string(),
+        ),
+        (
+            "sendauth_siem_dead_letter_bytes",
+            "Bytes the dead letter keeps (bounded by queue.max_dead_letter_bytes).",
+            counts.dead_letter_bytes.to_string(),
+        ),
+        (
+            "sendauth_siem_quarantine_entries",
+            "Lines in the quarantine.",
+            counts.quarantine.to_string(),
+        ),
+        (
+            "sendauth_siem_quarantine_bytes",
+            "Bytes the quarantine keeps (bounded by queue.max_quarantine_bytes).",
+            counts.quarantine_bytes.to_string(),
+        ),
+        (
+            "sendauth_siem_last_success_timestamp_seconds",
+            "Unix time of the last request the SIEM accepted (0 before the first since start). Alert on `sendauth_siem_queue_depth > 0 and time() - sendauth_siem_last_success_timestamp_seconds > 600`.",
+            format!("{:.3}", g(&m.last_success_unix_ms) as f64 / 1000.0),
+        ),
+        (
+            "sendauth_siem_socket_connections",
+            "Open socket source connections.",
+            g(&m.socket_connections).to_string(),
+        ),
+    ];
+    for (name, help, v) in gauges {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
-    gauge(
-        "sendauth_siem_queue_depth",
-        "Events accepted and not yet acknowledged by the SIEM.",
-        counts.pending_events.to_string(),
-    );
-    gauge(
-        "sendauth_siem_queue_bytes",
-        "Bytes of events pending in the queue.",
-        counts.pending_bytes.to_string(),
-    );
-    gauge(
-        "sendauth_siem_queue_oldest_pending_age_seconds",
-        "Age of the oldest pending event.",
-        format!("{:.3}", oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0)),
-    );
-    gauge(
-        "sendauth_siem_dead_letter_entries",
-        "Events in the dead letter.",
-        counts.dead_letter.to_string(),
-    );
-    gauge(
-        "sendauth_siem_dead_letter_bytes",
-        "Bytes the dead letter keeps (bounded by queue.max_dead_letter_bytes).",
-        counts.dead_letter_bytes.to_string(),
-    );
-    gauge(
-        "sendauth_siem_quarantine_entries",
-        "Lines in the quarantine.",
-        counts.quarantine.to_string(),
-    );
-    gauge(
-        "sendauth_siem_quarantine_bytes",
-        "Bytes the quarantine keeps (bounded by queue.max_quarantine_bytes).",
-        counts.quarantine_bytes.to_string(),
-    );
-    gauge(
-        "sendauth_siem_last_success_timestamp_seconds",
-        "Unix time of the last request the SIEM accepted (0 before the first since start). Alert on `sendauth_siem_queue_depth > 0 and time() - sendauth_siem_last_success_timestamp_seconds > 600`.",
-        format!("{:.3}", g(&m.last_success_unix_ms) as f64 / 1000.0),
-    );
-    gauge(
-        "sendauth_siem_socket_connections",
-        "Open socket source connections.",
-        g(&m.socket_connections).to_string(),
-    );
+    }
     let _ = writeln!(
         o,
         "# HELP sendauth_siem_state Delivery state (1 for the current one).\n# TYPE sendauth_siem_state gauge"
