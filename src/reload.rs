@@ -12,8 +12,8 @@
 //! mounted Secret in place, and a distroless image has no `kill` to send a SIGHUP). Only a
 //! fingerprint of their content is kept between reloads, never the secret itself.
 //!
-//! Invariant (ARCHITECTURE.md invariant 6): an invalid config never replaces a valid one. The agent keeps running on the
-//! old config and reports the problems in `config.reload_error` until a valid edit arrives.
+//! Invariant (ARCHITECTURE.md invariant 6): an invalid config never replaces a valid one. The
+//! agent keeps running on the old config and reports the problems in `config.reload_error` until a valid edit arrives.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,8 +2,9 @@
 //! and pseudonymise fields with a keyed HMAC-SHA256, applied to each accepted event.
 //!
 //! **Where: before the queue.** Sources apply the transform right after validation, so the
-//! queue only ever holds transformed events (ARCHITECTURE.md invariant 9). The queue is on disk, and its dead letter and
-//! quarantine listings are read by operators (`dead-letter list`): transforming at send time
+//! queue only ever holds transformed events (ARCHITECTURE.md invariant 9). The queue is on
+//! disk, and its dead letter and quarantine listings are read by operators (`dead-letter
+//! list`): transforming at send time
 //! would leave raw subjects and IP addresses on disk for as long as the SIEM is down. The
 //! consequence is that a transform change applies to events accepted after it, not to those
 //! already queued. Lines *rejected* at input are quarantined verbatim, as the contract requires

@@ -12,7 +12,7 @@
 //! `sources.max_event_bytes` (an endless line is quarantined by its prefix and skipped);
 //! `max_connections` caps concurrent clients (extra ones get an error line and are closed);
 //! a client idle for `idle_timeout` is closed after what it sent is committed. A writer waits
-//! at most for a local disk append (invariant 4); it never waits on the network.
+//! at most for a local disk append; it never waits on the network (ARCHITECTURE.md invariant 5).
 //!
 //! Reloads ([`Control`]) never cut a connected writer: the source runs for the agent's lifetime,
 //! connections read their settings (`max_event_bytes`, `transform`, `idle_timeout`) afresh for
