@@ -56,7 +56,18 @@ impl Delivery {
             // The ack writes (and with dead letters, `fdatasync`s): on the blocking pool, so a
             // disk stall never holds a runtime worker and the network tasks on it.
             let q = self.queue.clone();
-            match on_disk(move || q.ack(upto, dead)).await {
+            // The held event leaving the queue ends the hold: say so in status right after the
+            // ack, on the same thread, so `/status` never shows the queue past the held event
+            // with the old "dead letter full" reason still naming it.
+            let ends_hold = self.held_at.is_some_and(|h| h <= upto).then(|| self.status.clone());
+            let ack = move || {
+                let r = q.ack(upto, dead);
+                if let (Ok(()), Some(status)) = (&r, ends_hold) {
+                    status.set_dead_letter_full(None);
+                }
+                r
+            };
+            match on_disk(ack).await {
                 Ok(()) => {
                     use std::sync::atomic::Ordering::Relaxed;
                     self.status.metrics.delivered.fetch_add(n as u64 - n_dead, Relaxed);
@@ -70,7 +81,6 @@ impl Delivery {
                     }
                     if self.held_at.is_some_and(|h| h <= upto) {
                         self.held_at = None;
-                        self.status.set_dead_letter_full(None);
                         tracing::info!(target: "sink", "the held event left the queue (delivered, or the dead letter had room); delivery continues");
                     }
                     if n == done {

@@ -35,57 +35,7 @@ impl Delivery {
             }
             Verdict::PerEvent(outcomes) => {
                 m.requests_ok.fetch_add(1, Relaxed);
-                let mut retry: Option<Failure> = None;
-                let mut refused: Vec<(u64, Failure)> = Vec::new();
-                let mut progress = false;
-                for (e, o) in sent
-                    .iter()
-                    .zip(outcomes.into_iter().chain(std::iter::repeat(EventOutcome::Retry(Failure::new(
-                        FailureKind::BadResponse,
-                        None,
-                        "the SIEM's answer did not cover every event; resending the rest",
-                    )))))
-                {
-                    match o {
-                        EventOutcome::Delivered => {
-                            progress = true;
-                            self.mark(e.seq, ItemState::Delivered)
-                        }
-                        EventOutcome::DeadLetter(f) => {
-                            progress = true;
-                            let f = redacted(client, f);
-                            tracing::warn!(target: "sink", seq = e.seq, "the SIEM rejected an event; moved to the dead letter: {}", f.message);
-                            let st = self.dead(&f, e.seq, "");
-                            self.mark(e.seq, st);
-                        }
-                        EventOutcome::Retry(f) => {
-                            self.mark(e.seq, ItemState::Pending);
-                            let f = redacted(client, f);
-                            refused.push((e.seq, f.clone()));
-                            if retry.is_none() {
-                                retry = Some(f);
-                            }
-                        }
-                    }
-                }
-                match retry {
-                    None => self.succeeded(),
-                    // A partial batch is progress, not a failure: the SIEM took or rejected events
-                    // of the request and left the rest unread because of a bad one (Splunk HEC
-                    // stops at `invalid-event-number`), not for want of capacity. The rest goes
-                    // out again at once, with no backoff and no failed attempt: the SIEM did not
-                    // read them, so they are not counted against them either.
-                    Some(f) if progress && f.kind == FailureKind::Rejected => self.succeeded(),
-                    Some(f) => {
-                        // Each refused event counts a failed attempt of its own (the one
-                        // retry rule), whatever other events and requests do meanwhile.
-                        let moved = self.events_failed(refused.iter().map(|(seq, f)| (*seq, f)));
-                        if !self.endpoint_failed(to, &f) {
-                            self.failed(f, attempt);
-                        }
-                        self.exhausted_moved(moved);
-                    }
-                }
+                self.per_event(sent, outcomes, client, attempt, to);
             }
             Verdict::TooLarge(f) => {
                 let f = redacted(client, f);
@@ -128,6 +78,62 @@ impl Delivery {
         }
         // The run loop acknowledges the done prefix next (`ack_done_prefix`, on the blocking
         // pool).
+    }
+
+    /// An answer event by event: each is delivered, dead-lettered or pending again; the refused
+    /// ones count a failed attempt of their own.
+    fn per_event(&mut self, sent: &[QueuedEvent], outcomes: Vec<EventOutcome>, client: &HttpClient, attempt: u32, to: Sent) {
+        let mut retry: Option<Failure> = None;
+        let mut refused: Vec<(u64, Failure)> = Vec::new();
+        let mut progress = false;
+        for (e, o) in sent
+            .iter()
+            .zip(outcomes.into_iter().chain(std::iter::repeat(EventOutcome::Retry(Failure::new(
+                FailureKind::BadResponse,
+                None,
+                "the SIEM's answer did not cover every event; resending the rest",
+            )))))
+        {
+            match o {
+                EventOutcome::Delivered => {
+                    progress = true;
+                    self.mark(e.seq, ItemState::Delivered)
+                }
+                EventOutcome::DeadLetter(f) => {
+                    progress = true;
+                    let f = redacted(client, f);
+                    tracing::warn!(target: "sink", seq = e.seq, "the SIEM rejected an event; moved to the dead letter: {}", f.message);
+                    let st = self.dead(&f, e.seq, "");
+                    self.mark(e.seq, st);
+                }
+                EventOutcome::Retry(f) => {
+                    self.mark(e.seq, ItemState::Pending);
+                    let f = redacted(client, f);
+                    refused.push((e.seq, f.clone()));
+                    if retry.is_none() {
+                        retry = Some(f);
+                    }
+                }
+            }
+        }
+        match retry {
+            None => self.succeeded(),
+            // A partial batch is progress, not a failure: the SIEM took or rejected events
+            // of the request and left the rest unread because of a bad one (Splunk HEC
+            // stops at `invalid-event-number`), not for want of capacity. The rest goes
+            // out again at once, with no backoff and no failed attempt: the SIEM did not
+            // read them, so they are not counted against them either.
+            Some(f) if progress && f.kind == FailureKind::Rejected => self.succeeded(),
+            Some(f) => {
+                // Each refused event counts a failed attempt of its own (the one
+                // retry rule), whatever other events and requests do meanwhile.
+                let moved = self.events_failed(refused.iter().map(|(seq, f)| (*seq, f)));
+                if !self.endpoint_failed(to, &f) {
+                    self.failed(f, attempt);
+                }
+                self.exhausted_moved(moved);
+            }
+        }
     }
 
     /// A request (or `prepare`) to one endpoint failed as a whole: that endpoint leaves rotation
