@@ -18,6 +18,8 @@ pub mod splunk_hec;
 pub mod sumo_logic;
 #[cfg(test)]
 mod test_server;
+#[cfg(test)]
+mod test_support;
 pub mod tls_probe;
 
 use std::sync::Arc;

@@ -171,6 +171,8 @@ mod tests {
         }
     }
 
+    use crate::sink::test_support::config_errors;
+
     fn sumo(cfg: SumoConfig) -> SumoLogic {
         SumoLogic::new(URL.parse().unwrap(), cfg)
     }
@@ -301,15 +303,6 @@ mod tests {
         r.headers.insert(reqwest::header::LOCATION, format!("{URL}x").parse().unwrap());
         let text = format!("{:?}", s.interpret(&evs(1), &r));
         assert!(!text.contains("ZaVnC4dhaV2Z"), "{text}");
-    }
-
-    /// The config problems for a `siem:` section (YAML lines, indented two spaces), joined.
-    fn config_errors(siem: &str) -> String {
-        let yaml = format!("siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n");
-        crate::config::Config::parse_with_env(&yaml, &|_| None)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
     }
 
     #[test]

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use serde_json::json;
 use std::io::Read;
 
+use crate::sink::test_support::{config_errors, numbered};
+
 const EV: &str = r#"{"event_type":"transaction.verified","timestamp":"2025-01-28T10:31:00Z","transaction_id":"tx-1","subject":"user@company.com","ip_address":"203.0.113.42","location":{"city":"San Francisco","region":"California","country":"US"},"org_id":"org-1"}"#;
 
 fn cfg() -> ElasticConfig {
@@ -28,11 +30,7 @@ fn es(cfg: ElasticConfig) -> Elasticsearch {
 }
 
 fn ev(i: usize) -> QueuedEvent {
-    QueuedEvent {
-        seq: i as u64 + 1,
-        data: Bytes::from(EV.replace("tx-1", &format!("tx-{i}"))),
-        accepted_at_ms: 5,
-    }
+    numbered(EV, i)
 }
 
 fn evs(n: usize) -> Vec<QueuedEvent> {
@@ -388,15 +386,6 @@ fn template_maps_the_documented_query_fields_as_keyword() {
     );
     assert!(t.get("data_stream").is_none());
     assert_eq!(index_template("sendauth", true)["data_stream"], json!({}));
-}
-
-/// The config problems for a `siem:` section (YAML lines, indented two spaces), joined.
-fn config_errors(siem: &str) -> String {
-    let yaml = format!("siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n");
-    crate::config::Config::parse_with_env(&yaml, &|_| None)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default()
 }
 
 #[test]

@@ -12,6 +12,8 @@ use crate::sink::platform::EventOutcome;
 use crate::sink::test_server;
 use std::io::Read;
 
+use crate::sink::test_support::{config_errors, numbered};
+
 const EV: &str = r#"{"event_type":"transaction.denied","timestamp":"2025-01-28T10:31:00.123Z","transaction_id":"tx-1","subject":"user@company.com","ip_address":"203.0.113.42","org_id":"org-1"}"#;
 
 fn cfg() -> SplunkConfig {
@@ -35,11 +37,7 @@ fn hec(cfg: SplunkConfig) -> SplunkHec {
 }
 
 fn ev(i: usize) -> QueuedEvent {
-    QueuedEvent {
-        seq: i as u64 + 1,
-        data: Bytes::from(EV.replace("tx-1", &format!("tx-{i}"))),
-        accepted_at_ms: 5,
-    }
+    numbered(EV, i)
 }
 
 fn evs(n: usize) -> Vec<QueuedEvent> {
@@ -391,15 +389,6 @@ fn other_statuses() {
         (retry, FailureKind::Config)
     );
     assert_eq!(kind(301, ""), (retry, FailureKind::Redirect));
-}
-
-/// The config problems for a `siem:` section (YAML lines, indented two spaces), joined.
-fn config_errors(siem: &str) -> String {
-    let yaml = format!("siem:\n{siem}sources:\n  socket: {{ path: /tmp/x.sock }}\nqueue:\n  path: /tmp/q\n");
-    crate::config::Config::parse_with_env(&yaml, &|_| None)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default()
 }
 
 #[test]
