@@ -1,6 +1,7 @@
 //! `status`: asks the agent's status API and prints it in words, with an exit code a script can
 //! use (docs/CONTRACT.md, "Status").
 
+use serde::Deserialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,14 +69,15 @@ pub(super) fn status_cmd(config: Option<PathBuf>, addr: Option<String>, json: bo
             return Ok(ExitCode::from(STATUS_NOT_DELIVERING));
         }
     };
-    let doc: StatusDoc = serde_json::from_str(&body).with_context(|| {
+    // Parsed once: the document as the agent sent it (`--json` prints every field, also those a
+    // newer agent adds that this command does not know), and the typed view of it.
+    let not_status = || {
         format!("the answer at http://{addr}/status is not a status document this command reads; are the agent and this command the same version?")
-    })?;
+    };
+    let raw: serde_json::Value = serde_json::from_str(&body).with_context(not_status)?;
+    let doc = StatusDoc::deserialize(&raw).with_context(not_status)?;
     let code = if live { STATUS_HEALTHY } else { status_exit(&doc) };
     if json {
-        // The agent's document as it sent it (every field, also those a newer agent adds that
-        // this command does not know), compacted as before.
-        let raw: serde_json::Value = serde_json::from_str(&body)?;
         println!("{raw}");
         return Ok(ExitCode::from(code));
     }
