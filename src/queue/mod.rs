@@ -406,6 +406,16 @@ fn dir_id(dir: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Adds `msg` to the incident reported so far (the first cause stays first).
+pub(super) fn add_incident(incident: &mut Option<String>, msg: Option<String>) {
+    if let Some(msg) = msg {
+        *incident = Some(match incident.take() {
+            Some(prev) => format!("{prev}; {msg}"),
+            None => msg,
+        });
+    }
+}
+
 /// Whether `queue.path` is still the directory opened: removed or replaced under a running
 /// agent, its files live on only through open handles and vanish at exit, so accepting more
 /// would accept into nothing. Fatal, like an I/O error inside sled.
@@ -489,10 +499,7 @@ impl Queue {
             "{tag} the queue's segment data for the events from sequence {first_seq} is damaged ({why}); those events cannot be forwarded and were skipped, later events are delivered"
         );
         tracing::error!(target: "queue", "{msg}");
-        *inc = Some(match inc.take() {
-            Some(prev) => format!("{prev}; {msg}"),
-            None => msg,
-        });
+        add_incident(&mut inc, Some(msg));
     }
 
     /// The incident found at open, if the database had to be moved aside.

@@ -212,13 +212,3 @@ fn apply_newer_acks(q: &Queue, wal_acked: u64) -> Result<(), QueueError> {
     }
     Ok(())
 }
-
-/// Adds `msg` to the incident reported so far (the first cause stays first).
-fn add_incident(incident: &mut Option<String>, msg: Option<String>) {
-    if let Some(msg) = msg {
-        *incident = Some(match incident.take() {
-            Some(prev) => format!("{prev}; {msg}"),
-            None => msg,
-        });
-    }
-}
