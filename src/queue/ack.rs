@@ -65,8 +65,7 @@ impl Queue {
                         seq: meta.original_seq,
                     })?;
             }
-            let acked = st.acked;
-            let (freed_events, freed_bytes, gone) = self.freed_through(&store, &st, acked, upto)?;
+            let (freed_events, freed_bytes, gone) = self.freed_through(&store, &st, upto)?;
             // Memory only (see `overlay`): records leave the overlay, or are removed from sled
             // at the next drain.
             for first_seq in gone {
@@ -128,10 +127,11 @@ impl Queue {
         Ok(())
     }
 
-    /// What acknowledging `acked + 1 ..= upto` frees: events and bytes leaving the pending
+    /// What acknowledging `st.acked + 1 ..= upto` frees: events and bytes leaving the pending
     /// counters, and the records wholly acknowledged (by first sequence number). A whole record's
     /// pointer carries its sums; a record cut by `acked` or `upto` is read to count its events.
-    fn freed_through(&self, store: &Store, st: &State, acked: u64, upto: u64) -> Result<(u64, u64, Vec<u64>), QueueError> {
+    fn freed_through(&self, store: &Store, st: &State, upto: u64) -> Result<(u64, u64, Vec<u64>), QueueError> {
+        let acked = st.acked;
         let mut freed_events = 0u64;
         let mut freed_bytes = 0u64;
         let mut gone = Vec::new();
