@@ -26,10 +26,25 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
+/// Whether `path` is a module its parent declares only for unit tests (`#[cfg(test)]` then
+/// `mod <name>;`, as `tests.rs` or `sink/test_support.rs`).
+fn test_only_module(path: &Path) -> bool {
+    let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) else {
+        return false;
+    };
+    // The parent is `mod.rs` beside it, or the folder's own `<folder>.rs` one level up.
+    let parents = [dir.join("mod.rs"), dir.with_extension("rs")];
+    let decl = format!("#[cfg(test)]\nmod {stem};");
+    parents
+        .iter()
+        .filter(|p| p.as_path() != path)
+        .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(&decl)))
+}
+
 /// The file's text before its unit-test module (`#[cfg(test)]` followed by `mod tests`); none
-/// for a unit-test module in its own file (`tests.rs`, declared `#[cfg(test)] mod tests;`).
+/// for a module declared only for unit tests.
 fn product_code(path: &Path) -> String {
-    if path.file_name().is_some_and(|n| n == "tests.rs") {
+    if test_only_module(path) {
         return String::new();
     }
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
